@@ -1,0 +1,3 @@
+from rustymt.cli import main
+
+raise SystemExit(main())
