@@ -103,12 +103,14 @@ class CgroupTree:
         return all(os.path.isdir(path) for path in self.group_dirs(rel))
 
     def children(self, rel: str) -> list[str]:
-        """Subgroup names of `rel` (from the first hierarchy)."""
-        base = self.group_dirs(rel)[0]
-        try:
-            return sorted(name for name in os.listdir(base) if os.path.isdir(os.path.join(base, name)))
-        except FileNotFoundError:
-            return []
+        """Subgroup names of `rel` (in any hierarchy, on v1)."""
+        names: set[str] = set()
+        for base in self.group_dirs(rel):
+            try:
+                names.update(name for name in os.listdir(base) if os.path.isdir(os.path.join(base, name)))
+            except FileNotFoundError:
+                pass
+        return sorted(names)
 
     def read(self, rel: str, file: str) -> str:
         return _read(self.file_path(rel, file))
