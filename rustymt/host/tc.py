@@ -162,7 +162,9 @@ class Shaper:
     def _delete_filters(self, index: int, prio: int) -> bool:
         present = any(message["info"] >> 16 == prio for message in self.ipr.get_filters(index=index, parent=HANDLE))
         if present:
-            self.ipr.tc("del-filter", index=index, parent=HANDLE, prio=prio, protocol=ETH_P_ALL)
+            # with the kind given pyroute2 encodes prio/protocol; without it
+            # the request says prio 0, which deletes every filter on the qdisc
+            self.ipr.tc("del-filter", "u32", index=index, parent=HANDLE, prio=prio, protocol=ETH_P_ALL, target=0, keys=[])
         return present
 
     def ports(self) -> dict[int, dict[str, int]]:
