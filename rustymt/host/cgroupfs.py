@@ -20,8 +20,9 @@ Safe write order (`apply`):
    limit, the write is reported as failed (memory below usage) and reconcile
    tries again next cycle — no task is killed for it.
 3. EINVAL on a v1 cfs quota means a parent/child constraint (a child's quota
-   may not exceed its parent's): such writes are deferred and retried after
-   the rest, which is the parent-first / child-first order either way round.
+   may not exceed its parent's): `apply_many` takes groups parents first and
+   retries such writes after the rest, children first — parent-first when
+   raising, child-first when lowering, without knowing which it is.
 4. Nothing is written that already reads back the same (`same_value`), so a
    reconcile pass over correct state is read-only.
 """
@@ -38,6 +39,7 @@ from rustymt.host import cgroupmap
 
 GROUP_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 RETRY_ERRNOS = (errno.EBUSY, errno.EAGAIN, errno.EINTR)
+CPU_BANDWIDTH_FILES = ("cpu.cfs_quota_us", "cpu.cfs_period_us", "cpu.max")
 
 
 class CgroupError(OSError):
@@ -134,15 +136,23 @@ class CgroupTree:
 
     # -- values
     def apply(self, rel: str, writes: list[tuple[str, str]], busy_timeout: float = 1.0) -> list[WriteOutcome]:
+        return self.apply_many([(rel, writes)], busy_timeout)
+
+    def apply_many(self, items: list[tuple[str, list[tuple[str, str]]]], busy_timeout: float = 1.0) -> list[WriteOutcome]:
+        """Apply several groups' writes, given parents first. A CPU bandwidth
+        write refused with EINVAL (v1: a child's quota may not exceed its
+        parent's) is retried after everything else, children first — so
+        raising works parent-first and lowering child-first."""
         outcomes: list[WriteOutcome] = []
-        deferred: list[tuple[str, str]] = []
-        for file, value in writes:
-            outcome = self._apply_one(rel, file, value, busy_timeout)
-            if outcome.error and outcome.error.startswith("EINVAL") and file == "cpu.cfs_quota_us":
-                deferred.append((file, value))
-                continue
-            outcomes.append(outcome)
-        for file, value in deferred:
+        deferred: list[tuple[str, str, str]] = []
+        for rel, writes in items:
+            for file, value in writes:
+                outcome = self._apply_one(rel, file, value, busy_timeout)
+                if outcome.error and outcome.error.startswith("EINVAL") and file in CPU_BANDWIDTH_FILES:
+                    deferred.append((rel, file, value))
+                    continue
+                outcomes.append(outcome)
+        for rel, file, value in reversed(deferred):
             outcomes.append(self._apply_one(rel, file, value, busy_timeout))
         return outcomes
 

@@ -97,31 +97,39 @@ class Reconciler:
         self.shaper = shaper
         self.device = device          # MAJ:MIN io throttles name
 
-    # -- one group
+    # -- groups
     def ensure_group(self, group: str, quota: HostQuota | None, pids=(), tenant_id: str | None = None) -> list[Repair]:
+        return self.ensure_groups([(group, quota, tuple(pids), tenant_id)])
+
+    def ensure_groups(self, items: list[tuple[str, HostQuota | None, tuple[int, ...], str | None]]) -> list[Repair]:
+        """Create, then write values (parents first, see apply_many), then
+        place processes, for (group, quota, pids, tenant_id) items."""
         repairs: list[Repair] = []
         tree = self.tree
-        if tree.ensure(group):
-            repairs.append(Repair("cgroup.created", group, tenant_id))
-        if quota is not None:
-            writes = cgroupmap.writes_for(tree.version, quota, self.device)
-            for outcome in tree.apply(group, writes):
-                if outcome.error:
-                    repairs.append(Repair("repair.failed", group, tenant_id, {
-                        "file": outcome.file, "value": outcome.value, "error": outcome.error}))
-                elif outcome.changed:
-                    repairs.append(Repair("cgroup.value.repaired", group, tenant_id, {
-                        "file": outcome.file, "old": outcome.previous, "new": outcome.value}))
-        present = set(tree.procs(group))
-        for pid in pids:
-            if pid in present:
-                continue
-            try:
-                tree.place(group, pid)
-                repairs.append(Repair("process.placed", group, tenant_id, {"pid": pid}))
-            except OSError as exc:
-                reason = "no such process" if exc.errno == errno.ESRCH else str(exc)
-                repairs.append(Repair("repair.failed", group, tenant_id, {"pid": pid, "error": reason}))
+        tenant_of = {group: tenant_id for group, _quota, _pids, tenant_id in items}
+        for group, _quota, _pids, tenant_id in items:
+            if tree.ensure(group):
+                repairs.append(Repair("cgroup.created", group, tenant_id))
+        writes = [(group, cgroupmap.writes_for(tree.version, quota, self.device))
+                  for group, quota, _pids, _tenant in items if quota is not None]
+        for outcome in tree.apply_many(writes):
+            if outcome.error:
+                repairs.append(Repair("repair.failed", outcome.group, tenant_of[outcome.group], {
+                    "file": outcome.file, "value": outcome.value, "error": outcome.error}))
+            elif outcome.changed:
+                repairs.append(Repair("cgroup.value.repaired", outcome.group, tenant_of[outcome.group], {
+                    "file": outcome.file, "old": outcome.previous, "new": outcome.value}))
+        for group, _quota, pids, tenant_id in items:
+            present = set(tree.procs(group)) if pids else set()
+            for pid in pids:
+                if pid in present:
+                    continue
+                try:
+                    tree.place(group, pid)
+                    repairs.append(Repair("process.placed", group, tenant_id, {"pid": pid}))
+                except OSError as exc:
+                    reason = "no such process" if exc.errno == errno.ESRCH else str(exc)
+                    repairs.append(Repair("repair.failed", group, tenant_id, {"pid": pid, "error": reason}))
         return repairs
 
     def remove_group(self, group: str, tenant_id: str | None = None) -> list[Repair]:
@@ -158,17 +166,17 @@ class Reconciler:
         return repairs
 
     def _cgroups(self, desired: DesiredState) -> list[Repair]:
-        repairs: list[Repair] = []
-        repairs += self.ensure_group(SUPERVISOR, None, desired.supervisor_pids)
         shared_tenants = [spec for spec in desired.tenants if spec.placement == "shared"]
         shared_quota = desired.shared_quota or aggregate([spec.quota for spec in shared_tenants])
-        repairs += self.ensure_group(SHARED, shared_quota, desired.shared_pids)
-        repairs += self.ensure_group(TENANTS, None)
+        items = [(SUPERVISOR, None, desired.supervisor_pids, None),
+                 (SHARED, shared_quota, desired.shared_pids, None),
+                 (TENANTS, None, (), None)]
         wanted = set()
         for spec in desired.tenants:
             if spec.placement == "dedicated":
                 wanted.add(check_group(spec.tenant_id))
-                repairs += self.ensure_group(tenant_group(spec.tenant_id), spec.quota, spec.pids, spec.tenant_id)
+                items.append((tenant_group(spec.tenant_id), spec.quota, spec.pids, spec.tenant_id))
+        repairs = self.ensure_groups(items)
         for name in self.tree.children(TENANTS):
             if name not in wanted:
                 repairs += self.remove_group(f"{TENANTS}/{name}", name)

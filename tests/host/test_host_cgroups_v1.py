@@ -192,3 +192,24 @@ def test_blkio_caps_direct_reads_at_100_iops(v1_tree, spawner, loop_device):
     rate = (reads() - first) / (time.monotonic() - t0)
     print(f"\nblkio read_iops 100 on {disk.name} ({disk.devno}), O_DIRECT: {rate:.1f} IOPS")
     assert 90 <= rate <= 110
+
+
+def test_parent_and_child_cpu_quotas_apply_in_either_direction(v1_tree):
+    v1_tree.ensure("tenants/c")
+
+    def quotas(parent_percent, child_percent):
+        return [("tenants", cgroupmap.v1_writes(HostQuota(cpu_percent=parent_percent))),
+                ("tenants/c", cgroupmap.v1_writes(HostQuota(cpu_percent=child_percent)))]
+
+    def read():
+        return [int(v1_tree.read(group, "cpu.cfs_quota_us")) for group in ("tenants", "tenants/c")]
+
+    for parent, child in ((50, 40), (30, 20), (80, 70)):   # set, lower both, raise both
+        outcomes = v1_tree.apply_many(quotas(parent, child))
+        assert [o for o in outcomes if o.error] == []
+        assert read() == [parent * 1000, child * 1000]
+    # a child above its parent is refused by the kernel and reported, not hidden:
+    # the child goes to 40 (under the old 80), the parent cannot go to 30
+    outcomes = v1_tree.apply_many(quotas(30, 40))
+    assert [(o.group, o.file, o.error.split(":")[0]) for o in outcomes if o.error] == [("tenants", "cpu.cfs_quota_us", "EINVAL")]
+    assert read() == [80_000, 40_000]
