@@ -117,17 +117,20 @@ class CgroupTree:
     def read(self, rel: str, file: str) -> str:
         return _read(self.file_path(rel, file))
 
-    def ensure(self, rel: str) -> bool:
+    def ensure(self, rel: str, delegate: bool = True) -> bool:
         """Create `rel` and its parents below the root, parents first; True
         if anything was created. Only the groups above `rel` get controllers
-        delegated to their children: `rel` itself is a leaf for processes."""
+        delegated to their children: `rel` itself is a leaf for processes.
+        delegate=False only makes the directories — for moving processes out
+        of the root first (v2 refuses subtree controllers on a group that
+        still holds processes)."""
         parts = check_group(rel).split("/")
         chain = [""] + ["/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
         created = False
         for index, group in enumerate(chain):
             if group or self.root != "/":
                 created |= self._create(group)
-            if index < len(chain) - 1:
+            if delegate and index < len(chain) - 1:
                 self._delegate_down(group)
         return created
 

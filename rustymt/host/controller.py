@@ -102,8 +102,12 @@ class HostController:
         Call before READY=1."""
         if self.tree is None or self.caps is None or not self.caps.delegated:
             return False
-        self.tree.ensure(SUPERVISOR)
+        # the root is our own cgroup and still holds us: leave it first, then
+        # hand the controllers down (v2 refuses that while it has processes).
+        # Instances must not be started before this.
+        self.tree.ensure(SUPERVISOR, delegate=False)
         self.tree.place(SUPERVISOR, os.getpid() if pid is None else pid)
+        self.tree.ensure(SUPERVISOR)
         return True
 
     def group(self, tenant_id: str | None) -> str:
