@@ -18,7 +18,9 @@ Safe write order (`apply`):
 2. EBUSY/EAGAIN are retried with a short backoff: v1 returns EBUSY while it
    reclaims towards a new memory limit below usage; if usage stays above the
    limit, the write is reported as failed (memory below usage) and reconcile
-   tries again next cycle — no task is killed for it.
+   tries again next cycle — no task is killed for it. v2 would reclaim and
+   then OOM-kill instead, so there memory.high goes first and memory.max
+   waits for usage to drop under it (same report when it does not).
 3. EINVAL on a v1 cfs quota means a parent/child constraint (a child's quota
    may not exceed its parent's): `apply_many` takes groups parents first and
    retries such writes after the rest, children first — parent-first when
@@ -168,6 +170,9 @@ class CgroupTree:
         if cgroupmap.same_value(file, value, previous):
             return WriteOutcome(rel, file, value, previous, False)
         deadline = time.monotonic() + busy_timeout
+        refusal = self._refuse_before_write(rel, file, value, deadline)
+        if refusal:
+            return WriteOutcome(rel, file, value, previous, False, refusal)
         delay = 0.005
         while True:
             try:
@@ -182,6 +187,10 @@ class CgroupTree:
                 if exc.errno == errno.EBUSY and file.startswith("memory."):
                     reason += " (memory usage is above the new limit)"
                 return WriteOutcome(rel, file, value, previous, False, reason)
+
+    def _refuse_before_write(self, rel: str, file: str, value: str, deadline: float) -> str | None:
+        """A reason not to write yet (v2 memory.max below usage), else None."""
+        return None
 
     def mismatches(self, rel: str, writes: list[tuple[str, str]]) -> list[tuple[str, str, str | None]]:
         """(file, wanted, actual) for every value that does not read back."""
@@ -322,6 +331,25 @@ class CgroupV2(CgroupTree):
         missing = [name for name in self.controllers if name in available and name not in enabled]
         if missing:
             _write(os.path.join(directory, "cgroup.subtree_control"), " ".join("+" + name for name in missing))
+
+    def _refuse_before_write(self, rel: str, file: str, value: str, deadline: float) -> str | None:
+        """v2 answers memory.max below usage with reclaim and then the OOM
+        killer; v1 answers EBUSY. rustymt keeps v1's meaning on v2: memory.high
+        (written just before, lower) throttles and reclaims; memory.max is
+        written once usage is under it, else reported and retried next pass."""
+        if file != "memory.max" or value == "max":
+            return None
+        limit = int(value)
+        while True:
+            try:
+                current = int(self.read(rel, "memory.current"))
+            except (OSError, ValueError):
+                return None
+            if current <= limit:
+                return None
+            if time.monotonic() >= deadline:
+                return f"EBUSY: memory usage {current} is above the new limit {limit} (memory.high set; not forcing an OOM kill)"
+            time.sleep(0.01)  # reclaim under memory.high is under way
 
     def is_frozen(self, rel: str) -> bool:
         for line in self.read(rel, "cgroup.events").splitlines():
