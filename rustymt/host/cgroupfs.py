@@ -86,7 +86,12 @@ class CgroupTree:
     version: int
 
     def __init__(self, root: str):
-        self.root = "/" + check_group(root) if root.strip("/") else "/"
+        # the root comes from config or /proc/self/cgroup (systemd names such
+        # as user@1000.service allowed); tenant groups below it are stricter
+        parts = [part for part in root.split("/") if part]
+        if any(part in (".", "..") or "\0" in part for part in parts):
+            raise ValueError(f"invalid cgroup root {root!r}")
+        self.root = "/" + "/".join(parts)
 
     # -- to be provided by v1 / v2
     def group_dirs(self, rel: str) -> list[str]:
