@@ -31,7 +31,7 @@ class CdbService:
                 return cdb_rows.get_cdb(conn), cdb_rows.count_pdbs(conn)
 
         identity, counts = await asyncio.to_thread(query)
-        empty = {"size_gb": 0, "used_gb": 0, "source": NO_SHARED_TABLESPACE}
+        empty = {"size_gb": 0, "used_gb": 0.0, "source": NO_SHARED_TABLESPACE}
         return {
             "cdb_name": identity["cdb_name"] if identity else self.settings.cdb.name,
             "total_pdbs": counts["total"],

@@ -154,7 +154,7 @@ class TenantService:
 
     @staticmethod
     def _name_taken(tenant_name: str) -> ServiceError:
-        return ServiceError("TENANT_ALREADY_EXISTS", f"a tenant named {tenant_name} already exists",
+        return ServiceError("TENANT_ALREADY_EXISTS", f"tenant_name: a tenant named {tenant_name} already exists",
                             details={"tenant_name": tenant_name}, field="tenant_name")
 
     def _create_tx(self, tenant_name, admin_user, password_hash, tier, organization, tags) -> dict:
@@ -164,10 +164,10 @@ class TenantService:
             if rows.get_live_by_name(conn, tenant_name) is not None:
                 raise self._name_taken(tenant_name)
             if rows.get_live_by_admin(conn, admin_user) is not None:
-                raise ServiceError("CONFLICT", "admin_user is already the administrator of another tenant", field="admin_user")
+                raise ServiceError("CONFLICT", "admin_user: already the administrator of another tenant", field="admin_user")
             pdb_name = pdb_name_for(tenant_name)
             if cdb_rows.live_pdb_name_taken(conn, pdb_name):
-                raise ServiceError("CONFLICT", f"a PDB named {pdb_name} already exists", field="tenant_name")
+                raise ServiceError("CONFLICT", f"tenant_name: its PDB name {pdb_name} is taken", field="tenant_name")
             if cdb_rows.count_pdbs(conn)["total"] >= self.settings.cdb.max_pdbs:
                 raise ServiceError("INSUFFICIENT_RESOURCES", f"the CDB already holds its maximum of {self.settings.cdb.max_pdbs} PDBs",
                                    details={"resource": "pdbs", "max_pdbs": self.settings.cdb.max_pdbs})
