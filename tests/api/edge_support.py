@@ -13,6 +13,8 @@ import re
 import urllib.parse
 from typing import Any
 
+import pytest
+
 import rustymt.config
 from rustymt.api.app import collect_routes
 from rustymt.api.auth import issue_token
@@ -22,6 +24,14 @@ from tests.daemon import Daemon
 
 PATH_PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")
 _unique = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, request):
+    """One real daemon per test module (import this fixture into the module)."""
+    running = Daemon.start(str(tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2]) / "data"))
+    yield running
+    running.stop()
 
 
 def settings_for(env: dict[str, str] | None = None):

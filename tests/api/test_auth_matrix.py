@@ -19,19 +19,12 @@ from __future__ import annotations
 import pytest
 
 from rustymt.service.authz import ROLE_PERMISSIONS
-from tests.api.edge_support import (
+from tests.api.edge_support import (  # noqa: F401 - daemon is a fixture
+    daemon,
     protected_routes, request_for, role_without, route_id, targets_tenant, tenant_role_with, token, unique_name,
 )
-from tests.daemon import Daemon
 
 ROUTES = protected_routes()
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    running = Daemon.start(str(tmp_path_factory.mktemp("auth-matrix") / "data"))
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")

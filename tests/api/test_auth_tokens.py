@@ -17,17 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rustymt.api.auth import token_claims
 from rustymt.api.keys import ED25519_FILE, HS256_FILE, KEY_DIR, load_or_create_keys
 from rustymt.api.rest.auth_routes import LOGIN_FAILURE_BURST
-from tests.api.edge_support import settings_for, token, unique_name
+from tests.api.edge_support import daemon, settings_for, token, unique_name  # noqa: F401 - daemon is a fixture
 from tests.daemon import Daemon
 
 ISSUER = settings_for().auth.issuer
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
-    running = Daemon.start(str(tmp_path_factory.mktemp("auth-tokens") / "data"))
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")
