@@ -27,7 +27,10 @@
 **      for a clean page to recycle (the other order cost +32% misses on an
 **      update-heavy phase).
 **   2. A tenant at its max_frames recycles only its own pages (CLOCK over its
-**      own ring), never a free frame or a neighbour's page.
+**      own ring), never a free frame or a neighbour's page. Exception: when
+**      all its pages are pinned and createFlag is 2 (SQLite could spill
+**      nothing), it overdraws like pcache1 does beyond cache_size, through
+**      steps 3-4; unpinning sheds the excess. Its memory quota stays hard.
 **   3. Otherwise a free frame is taken first.
 **   4. Otherwise the victim tenant is the one furthest above its min_frames
 **      (resident - min, ties to the lowest slot) that has an unpinned page;
@@ -305,12 +308,20 @@ static void evict_one(rmt_pool *pool, int t) {
     release_frame(pool, f);
 }
 
-/* Steps 2-4: find the tenant to recycle from, or -1. */
-static int victim_tenant(rmt_pool *pool, int t) {
+/* Steps 2-4: find the tenant to recycle from; -2 = a free frame is there;
+** -1 = nothing can be had. */
+static int victim_tenant(rmt_pool *pool, int t, int createFlag) {
     partition *me = &pool->part[t];
     int v, best = -1;
     uint32_t best_excess = 0;
-    if (me->max_frames != 0 && me->resident >= me->max_frames) return evictable(me) ? t : -1;
+    if (me->max_frames != 0 && me->resident >= me->max_frames) {
+        if (evictable(me)) return t;
+        /* Every page of the tenant is pinned (dirty or referenced) and SQLite
+        ** has nothing left to spill: createFlag 2 gets an overdraft like
+        ** pcache1 gives, or VACUUM and big transactions fail. The memory
+        ** quota still bounds it; the unpin path sheds the excess. */
+        if (createFlag != 2) return -1;
+    }
     if (pool->nfree > 0) return -2; /* a free frame: no victim needed */
     for (v = 0; v < pool->tenant_hwm; v++) {
         partition *p = &pool->part[v];
@@ -355,7 +366,7 @@ static frame *take_pooled(rmt_pool *pool, rmt_cache *c, int createFlag) {
     frame *f;
     int v;
     if (createFlag == 1 && must_spill(pool, c)) return NULL;
-    v = victim_tenant(pool, c->tenant);
+    v = victim_tenant(pool, c->tenant, createFlag);
     if (v == -1) return NULL;
     if (v >= 0) evict_one(pool, v);
     assert(pool->free_list != NULL);

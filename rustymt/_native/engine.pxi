@@ -159,6 +159,11 @@ def pool_info():
     return _pool_info_dict(_require_pool())
 
 
+def pool_check():
+    """Walk the installed pool and verify its invariants (True when they hold)."""
+    return bool(rmt_pool_check(_require_pool()))
+
+
 def set_memory_quota(int slot, int64_t quota_bytes):
     """Set a tenant's hard memory quota in bytes (0 = unlimited)."""
     _check_slot(slot)
