@@ -29,6 +29,11 @@ TYPE_NAMES = {
     TIMESTAMPTZ: "timestamp with time zone", NUMERIC: "numeric", UUID: "uuid", JSONB: "jsonb",
     UNKNOWN: "unknown", VOID: "void",
 }
+# pg_type.typname: PostgreSQL names an unaliased cast column after it.
+PG_TYPE_NAMES = {BOOL: "bool", BYTEA: "bytea", INT8: "int8", INT2: "int2", INT4: "int4", TEXT: "text",
+                 JSON: "json", FLOAT4: "float4", FLOAT8: "float8", VARCHAR: "varchar", BPCHAR: "bpchar",
+                 DATE: "date", TIMESTAMP: "timestamp", TIMESTAMPTZ: "timestamptz", NUMERIC: "numeric",
+                 UUID: "uuid", JSONB: "jsonb"}
 # pg_type.typlen, as RowDescription reports it.
 TYPE_SIZES = {BOOL: 1, INT2: 2, INT4: 4, INT8: 8, FLOAT4: 4, FLOAT8: 8, DATE: 4, TIMESTAMP: 8,
               TIMESTAMPTZ: 8, UUID: 16, VOID: 4}
