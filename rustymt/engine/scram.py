@@ -120,7 +120,9 @@ class ScramExchange:
     """One server-side SCRAM-SHA-256 exchange. `verifier` None = unknown user
     (mock exchange that always fails at the end)."""
 
-    def __init__(self, verifier: str | None, user: str):
+    def __init__(self, verifier: str | None, user: str, server_nonce: str | None = None):
+        # server_nonce: fixed only by tests replaying RFC 7677's example exchange.
+        self._server_nonce = server_nonce
         self.mock = verifier is None
         if verifier is not None:
             try:
@@ -164,7 +166,7 @@ class ScramExchange:
             raise ScramError("invalid client nonce")
         self._gs2_header = f"{flag},{authzid},"
         self._client_first_bare = bare
-        self._nonce = client_nonce + _b64(secrets.token_bytes(NONCE_BYTES))
+        self._nonce = client_nonce + (self._server_nonce or _b64(secrets.token_bytes(NONCE_BYTES)))
         self._server_first = f"r={self._nonce},s={_b64(self.salt)},i={self.iterations}"
         return self._server_first.encode("ascii")
 

@@ -69,6 +69,7 @@ def open_engine_connection(path: str, readonly: bool, tenant: int = 0, create: b
     timeout (contention becomes 40001 only after it), foreign keys on."""
     from rustymt._native import _core  # the engine binding; imported lazily (built extension)
 
+    _core.install()  # idempotent: installs the native hooks before the first connection
     conn = _core.Connection(path, tenant=tenant, readonly=readonly, create=create)
     conn.busy_timeout(5000)
     pragmas = ["PRAGMA foreign_keys=ON"] if readonly else \

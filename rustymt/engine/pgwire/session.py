@@ -85,6 +85,7 @@ class Session:
         self.statements: dict[str, Prepared] = {}
         self.portals: dict[str, Portal] = {}
         self.explicit = False                 # inside BEGIN ... COMMIT
+        self.begin_pending = False            # BEGIN seen, SQLite's BEGIN not yet issued
         self.failed = False                   # an error happened inside the block
         self.skipping = False                 # extended protocol: discard until Sync
         self.running = False
@@ -173,6 +174,7 @@ class Session:
                     if stmt is None:
                         out.append(M.EMPTY_QUERY_RESPONSE)
                         continue
+                    self._begin_if_pending(stmt)
                     prepared = Prepared("", front, stmt, [], self._columns(front, stmt))
                     portal = Portal("", prepared, stmt, False, [0])
                     self._run_portal(portal, 0, out, describe=True)
@@ -278,6 +280,9 @@ class Session:
         elif front.kind != "sql":
             self._session_command(front, out, describe=False)
         else:
+            if not portal.started:
+                portal.started = True
+                self._begin_if_pending(portal.stmt)
             self._run_portal(portal, event.max_rows, out, describe=False)
 
     def _sync(self, out):
@@ -451,6 +456,16 @@ class Session:
         if prepared.sqlite is not None and not prepared.busy:
             prepared.sqlite.finalize()
 
+    def _begin_if_pending(self, stmt):
+        """Issue the block's SQLite BEGIN before its first statement: IMMEDIATE
+        when that statement writes, so a read-then-write upgrade cannot fail
+        with SQLITE_BUSY_SNAPSHOT midway (TPC-B's UPDATE-first blocks wait for
+        the write lock instead); DEFERRED for reads, so readers stay concurrent."""
+        if self.begin_pending:
+            self.begin_pending = False
+            if not self.conn.in_transaction:
+                self._run_sql("BEGIN" if stmt.readonly else "BEGIN IMMEDIATE", None)
+
     # -- session commands ------------------------------------------------------------------
     def _run_sql(self, sql, front):
         stmt = self._prepare(sql)
@@ -471,14 +486,14 @@ class Session:
         tag = front.verb
         if kind == "begin":
             if not self.explicit and not self.conn.in_transaction:
-                self._run_sql("BEGIN", front)
+                self.begin_pending = True
             self.explicit = True
         elif kind in ("commit", "rollback"):
             if self.failed:
                 tag = "ROLLBACK"
             if self.conn.in_transaction:
                 self._run_sql("ROLLBACK" if tag == "ROLLBACK" else "COMMIT", front)
-            self.explicit = self.failed = False
+            self.explicit = self.failed = self.begin_pending = False
         elif kind == "set":
             name = _canonical(front.setting)
             value = front.value
