@@ -29,6 +29,7 @@ import abc
 import asyncio
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 
 from .. import scram
@@ -43,6 +44,10 @@ class DatabaseSession:
     readonly: bool = False
     parameters: dict = field(default_factory=dict)   # extra ParameterStatus (e.g. is_superuser)
     tenant: int = 0                    # native tenant slot the connection charges
+    # Shared by every session on the same database file: writers queue on it
+    # in-process (woken at once on release) instead of in SQLite's busy handler,
+    # which sleeps in growing steps up to 100 ms. None = rely on busy_timeout.
+    write_lock: threading.Lock | None = None
 
 
 class Backend(abc.ABC):
@@ -91,6 +96,7 @@ class FileBackend(Backend):
         self.users = dict(users or {})          # user -> SCRAM verifier
         self.readonly_databases = set(readonly_databases or ())
         self.superusers = set(superusers or ())
+        self._write_locks: dict[str, threading.Lock] = {}
 
     def add_user(self, user: str, password: str) -> None:
         self.users[user] = scram.make_verifier(password)
@@ -115,4 +121,5 @@ class FileBackend(Backend):
         path = self.path_of(database)
         conn = await asyncio.to_thread(open_engine_connection, path, readonly)
         superuser = "on" if user in self.superusers else "off"
-        return DatabaseSession(conn, readonly=readonly, parameters={"is_superuser": superuser})
+        lock = self._write_locks.setdefault(path, threading.Lock())
+        return DatabaseSession(conn, readonly=readonly, parameters={"is_superuser": superuser}, write_lock=lock)

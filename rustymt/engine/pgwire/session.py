@@ -26,6 +26,7 @@ from .rows import encode_rows
 
 FLUSH_BYTES = 1 << 20     # write out results in chunks of about this size
 FETCH_ROWS = 256          # rows per fetchmany() between Python conversions
+WRITE_LOCK_TIMEOUT = 30.0 # seconds a writer waits for the database's write lock (then 55P03)
 
 # Settings SHOW/current_setting() answer; ParameterStatus reports the REPORTED ones.
 REPORTED = ("server_version", "server_encoding", "client_encoding", "application_name", "DateStyle",
@@ -89,6 +90,9 @@ class Session:
         self.failed = False                   # an error happened inside the block
         self.skipping = False                 # extended protocol: discard until Sync
         self.running = False
+        self.cancel_requested = False
+        self.write_lock = getattr(db, "write_lock", None)
+        self.holds_write_lock = False
         self._lock = threading.Lock()
         self._columns_cache: dict[str, dict] = {}
         self.ctx = sqlfront.Context(self.settings, database, user, pid, self._columns_of)
@@ -109,8 +113,15 @@ class Session:
         with self._lock:
             if self.running:
                 self.conn.interrupt()
+            self.cancel_requested = True
 
     def close(self):
+        if self.conn.in_transaction:
+            try:
+                self._run_sql("ROLLBACK", None)
+            except PgError:
+                pass
+        self._release_write_lock()
         for portal in list(self.portals.values()):
             self._close_portal(portal)
         for prepared in self.statements.values():
@@ -144,6 +155,7 @@ class Session:
             except PgError as error:
                 self._error(error, out)
                 self.skipping = True
+        self._release_write_lock()
         return out.take()
 
     def _error(self, error: PgError, out):
@@ -456,6 +468,25 @@ class Session:
         if prepared.sqlite is not None and not prepared.busy:
             prepared.sqlite.finalize()
 
+    def _acquire_write_lock(self):
+        if self.write_lock is None or self.holds_write_lock:
+            return
+        self.cancel_requested = False
+        waited = 0.0
+        while not self.write_lock.acquire(timeout=0.05):
+            waited += 0.05
+            if self.cancel_requested:
+                raise PgError(S.QUERY_CANCELED, "canceling statement due to user request")
+            if waited >= WRITE_LOCK_TIMEOUT:
+                raise PgError(S.LOCK_NOT_AVAILABLE, "could not obtain the database write lock",
+                              hint="Another session has held a write transaction open for a long time.")
+        self.holds_write_lock = True
+
+    def _release_write_lock(self):
+        if self.holds_write_lock and not self.conn.in_transaction:
+            self.holds_write_lock = False
+            self.write_lock.release()
+
     def _begin_if_pending(self, stmt):
         """Issue the block's SQLite BEGIN before its first statement: IMMEDIATE
         when that statement writes, so a read-then-write upgrade cannot fail
@@ -464,7 +495,13 @@ class Session:
         if self.begin_pending:
             self.begin_pending = False
             if not self.conn.in_transaction:
-                self._run_sql("BEGIN" if stmt.readonly else "BEGIN IMMEDIATE", None)
+                if stmt.readonly:
+                    self._run_sql("BEGIN", None)
+                else:
+                    self._acquire_write_lock()
+                    self._run_sql("BEGIN IMMEDIATE", None)
+        elif not stmt.readonly:
+            self._acquire_write_lock()  # held until the transaction (or autocommit statement) ends
 
     # -- session commands ------------------------------------------------------------------
     def _run_sql(self, sql, front):
