@@ -63,7 +63,9 @@ def parse_datetime_literal(node: ValueNode, _variables: Any = None) -> dt.dateti
 def install_datetime(schema) -> None:
     """Give the SDL's `scalar DateTime` its behaviour."""
     scalar = schema.type_map["DateTime"]
-    scalar.serialize = serialize_datetime
-    scalar.parse_value = parse_datetime_value
+    # graphql-core 3.3 names these coerce_*; the 3.2 names stay for older callers.
+    scalar.serialize = scalar.coerce_output_value = serialize_datetime
+    scalar.parse_value = scalar.coerce_input_value = parse_datetime_value
     scalar.parse_literal = parse_datetime_literal
+    scalar.coerce_input_literal = parse_datetime_literal
     scalar.specified_by_url = "https://datatracker.ietf.org/doc/html/rfc3339"

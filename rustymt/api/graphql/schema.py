@@ -25,12 +25,12 @@ def sdl() -> str:
 
 
 def _upper_enum(enum: GraphQLEnumType) -> None:
-    serialize = enum.serialize
+    coerce = enum.coerce_output_value
 
-    def serialize_any_case(value):
-        return serialize(value.upper() if isinstance(value, str) else value)
+    def coerce_any_case(value):
+        return coerce(value.upper() if isinstance(value, str) else value)
 
-    enum.serialize = serialize_any_case
+    enum.serialize = enum.coerce_output_value = coerce_any_case
 
 
 @functools.lru_cache(maxsize=1)
