@@ -36,7 +36,7 @@ from graphql import (
 )
 from graphql.type.definition import GraphQLInterfaceType, GraphQLUnionType
 
-from rustymt.api.graphql.paging import MAX_PAGE_SIZE
+from rustymt.api.graphql.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from rustymt.service.errors import ServiceError
 
 # Rows assumed for list fields without a page size: lists the service bounds
@@ -142,16 +142,14 @@ class _Walker:
 
     def _rows(self, parent, name: str, field, node: FieldNode) -> int:
         args = {arg.name.value: arg for arg in node.arguments or ()}
-        for arg_name in PAGE_ARGS:
-            if arg_name in field.args:
-                value = None
+        if "pageSize" in field.args:
+            for arg_name in PAGE_ARGS:
                 if arg_name in args:
                     value = value_from_ast(args[arg_name].value, field.args[arg_name].type, self.variables)
-                elif field.args[arg_name].default_value is not None and arg_name == "pageSize":
-                    value = field.args[arg_name].default_value
-                if isinstance(value, int) and value > 0:
-                    # the resolver refuses more than MAX_PAGE_SIZE; charge what could run
-                    return min(value, MAX_PAGE_SIZE)
+                    if isinstance(value, int) and value > 0:
+                        # the resolver refuses more than MAX_PAGE_SIZE; charge what could run
+                        return min(value, MAX_PAGE_SIZE)
+            return DEFAULT_PAGE_SIZE
         if is_list_type(get_nullable_type(field.type)):
             return LIST_ROWS_HINT.get((parent.name, name), UNPAGED_LIST_ROWS)
         return 1

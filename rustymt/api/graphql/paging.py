@@ -15,6 +15,7 @@ from rustymt.api.graphql.cursors import CursorCodec
 from rustymt.service.errors import ServiceError
 
 MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20  # the spec's pageSize default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +32,7 @@ def page_size_of(args: dict[str, Any]) -> int:
             if not 1 <= value <= MAX_PAGE_SIZE:
                 raise ServiceError("INVALID_REQUEST", f"{name} must be between 1 and {MAX_PAGE_SIZE}", field=name)
             return value
-    return 20
+    return DEFAULT_PAGE_SIZE
 
 
 def window_of(args: dict[str, Any], codec: CursorCodec, kind: str, filters: dict[str, Any]) -> Window:
