@@ -46,7 +46,8 @@ def window_of(args: dict[str, Any], codec: CursorCodec, kind: str, filters: dict
         end = codec.decode(before, kind, filters)
         start = max(0, end - size)
         return Window(start, end - start)
-    page = args.get("page") or 1
+    page = args.get("page")
+    page = 1 if page is None else page
     if page < 1:
         raise ServiceError("INVALID_REQUEST", "page must be 1 or more", field="page")
     return Window((page - 1) * size, size)
