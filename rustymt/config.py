@@ -176,6 +176,7 @@ KEYS: list[Key] = [
     Key("graphql", "max_tokens", int_in(100, 1_000_000), 5000, "most lexical tokens in one GraphQL document"),
     Key("graphql", "usage_interval_seconds", float_in(0.1, 3600), 5.0, "period of the tenantResourceUsage subscription's samples"),
     Key("graphql", "subscriber_queue", int_in(1, 100000), 256, "events a subscription may fall behind before it is dropped with an error"),
+    Key("graphql", "connection_init_timeout_seconds", float_in(0.1, 600), 10.0, "websocket clients must send connection_init this soon (else close 4408)"),
     Key("graphql", "explorer_assets_url", parse_str, "https://unpkg.com", "base URL GraphiQL's assets load from (package@version/file under it)"),
     Key("graphql", "explorer_assets_dir", parse_str, "", "local node_modules directory holding graphiql, react, react-dom; when set the daemon serves the assets itself (offline hosts)"),
 ]

@@ -9,8 +9,8 @@ import pytest
 
 from tests.daemon import Daemon
 
-# Short sampling period so the periodic subscription is observable quickly.
-DAEMON_ENV = {"RUSTYMT_GRAPHQL_USAGE_INTERVAL_SECONDS": "0.2"}
+# Short periods so the periodic subscription and the init timeout are observable quickly.
+DAEMON_ENV = {"RUSTYMT_GRAPHQL_USAGE_INTERVAL_SECONDS": "0.2", "RUSTYMT_GRAPHQL_CONNECTION_INIT_TIMEOUT_SECONDS": "1"}
 
 
 @pytest.fixture(scope="package")

@@ -11,7 +11,9 @@ operation end to end), transport (HTTP + graphql-transport-ws), explorer
 """
 from __future__ import annotations
 
-from aiohttp import web
+import weakref
+
+from aiohttp import WSCloseCode, web
 
 from rustymt.api.graphql.cursors import CursorCodec, load_or_create_cursor_key
 from rustymt.api.graphql.execution import Settings
@@ -29,6 +31,12 @@ async def graphql_endpoint(request: web.Request) -> web.StreamResponse:
     return await http_handler(request)
 
 
+async def close_sockets(app: web.Application) -> None:
+    """On daemon stop: end every websocket with 1001 (going away) instead of waiting on it."""
+    for ws in list(app[KEY]["sockets"]):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+
+
 def setup_graphql(app: web.Application) -> None:
     settings = app["settings"]
     options = settings.graphql
@@ -38,7 +46,10 @@ def setup_graphql(app: web.Application) -> None:
         "codec": CursorCodec(load_or_create_cursor_key(settings.server.data_dir)),
         "max_request_bytes": options.max_request_bytes,
         "max_batch": options.max_batch,
+        "init_timeout": options.connection_init_timeout_seconds,
         "explorer": setup_explorer(app, settings),
+        "sockets": weakref.WeakSet(),
     }
+    app.on_shutdown.append(close_sockets)
     app.router.add_route("GET", PATH, graphql_endpoint)
     app.router.add_route("POST", PATH, graphql_endpoint)

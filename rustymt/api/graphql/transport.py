@@ -43,7 +43,6 @@ from rustymt.service.errors import ServiceError
 log = logging.getLogger("rustymt.api.graphql")
 
 SUBPROTOCOL = "graphql-transport-ws"
-INIT_TIMEOUT_SECONDS = 10.0
 KEY = web.AppKey("graphql", dict)
 
 
@@ -165,6 +164,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     state = _gql(request)
     ws = web.WebSocketResponse(protocols=(SUBPROTOCOL,), heartbeat=None, max_msg_size=state["max_request_bytes"])
     await ws.prepare(request)
+    state["sockets"].add(ws)
     session = WsSession(request, ws, state)
     try:
         await session.serve()
@@ -187,7 +187,7 @@ class WsSession:
         if self.ws.ws_protocol != SUBPROTOCOL:
             await self.ws.close(code=4406, message=b"Subprotocol not acceptable")
             return
-        init_timer = asyncio.get_running_loop().call_later(INIT_TIMEOUT_SECONDS, self._init_timeout)
+        init_timer = asyncio.get_running_loop().call_later(self.state["init_timeout"], self._init_timeout)
         try:
             async for message in self.ws:
                 if message.type is not WSMsgType.TEXT:
