@@ -91,7 +91,7 @@ def test_fragments_and_aliases_are_counted():
     with pytest.raises(ServiceError) as refused:
         document = parse(query)
         limits.check(executable_schema(), document, limits.choose_operation(document, None), None,
-                     limits.Limits(max_cost=5000))
+                     limits.Limits(max_cost=1000))
     assert refused.value.details["limit"] == "cost"
 
 

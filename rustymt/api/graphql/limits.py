@@ -150,6 +150,8 @@ class _Walker:
                         # the resolver refuses more than MAX_PAGE_SIZE; charge what could run
                         return min(value, MAX_PAGE_SIZE)
             return DEFAULT_PAGE_SIZE
+        if name == "edges" and parent.name.endswith("Connection"):
+            return 1  # the connection field already charged its page size
         if is_list_type(get_nullable_type(field.type)):
             return LIST_ROWS_HINT.get((parent.name, name), UNPAGED_LIST_ROWS)
         return 1
