@@ -104,6 +104,8 @@ def run_in_vm(
                 return VmResult(outcome.returncode, outcome.stdout, results, outcome.boot_seconds,
                                 outcome.total_seconds, attempt)
             failures.append(outcome)
+            if outcome.command_started:
+                break  # the guest booted: a second boot would only repeat the command's failure
     detail = "\n".join(f"attempt {n}: {failure}" for n, failure in enumerate(failures, start=1))
     raise VmError(f"VM did not complete {shlex.join(command)}:\n{detail}")
 
@@ -141,6 +143,7 @@ class _Completed:
 class _Failed:
     why: str
     console_tail: str
+    command_started: bool
 
     def __str__(self) -> str:
         return f"{self.why}; console ends with:\n{self.console_tail}"
@@ -166,9 +169,10 @@ def _boot_once(argv: list[str], begin: str, end: str) -> _Completed | _Failed:
         output, returncode = found
         return _Completed(returncode, output, boot_seconds or total_seconds, total_seconds)
     tail = "\n".join(console.splitlines()[-25:])
+    started_command = boot_seconds is not None
     if status in (124, 137):
-        return _Failed(f"timed out after {total_seconds:.1f}s (timeout status {status})", tail)
-    return _Failed(f"qemu exited with {status} before the command finished", tail)
+        return _Failed(f"timed out after {total_seconds:.1f}s (timeout status {status})", tail, started_command)
+    return _Failed(f"qemu exited with {status} before the command finished", tail, started_command)
 
 
 def _run_script(command: Sequence[str], cwd: Path, env: dict[str, str], begin: str, end: str) -> str:
