@@ -103,4 +103,6 @@ def create_app(services: Any, settings: Any, routes: Iterable[Route] | None = No
         seen.add(key)
         app["route_by_handler"][route.handler] = route
         app.router.add_route(route.method, route.path, route.handler)
+    from rustymt.api.graphql import setup_graphql  # /graphql (HTTP, websocket, explorer)
+    setup_graphql(app)
     return app

@@ -236,7 +236,38 @@ class TenantService:
                 return record, cdb_rows.pdbs_of_tenant(conn, tenant_id), rows.state_history(conn, tenant_id), \
                     rows.pending_tier_change(conn, tenant_id)
 
-        record, pdbs, history, pending = await self._in_thread(query)
+        return self._describe_body(*await self._in_thread(query))
+
+    async def describe_many(self, principal: Principal, tenant_ids: list[str]) -> dict[str, dict | ServiceError]:
+        """describe() of many tenants in one catalog read (GraphQL lists): {tenant_id: body or refusal}.
+
+        Each id is checked as describe() checks it; a refusal or a missing
+        tenant is that id's value, so one bad id does not fail the others.
+        """
+        answers: dict[str, dict | ServiceError] = {}
+        allowed = []
+        for tenant_id in dict.fromkeys(tenant_ids):
+            try:
+                authz.require(principal, PERMISSION["get"], tenant_id)
+                allowed.append(tenant_id)
+            except ServiceError as exc:
+                answers[tenant_id] = exc
+
+        def query():
+            found = {}
+            with self.catalog.read() as conn:
+                for tenant_id in allowed:
+                    record = rows.get(conn, tenant_id)
+                    found[tenant_id] = record and (record, cdb_rows.pdbs_of_tenant(conn, tenant_id),
+                                                   rows.state_history(conn, tenant_id), rows.pending_tier_change(conn, tenant_id))
+            return found
+
+        for tenant_id, parts in (await self._in_thread(query)).items():
+            answers[tenant_id] = self._describe_body(*parts) if parts else ServiceError(
+                "TENANT_NOT_FOUND", f"tenant {tenant_id} does not exist", details={"tenant_id": tenant_id})
+        return answers
+
+    def _describe_body(self, record: dict, pdbs: list, history: list, pending: dict | None) -> dict:
         return {
             "tenant_id": record["tenant_id"],
             "tenant_name": record["tenant_name"],
