@@ -469,6 +469,10 @@ class TenantService:
         """
         def apply():
             applied, failed = [], []
+            with self.catalog.read() as conn:  # the usual case, every second: nothing due, no write lock
+                earliest = rows.earliest_tier_change(conn)
+            if earliest is None or earliest > self._now():
+                return applied, failed
             with self.catalog.write() as conn:
                 for change in rows.due_tier_changes(conn, self._now()):
                     conn.execute("SAVEPOINT tier_change")
