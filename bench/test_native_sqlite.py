@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -59,3 +62,35 @@ def test_sqlite_workload_native_hooks_vs_stock(benchmark, config, cache_kib):
     })
     print(f"\n[{config}] native hooks vs stock pcache1+malloc: cpu time ratio {ratio['cpu']:.3f}, "
           f"wall time ratio {ratio['wall']:.3f} (medians of {PAIRS} pairs), best-run cpu ratio {best:.3f}; goal <= 1.05")
+
+
+def instructions(*args) -> int:
+    """Instructions a worker executes, counted by callgrind: a figure other
+    load on the machine cannot disturb."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = os.path.join(tmp, "log")
+        subprocess.run(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={os.path.join(tmp, 'out')}",
+             f"--log-file={log}", sys.executable, WORKER, *map(str, args)],
+            capture_output=True, text=True, check=True,
+        )
+        with open(log) as f:
+            return int(re.search(r"Collected : (\d+)", f.read()).group(1))
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed")
+def test_sqlite_workload_instruction_ratio(benchmark):
+    """Same workload (smaller), counted in instructions; each side's process
+    start-up (reps=0) is subtracted so the ratio is the workload's."""
+    counts = {}
+
+    def count_all():
+        for mode in ("hooked", "stock"):
+            counts[mode] = instructions("sqlite", mode, 5000, 1) - instructions("sqlite", mode, 5000, 0)
+
+    benchmark.pedantic(count_all, rounds=1, iterations=1)
+    ratio = counts["hooked"] / counts["stock"]
+    benchmark.extra_info.update({"instructions_hooked": counts["hooked"], "instructions_stock": counts["stock"],
+                                 "instruction_ratio": round(ratio, 4)})
+    print(f"\nnative hooks vs stock: instruction ratio {ratio:.4f} "
+          f"({counts['hooked']:,} vs {counts['stock']:,} instructions for the workload)")
