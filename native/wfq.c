@@ -212,17 +212,20 @@ static int valid_tenant(int tenant) { return tenant >= 0 && tenant < RMT_WFQ_MAX
 
 static void dispatch_locked(rmt_wfq *q, int64_t now);
 
-int rmt_wfq_set_tokens(rmt_wfq *q, int tokens) {
+static int set_tokens(rmt_wfq *q, int tokens, int64_t now) {
   if (tokens <= 0) return -1;
   pthread_mutex_lock(&q->mu);
   q->free_tokens += tokens - q->tokens;
   q->tokens = tokens;
   q->weights_stale = 1;
-  if (q->period_start >= 0) dispatch_locked(q, rmt_wfq_now_ns());
+  if (q->period_start >= 0) dispatch_locked(q, now);
   CHECK(q);
   pthread_mutex_unlock(&q->mu);
   return 0;
 }
+
+int rmt_wfq_set_tokens(rmt_wfq *q, int tokens) { return set_tokens(q, tokens, rmt_wfq_now_ns()); }
+int rmt_wfq_sim_set_tokens(rmt_wfq *q, int tokens, int64_t now_ns) { return set_tokens(q, tokens, now_ns); }
 
 int rmt_wfq_configure(rmt_wfq *q, int tenant, int shares, int min_percent, int max_percent) {
   if (!valid_tenant(tenant) || shares < 1 || shares > RMT_WFQ_MAX_SHARES) return -1;
@@ -508,7 +511,7 @@ void rmt_wfq_sim_tick(rmt_wfq *q, int64_t now_ns) {
 
 int rmt_wfq_get_stats(rmt_wfq *q, int tenant, int64_t now_ns, rmt_wfq_stats *out) {
   if (!valid_tenant(tenant)) return -1;
-  if (now_ns <= 0) now_ns = rmt_wfq_now_ns();
+  if (now_ns < 0) now_ns = rmt_wfq_now_ns();
   pthread_mutex_lock(&q->mu);
   if (q->period_start >= 0) tick_locked(q, now_ns);
   if (q->weights_stale) refresh_weights(q);

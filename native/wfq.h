@@ -69,7 +69,7 @@ int rmt_wfq_set_tokens(rmt_wfq *q, int tokens);
 ** max_percent 0..100*tokens*... (0 = none), min <= max when max set.
 ** Returns 0, or -1 on bad input. Takes effect live. */
 int rmt_wfq_configure(rmt_wfq *q, int tenant, int shares, int min_percent, int max_percent);
-/* Statistics of one tenant at monotonic time now_ns (<= 0: now). */
+/* Statistics of one tenant at monotonic time now_ns (< 0: now). */
 int rmt_wfq_get_stats(rmt_wfq *q, int tenant, int64_t now_ns, rmt_wfq_stats *out);
 
 /* ---- Live API: blocking, per calling thread -------------------------------
@@ -114,6 +114,8 @@ int rmt_wfq_sim_charge(rmt_wfq *q, rmt_wfq_waiter *w, int64_t cpu_ns, int64_t no
 void rmt_wfq_sim_yield(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now_ns);
 /* Running waiter leaves (statement done). */
 void rmt_wfq_sim_release(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now_ns);
+/* rmt_wfq_set_tokens at a given time. */
+int rmt_wfq_sim_set_tokens(rmt_wfq *q, int tokens, int64_t now_ns);
 /* Time passes: roll periods, grant slots to tenants whose throttle ended. */
 void rmt_wfq_sim_tick(rmt_wfq *q, int64_t now_ns);
 

@@ -13,3 +13,5 @@ cdef extern from "version.h":
 def sqlite_version():
     """Version of the SQLite copy linked into the engine (not the system one)."""
     return rmt_sqlite_version().decode("ascii")
+
+include "wfq.pxi"

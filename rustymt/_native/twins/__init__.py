@@ -1,0 +1,1 @@
+"""Pure-Python twins of the native units: test oracles, not fallbacks."""
