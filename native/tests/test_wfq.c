@@ -204,7 +204,7 @@ static void test_live_threads(void) {
   rmt_wfq_destroy(q);
 }
 
-static void test_live_nesting_pause_busy(void) {
+static void test_live_nesting_pause(void) {
   rmt_wfq *q = rmt_wfq_create(1, 100 * MS, 10 * MS);
   assert(rmt_wfq_current_tenant() == -1);
   rmt_wfq_acquire(q, 3);
@@ -216,9 +216,6 @@ static void test_live_nesting_pause_busy(void) {
   rmt_wfq_get_stats(q, 3, -1, &st);
   assert(st.running == 0);
   rmt_wfq_resume();
-  assert(rmt_wfq_current_tenant() == 3);
-  assert(rmt_wfq_busy_wait(0, 5) == 1);   /* sleeps 1 ms, slot back */
-  assert(rmt_wfq_busy_wait(100, 5) == 0); /* past the timeout */
   assert(rmt_wfq_current_tenant() == 3);
   rmt_wfq_release();
   assert(rmt_wfq_current_tenant() == 3);
@@ -268,7 +265,7 @@ int main(void) {
   test_min_percent();
   test_idle_credit();
   test_random();
-  test_live_nesting_pause_busy();
+  test_live_nesting_pause();
   test_live_threads();
   test_live_max_percent();
   printf("wfq: ok\n");
