@@ -38,8 +38,7 @@ cdef extern from "wfq.h" nogil:
     void rmt_wfq_acquire(rmt_wfq *q, int tenant)
     void rmt_wfq_release()
     int rmt_wfq_progress_handler(void *unused)
-    int rmt_wfq_busy_wait(int count, int timeout_ms)
-    void rmt_wfq_set_engine(rmt_wfq *q)
+    void rmt_wfq_set_engine(rmt_wfq *q, int progress_ops)
     rmt_wfq *rmt_wfq_engine()
     uint64_t rmt_wfq_run_synthetic(rmt_wfq *q, int tenant, int64_t iterations, int check_every)
     void rmt_wfq_sim_arrive(rmt_wfq *q, rmt_wfq_waiter *w, int tenant, int64_t now_ns)
@@ -104,7 +103,7 @@ cdef class WfqScheduler:
         self.quantum_ms = quantum_ms
 
     def __dealloc__(self):
-        if self.q != NULL and rmt_wfq_engine() != self.q:
+        if self.q != NULL and self not in _wfq_installed:
             rmt_wfq_destroy(self.q)
 
     @property
@@ -134,19 +133,30 @@ cdef class WfqScheduler:
             out = rmt_wfq_run_synthetic(self.q, tenant, iterations, check_every)
         return out
 
-    def install(self):
-        """Make this the engine's scheduler (it is then never freed)."""
-        global _wfq_engine_ref
-        _wfq_engine_ref = self
-        rmt_wfq_set_engine(self.q)
+    def install(self, int progress_ops=1000):
+        """Make this the engine's scheduler: every statement of every connection
+        opened afterwards runs under it (acquire around each batch of steps, a C
+        progress handler every progress_ops VM instructions, slot freed while
+        waiting on a lock). It is then never freed.
+        """
+        if progress_ops < 0:
+            raise ValueError("progress_ops must be >= 0")
+        _wfq_installed.append(self)
+        rmt_wfq_set_engine(self.q, progress_ops)
 
 
-_wfq_engine_ref = None
+# Every scheduler ever installed stays alive: threads may hold its slots.
+_wfq_installed = []
 
 
 def wfq_engine():
     """The engine's installed WfqScheduler, or None."""
-    return _wfq_engine_ref
+    return _wfq_installed[-1] if _wfq_installed and rmt_wfq_engine() != NULL else None
+
+
+def wfq_uninstall():
+    """Stop scheduling statements of connections (hooks off; kept alive)."""
+    rmt_wfq_set_engine(NULL, 0)
 
 
 def wfq_run_unscheduled(int64_t iterations):
