@@ -141,7 +141,8 @@ cdef class WfqScheduler:
         """
         if progress_ops < 0:
             raise ValueError("progress_ops must be >= 0")
-        _wfq_installed.append(self)
+        if self not in _wfq_installed:
+            _wfq_installed.append(self)
         rmt_wfq_set_engine(self.q, progress_ops)
 
 

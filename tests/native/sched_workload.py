@@ -80,5 +80,38 @@ def main(config):
     return {"wall_s": wall, "used_ns": {str(s): end[s] - start[s] for s in slots}, "stats": {str(s): stats[s] for s in slots}}
 
 
+def overhead(config):
+    """Thread CPU of the same statements with and without the scheduler.
+
+    One tenant, one thread. Connection `hooked` is opened with the scheduler
+    installed (progress handler every progress_ops instructions, acquire and
+    release around steps); `plain` after uninstalling it (neither). Rounds
+    alternate between the two so machine load hits both alike.
+    """
+    _core.install()
+    sched = _core.WfqScheduler(config.get("tokens", 1), 100, config.get("quantum_ms", 10))
+    sched.configure(1, 1024)
+    sched.install(progress_ops=config.get("progress_ops", 1000))
+    hooked = _core.Connection(":memory:", tenant=1)
+    _core.wfq_uninstall()
+    plain = _core.Connection(":memory:", tenant=1)
+    rows, per_round = config.get("rows", 200_000), config.get("statements", 5)
+    cpu = {"hooked": [], "plain": []}
+    for r in range(config.get("rounds", 10)):
+        order = [("hooked", hooked), ("plain", plain)]
+        for name, conn in order if r % 2 == 0 else order[::-1]:
+            if name == "hooked":
+                sched.install(progress_ops=config.get("progress_ops", 1000))
+            else:
+                _core.wfq_uninstall()
+            t0 = time.thread_time()
+            for _ in range(per_round):
+                run_statement(conn, rows)
+            cpu[name].append(time.thread_time() - t0)
+    _core.wfq_uninstall()
+    return {"cpu_s": cpu, "scheduled_cpu_ns": sched.stats(1)["used_cpu_ns"]}
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(json.loads(sys.argv[1]))))
+    config = json.loads(sys.argv[1])
+    print(json.dumps(overhead(config) if config.get("mode") == "overhead" else main(config)))
