@@ -287,7 +287,7 @@ def _join(tokens) -> str:
 
 
 def _needs_space(a, b) -> bool:
-    if a.kind == "op" and a.text in "(." or b.kind == "op" and b.text in "),.":
+    if a.kind == "op" and a.text in "(." or b.kind == "op" and b.text in "),.;":
         return False
     if b.text == "(" and a.kind == "word":
         return False  # f(x), CAST(x AS t), IN(...): all valid without a space
