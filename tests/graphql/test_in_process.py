@@ -1,0 +1,177 @@
+"""The app in this process, served on loopback, where the test needs to see
+inside: how many service calls and catalog transactions a page costs, a
+subscriber the event bus drops, and an internal error's answer."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from rustymt import config
+from rustymt.api.app import create_app
+from rustymt.api.graphql import execution
+from rustymt.api.graphql.context import Context
+from rustymt.api.graphql.cursors import CursorCodec
+from rustymt.api.graphql.schema import executable_schema
+from rustymt.daemon import prepare_data_dir
+from rustymt.events.bus import EventBus
+from rustymt.service.authz import Principal
+from rustymt.service.capacity import HostCapacity
+from rustymt.service.services import Services
+
+ADMIN = Principal.from_claims({"roles": ["cdb_admin"], "user_id": "test", "username": "test"})
+
+
+class Counting:
+    """Counts calls of a real object's public methods (the object does the work)."""
+
+    def __init__(self, target, counter: collections.Counter, prefix: str):
+        self._target, self._counter, self._prefix = target, counter, prefix
+
+    def __getattr__(self, name):
+        attribute = getattr(self._target, name)
+        if callable(attribute) and not name.startswith("_"):
+            def counted(*args, **kwargs):
+                self._counter[self._prefix + name] += 1
+                return attribute(*args, **kwargs)
+            return counted
+        return attribute
+
+
+class App:
+    def __init__(self, tmp_path, **overrides):
+        self.settings = config.load(env={}, overrides={"server.data_dir": str(tmp_path / "data"), **overrides})
+        self.catalog = prepare_data_dir(self.settings)
+        # capacity: room for many tenants' CPU guarantees on a 2-core test machine
+        self.services = Services(self.catalog, self.settings, EventBus(), capacity=HostCapacity(cpu_percent=100 * 1000))
+        self.calls = collections.Counter()
+
+    def count_calls(self):
+        tenants = self.services.tenants
+        tenants.catalog = Counting(tenants.catalog, self.calls, "catalog.")
+        self.services.tenants = Counting(tenants, self.calls, "tenants.")
+
+    async def __aenter__(self):
+        self.runner = web.AppRunner(create_app(self.services, self.settings))
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = "http://127.0.0.1:%d/graphql" % self.runner.addresses[0][1]
+        self.http = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.http.close()
+        await self.runner.cleanup()
+        self.catalog.close()
+
+    async def post(self, query: str, token: str) -> dict:
+        async with self.http.post(self.url, json={"query": query}, headers={"Authorization": f"Bearer {token}"}) as answer:
+            assert answer.status == 200
+            return await answer.json()
+
+    def token(self) -> str:
+        from rustymt.api.auth import issue_token
+        return issue_token(self.settings.server.data_dir, self.settings, "cdb_admin")
+
+
+async def add_tenants(app: App, count: int) -> None:
+    """One tenant through the service, the rest as copies of its catalog row:
+    a scrypt hash per tenant would cost this test ~0.2 s x count for nothing it checks."""
+    from rustymt.catalog import tenants as rows
+
+    first = await app.services.tenants.create(ADMIN, tenant_name="batch0", admin_user="admin0@x.example",
+                                              admin_password="correct horse battery", service_tier="bronze")
+    with app.catalog.write() as conn:
+        record = rows.get(conn, first["tenant_id"])
+        low, _high = app.settings.tenant.ports
+        for i in range(1, count):
+            copy = {**record, "tenant_id": f"tenant_copy{i:06d}", "tenant_name": f"batch{i}",
+                    "admin_user": f"admin{i}@x.example", "network_port": low + 100 + i}
+            rows.insert(conn, copy)
+            rows.log_state(conn, copy["tenant_id"], None, "active", "created", record["created_at"])
+
+
+PAGE = """{ tenants(pageSize: %d) { totalCount edges { node { tenantId tenantName state
+  quota { cpuPercent memoryMb iops } usage { cpuPercent activeConnections lastUpdated }
+  sla { uptimePercent violations { severity } } } } } }"""
+
+
+def test_a_page_of_100_tenants_costs_a_constant_number_of_calls(tmp_path):
+    async def scenario():
+        app = App(tmp_path)
+        await add_tenants(app, 100)
+        app.count_calls()
+        async with app:
+            token = app.token()
+            counts = {}
+            for size in (10, 100):
+                app.calls.clear()
+                body = await app.post(PAGE % size, token)
+                assert "errors" not in body, body
+                edges = body["data"]["tenants"]["edges"]
+                assert len(edges) == size and all(edge["node"]["quota"]["memoryMb"] > 0 for edge in edges)
+                counts[size] = dict(app.calls)
+            return counts
+
+    counts = asyncio.run(scenario())
+    print(f"service calls and catalog transactions per page: 10 tenants {counts[10]}, 100 tenants {counts[100]}")
+    assert counts[10] == counts[100]
+    assert counts[100]["tenants.list"] == 1 and counts[100]["tenants.describe_many"] == 1
+    assert "tenants.describe" not in counts[100]
+    assert counts[100]["catalog.read"] == 2  # one for the page, one for all 100 tenants' details
+
+
+def test_slow_subscriber_is_dropped_with_an_error_and_never_blocks_publish(tmp_path):
+    async def scenario():
+        app = App(tmp_path, **{"graphql.subscriber_queue": 4})
+        tenant = await app.services.tenants.create(ADMIN, tenant_name="slow", admin_user="slow@x.example",
+                                                   admin_password="correct horse battery", service_tier="bronze")
+        async with app:
+            ws = await app.http.ws_connect(app.url.replace("http", "ws"), protocols=("graphql-transport-ws",))
+            await ws.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {app.token()}"}})
+            assert (await ws.receive_json(timeout=5))["type"] == "connection_ack"
+            await ws.send_json({"id": "s", "type": "subscribe", "payload": {
+                "query": 'subscription($t: ID!) { tenantStateChanged(tenantId: $t) { newState } }',
+                "variables": {"t": tenant["tenant_id"]}}})
+            await ws.send_json({"type": "ping"})
+            assert (await ws.receive_json(timeout=5))["type"] == "pong"
+            bus = app.services.bus
+            assert bus.subscriber_count == 1
+            # 50 events in one go, without yielding to the loop: the subscriber cannot keep up
+            for i in range(50):
+                bus.publish("tenant.state.changed", tenant["tenant_id"],
+                            {"old_state": "active", "new_state": "suspended", "reason": str(i)})
+            assert bus.subscriber_count == 0  # dropped at once; publish went on
+            received = []
+            while True:
+                message = await ws.receive_json(timeout=5)
+                received.append(message)
+                if message["type"] in ("error", "complete"):
+                    break
+            await ws.close()
+            return received
+
+    received = asyncio.run(scenario())
+    last = received[-1]
+    assert last["type"] == "error" and last["id"] == "s"
+    assert last["payload"][0]["extensions"]["code"] == "SUBSCRIBER_DROPPED"
+    assert len(received) - 1 <= 4  # at most the queue's worth was delivered before the drop
+
+
+def test_internal_errors_carry_no_internals(caplog):
+    schema = executable_schema()
+    from graphql import parse
+
+    broken = Context(services=object(), principal=ADMIN, codec=CursorCodec(b"k" * 32), settings=None)
+    body = asyncio.run(execution.run(schema, parse("{ cdb { cdbName } }"), None, None, broken))
+    error = body["errors"][0]
+    assert error["extensions"]["code"] == "INTERNAL_ERROR" and error["extensions"]["request_id"]
+    assert error["message"] == "internal error; the server log has the details"
+    text = json.dumps(body)
+    assert "Traceback" not in text and "AttributeError" not in text and "object" not in text
+    assert any(error["extensions"]["request_id"] in record.getMessage() for record in caplog.records)
