@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Mapping
 
@@ -69,6 +70,7 @@ class Daemon:
         self.host = "127.0.0.1"
         self.port = 0
         self._admin_token: str | None = None
+        self._token_lock = threading.Lock()
 
     # ---- life cycle
 
@@ -147,9 +149,10 @@ class Daemon:
 
     @property
     def admin_token(self) -> str:
-        if self._admin_token is None:
-            self._admin_token = self.token("cdb_admin")
-        return self._admin_token
+        with self._token_lock:  # concurrent first callers share one `token create`
+            if self._admin_token is None:
+                self._admin_token = self.token("cdb_admin")
+            return self._admin_token
 
     def token(self, role: str, tenant_id: str | None = None, ttl: int | None = None) -> str:
         args = ["token", "create", "--data-dir", self.data_dir, "--role", role]

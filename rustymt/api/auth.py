@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from typing import Any
+from typing import Any, Iterable
 
 import jwt
 from aiohttp import web
@@ -40,7 +40,7 @@ from rustymt.service.errors import ServiceError
 
 # Roles whose tokens must name a tenant: they act inside one tenant only.
 TENANT_SCOPED_ROLES = frozenset({"tenant_admin"})
-MAX_TOKEN_BYTES = 8192  # far above any token we issue; bounds parsing work
+MAX_TOKEN_BYTES = 4096  # several times any token we issue; bounds parsing work
 TENANT_HEADER = "X-Tenant-ID"
 
 
@@ -51,14 +51,24 @@ def _keys(keys_or_data_dir: SigningKeys | str | os.PathLike, settings) -> Signin
 
 
 def token_claims(role: str, tenant_id: str | None, ttl: int, issuer: str,
-                 username: str | None = None, user_id: str | None = None, now: int | None = None) -> dict[str, Any]:
-    """The payload of a token for one role (the spec's JWT Payload plus iss/iat/jti)."""
+                 username: str | None = None, user_id: str | None = None, now: int | None = None,
+                 permissions: Iterable[str] | None = None) -> dict[str, Any]:
+    """The payload of a token for one role (the spec's JWT Payload plus iss/iat/jti).
+
+    `permissions` narrows the token below what the role grants (never widens).
+    """
     if role not in ROLE_PERMISSIONS:
         raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLE_PERMISSIONS)}")
     if role in TENANT_SCOPED_ROLES and not tenant_id:
         raise ValueError(f"a {role} token must name a tenant")
     if ttl <= 0:
         raise ValueError("ttl must be a positive number of seconds")
+    granted = ROLE_PERMISSIONS[role]
+    if permissions is not None:
+        permissions = frozenset(permissions)
+        if not permissions <= granted:
+            raise ValueError(f"role {role} does not grant {', '.join(sorted(permissions - granted))}")
+        granted = permissions
     issued = int(time.time()) if now is None else now
     username = username or (f"{role}@{tenant_id}" if tenant_id else role)
     return {
@@ -66,7 +76,7 @@ def token_claims(role: str, tenant_id: str | None, ttl: int, issuer: str,
         "username": username,
         "roles": [role],
         "tenant_id": tenant_id,
-        "permissions": sorted(ROLE_PERMISSIONS[role]),
+        "permissions": sorted(granted),
         "exp": issued + int(ttl),
         "iat": issued,
         "iss": issuer,
@@ -76,14 +86,15 @@ def token_claims(role: str, tenant_id: str | None, ttl: int, issuer: str,
 
 def issue_token(keys_or_data_dir: SigningKeys | str | os.PathLike, settings, role: str,
                 tenant_id: str | None = None, ttl: int | None = None,
-                username: str | None = None, user_id: str | None = None) -> str:
+                username: str | None = None, user_id: str | None = None,
+                permissions: Iterable[str] | None = None) -> str:
     """A signed token for `role` (optionally scoped to `tenant_id`), valid `ttl` seconds.
 
     Signed with the first of `settings.auth.algorithms`. `rustymt token create`
     and POST /api/v1/auth/token both come here.
     """
     ttl = settings.auth.token_ttl_seconds if ttl is None else ttl
-    claims = token_claims(role, tenant_id, ttl, settings.auth.issuer, username, user_id)
+    claims = token_claims(role, tenant_id, ttl, settings.auth.issuer, username, user_id, permissions=permissions)
     algorithm = settings.auth.algorithms[0]
     return jwt.encode(claims, _keys(keys_or_data_dir, settings).signing_key(algorithm), algorithm=algorithm)
 

@@ -124,3 +124,24 @@ def guaranteed_cpu_percent(tier: str, cpu_percent: int) -> int:
     spec = TIERS[tier]
     scaled = spec.cpu_min_percent * cpu_percent / spec.quota.cpu_percent
     return min(cpu_percent, max(1, round(scaled)))
+
+
+def markdown_table() -> str:
+    """docs/api.md's tier table (`python -m rustymt.model.tiers`)."""
+    lines = [
+        "| tier | cpu_percent | memory_mb | storage_gb | iops | network_mbps | max_connections | priority | cpu shares at medium | guaranteed cpu % | requests/hour | burst | SLA uptime % | SLA avg / p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for tier in TIERS.values():
+        q = tier.quota
+        lines.append(f"| {tier.name} | {q.cpu_percent} | {q.memory_mb} | {q.storage_gb} | {q.iops} | {q.network_mbps} | "
+                     f"{q.max_connections} | {tier.priority.value} | {tier.cpu_shares} | {tier.cpu_min_percent} | "
+                     f"{tier.requests_per_hour} | {tier.burst} | {tier.sla.uptime_percent} | "
+                     f"{tier.sla.avg_response_time_ms:g} / {tier.sla.p99_response_time_ms:g} |")
+    lines += ["", "| priority | CPU share factor |", "|---|---|"]
+    lines += [f"| {priority.value} | {factor:g} |" for priority, factor in PRIORITY_SHARE_FACTOR.items()]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
