@@ -10,12 +10,14 @@ import sys
 import pytest
 
 from rustymt import __version__
+from rustymt.cli import main
 from tests.daemon import REPO_ROOT, Daemon, clean_env, rustymt
 
 
-def test_version():
-    result = rustymt("--version")
-    assert result.returncode == 0 and result.stdout.strip() == f"rustymt {__version__}"
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"rustymt {__version__}"
 
 
 @pytest.mark.parametrize("env,key", [
@@ -42,10 +44,11 @@ def test_invalid_config_file_names_the_key(tmp_path):
     assert result.returncode == 2 and "cdb.surprise" in result.stderr
 
 
-def test_usage_errors_exit_2():
-    assert rustymt("serve", "--no-such-flag").returncode == 2
-    assert rustymt().returncode == 2
-    assert rustymt("token", "create", "--role", "cdb_admin").returncode == 2  # --data-dir missing
+@pytest.mark.parametrize("argv", [["serve", "--no-such-flag"], [], ["token", "create", "--role", "cdb_admin"], ["token"]])
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and "usage:" in capsys.readouterr().err
 
 
 def test_init_then_token_create(tmp_path):

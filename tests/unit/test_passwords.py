@@ -45,9 +45,12 @@ def test_malformed_stored_values_verify_nothing_and_never_raise(stored):
     assert verify_password("anything", stored) is False
 
 
-def test_burn_verify_refuses_every_password():
-    assert burn_verify("rustymt decoy password: never matches a login") is False
-    assert burn_verify("") is False
+def test_burn_verify_refuses_and_costs_what_a_real_verification_costs():
+    assert burn_verify("") is False and burn_verify("correct horse battery") is False
+    # Same work as a real login: the decoy is a genuine hash with today's parameters.
+    decoy = parse_scrypt_hash(passwords.DECOY_HASH)
+    assert (decoy.log2_n, decoy.r, decoy.p) == (passwords.SCRYPT_LOG2_N, passwords.SCRYPT_R, passwords.SCRYPT_P)
+    assert len(decoy.salt) == passwords.SCRYPT_SALT_BYTES and len(decoy.digest) == passwords.SCRYPT_DIGEST_BYTES
 
 
 # RFC 7677 section 3: user "user", password "pencil", salt and nonces below.
