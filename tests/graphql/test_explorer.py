@@ -69,7 +69,7 @@ def test_graphiql_in_headless_chromium_runs_a_query_with_a_token(daemon_factory,
             editor = "document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror"
             headers = "document.querySelector('.graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror').CodeMirror"
             result = "document.querySelector('.graphiql-response .CodeMirror').CodeMirror.getValue()"
-            await page.wait_until(f"!!document.querySelector('.graphiql-query-editor .CodeMirror')", 30, "GraphiQL's editor")
+            await page.wait_until("!!document.querySelector('.graphiql-query-editor .CodeMirror')", 30, "GraphiQL's editor")
             # the schema arrived by introspection without a token: the docs explorer can open
             await page.wait_until("!!document.querySelector('.graphiql-execute-button')", 10, "the run button")
             await page.evaluate(f"{editor}.setValue({json.dumps(query)})")
