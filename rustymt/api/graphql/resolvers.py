@@ -343,27 +343,27 @@ async def _pdb_call(info, name: str, what: str, *args, **kwargs) -> dict:
     return await method(context.caller(), *args, **kwargs)
 
 
-async def _pdb_after(info, body: dict) -> dict:
-    """The PDB as GET /pdbs/{id} shows it after an operation answered `body`."""
+async def _pdb_op(info, name: str, what: str, *args, **kwargs) -> dict:
+    """Run a PDB operation, answer the PDB as GET /pdbs/{id} shows it afterwards."""
+    body = await _pdb_call(info, name, what, *args, **kwargs)
     return await _pdb_call(info, "get", "reading a PDB", body["pdb_id"])
 
 
 @returns_union("PDB", "PdbError")
 async def m_create_pdb(_root, info, input: dict) -> dict:
-    body = await _pdb_call(info, "create", "creating PDBs", pdb_name=input["pdbName"], admin_user=input["adminUser"],
-                           admin_password=input["adminPassword"], tenant_id=input.get("tenantId"),
-                           clone_from_seed=input["cloneFromSeed"])
-    return await _pdb_after(info, body)
+    return await _pdb_op(info, "create", "creating PDBs", pdb_name=input["pdbName"], admin_user=input["adminUser"],
+                         admin_password=input["adminPassword"], tenant_id=input.get("tenantId"),
+                         clone_from_seed=input["cloneFromSeed"])
 
 
 @returns_union("PDB", "PdbError")
 async def m_open_pdb(_root, info, pdbId: str, mode: str) -> dict:
-    return await _pdb_after(info, await _pdb_call(info, "open", "opening PDBs", pdbId, mode=mode))
+    return await _pdb_op(info, "open", "opening PDBs", pdbId, mode=mode)
 
 
 @returns_union("PDB", "PdbError")
 async def m_close_pdb(_root, info, pdbId: str, closeMode: str) -> dict:
-    return await _pdb_after(info, await _pdb_call(info, "close", "closing PDBs", pdbId, mode=lower(closeMode)))
+    return await _pdb_op(info, "close", "closing PDBs", pdbId, mode=lower(closeMode))
 
 
 @returns_union("CloneJob", "PdbError")
@@ -374,27 +374,24 @@ async def m_clone_pdb(_root, info, input: dict) -> dict:
 
 @returns_union("PDB", "PdbError")
 async def m_unplug_pdb(_root, info, input: dict) -> dict:
-    body = await _pdb_call(info, "unplug", "unplugging PDBs", input["pdbId"], xml_path=input["xmlPath"],
-                           keep_datafiles=input["keepDatafiles"])
-    return await _pdb_after(info, body)
+    return await _pdb_op(info, "unplug", "unplugging PDBs", input["pdbId"], xml_path=input["xmlPath"],
+                         keep_datafiles=input["keepDatafiles"])
 
 
 @returns_union("PDB", "PdbError")
 async def m_plug_pdb(_root, info, input: dict) -> dict:
-    body = await _pdb_call(info, "plug", "plugging PDBs", xml_path=input["xmlPath"], pdb_name=input["pdbName"],
-                           copy_datafiles=input["copyDatafiles"], target_path=input.get("targetPath"))
-    return await _pdb_after(info, body)
+    return await _pdb_op(info, "plug", "plugging PDBs", xml_path=input["xmlPath"], pdb_name=input["pdbName"],
+                         copy_datafiles=input["copyDatafiles"], target_path=input.get("targetPath"))
 
 
 @returns_union("PDB", "PdbError")
 async def m_drop_pdb(_root, info, pdbId: str, keepDatafiles: bool) -> dict:
-    return await _pdb_after(info, await _pdb_call(info, "drop", "dropping PDBs", pdbId, keep_datafiles=keepDatafiles))
+    return await _pdb_op(info, "drop", "dropping PDBs", pdbId, keep_datafiles=keepDatafiles)
 
 
 @returns_union("PDB", "PdbError")
 async def m_apply_lockdown_profile(_root, info, pdbId: str, profileName: str) -> dict:
-    body = await _pdb_call(info, "apply_lockdown_profile", "lockdown profiles", pdbId, profile_name=profileName)
-    return await _pdb_after(info, body)
+    return await _pdb_op(info, "apply_lockdown_profile", "lockdown profiles", pdbId, profile_name=profileName)
 
 
 @returns_union("CommonUser", "PdbError")
