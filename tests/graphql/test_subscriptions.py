@@ -174,3 +174,6 @@ def test_expired_token_is_refused(daemon):
     assert run(accepted(signed(int(time.time()))))  # control: the same token, fresh, is accepted
     token = signed(int(time.time()) - 3600)  # expired an hour ago
     assert run(_close_code(daemon, [{"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}])) == 4403
+    # a socket does not outlive its token: one expiring in ~2 s is closed with 4403 then
+    expiring = signed(int(time.time()) - 58)
+    assert run(_close_code(daemon, ["init"], token=expiring)) == 4403

@@ -23,13 +23,15 @@ Close codes: 4400 bad message, 4401 Subscribe before ConnectionAck, 4403 bad
 or missing token, 4406 subprotocol missing, 4408 no ConnectionInit in time,
 4409 duplicate operation id, 4429 second ConnectionInit. A subscriber the
 event bus drops for falling behind gets Error {code SUBSCRIBER_DROPPED} for
-that operation; the daemon never waits for a slow socket.
+that operation; the daemon never waits for a slow socket. A socket closes
+with 4403 when its token expires.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -182,6 +184,7 @@ class WsSession:
         self.init_seen = False
         self.operations: dict[str, asyncio.Task] = {}
         self.send_lock = asyncio.Lock()
+        self.expiry_timer: asyncio.TimerHandle | None = None
 
     async def serve(self) -> None:
         if self.ws.ws_protocol != SUBPROTOCOL:
@@ -252,7 +255,20 @@ class WsSession:
         except ServiceError as exc:
             raise CloseConnection(4403, f"Forbidden: {exc.message}") from None
         self.context = new_context(self.request.app, principal)
+        self._close_when_expired(token.strip())
         await self.send({"type": "connection_ack"})
+
+    def _close_when_expired(self, token: str) -> None:
+        """A socket lives no longer than its token: at `exp` it closes with 4403."""
+        import jwt
+
+        expires = jwt.decode(token, options={"verify_signature": False})["exp"]  # verified just above
+        delay = max(0.0, expires - time.time())
+        self.expiry_timer = asyncio.get_running_loop().call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        if not self.ws.closed:
+            asyncio.ensure_future(self.ws.close(code=4403, message=b"Forbidden: token expired"))
 
     async def on_subscribe(self, message: dict) -> None:
         if self.context is None:
@@ -321,6 +337,8 @@ class WsSession:
                     pass
 
     async def stop_all(self) -> None:
+        if self.expiry_timer is not None:
+            self.expiry_timer.cancel()
         tasks = list(self.operations.values())
         self.operations.clear()
         for task in tasks:
