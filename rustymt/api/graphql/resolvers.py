@@ -34,7 +34,6 @@ AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "ISOLATION_VIOLA
 # GraphQL field -> REST key where the name is not the camelCase of the key.
 FIELD_KEYS = {
     ("ResourceUsage", "currentIops"): "iops",
-    ("CommonUser", "pdbs"): "pdbs",
 }
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
@@ -85,10 +84,10 @@ async def tenant_field(source: dict, info: GraphQLResolveInfo) -> Any:
 
 
 async def tenant_statistics(source: dict, info: GraphQLResolveInfo) -> dict:
-    return await _resources(ctx(info), source["tenant_id"])
+    return await resources_body(ctx(info), source["tenant_id"])
 
 
-async def _resources(context: Context, tenant_id: str) -> dict:
+async def resources_body(context: Context, tenant_id: str) -> dict:
     """REST /resources; its current_usage gains last_updated from the same usage sample source."""
     body = await context.services.tenants.resources(context.caller(), tenant_id)
     full = await context.tenants.load(tenant_id)
@@ -205,7 +204,7 @@ TIERS = ("BRONZE", "SILVER", "GOLD", "PLATINUM")
 
 
 async def q_tenant_resources(_root, info: GraphQLResolveInfo, tenantId: str) -> dict:
-    return (await _resources(ctx(info), tenantId))["current_usage"]
+    return (await resources_body(ctx(info), tenantId))["current_usage"]
 
 
 ISOLATION_TYPENAMES = {
