@@ -1,0 +1,121 @@
+"""The cgroup v2 limits, for real, inside a qemu VM (these hosts have only v1 controllers).
+
+One boot per module: guest_cgroup2_checks.py runs every workload inside the
+guest and reports what the kernel counted; each test here asserts on one
+limit's counters (never on wall time).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from rustymt.host import cgroupmap
+from tests.conftest import require_host
+from tests.host.vm import assets as vm_assets
+from tests.host.vm import guest_cgroup2_checks as checks
+from tests.host.vm.harness import run_in_vm, unavailable_reason
+
+pytestmark = pytest.mark.host
+
+REPO = Path(__file__).resolve().parents[3]
+BOOT_TIMEOUT_SECONDS = 90  # per attempt; a healthy run takes ~20 s on an idle host
+DISK_MB = 64
+
+
+@pytest.fixture(scope="module")
+def guest_report(tmp_path_factory) -> dict:
+    reason = unavailable_reason()
+    require_host(reason is None, reason or "")
+    try:
+        vm_assets.prepare()
+    except vm_assets.AssetError as error:
+        require_host(False, f"VM kernel unavailable: {error}")
+    results = tmp_path_factory.mktemp("vm-results")
+    result = run_in_vm([sys.executable, str(Path(checks.__file__).relative_to(REPO))],
+                       timeout=BOOT_TIMEOUT_SECONDS, disk_mb=DISK_MB, cwd=REPO, results_dir=results)
+    print(f"\nvm: boot to command {result.boot_seconds:.1f}s, whole run {result.total_seconds:.1f}s, "
+          f"attempts {result.attempts}")
+    assert result.returncode == 0, f"guest checks exited {result.returncode}:\n{result.stdout}"
+    report = json.loads((results / "cgroup2.json").read_text())
+    print(f"vm: guest checks took {report['guest_seconds']}s")
+    return report
+
+
+def outcome(report: dict, check: str) -> dict:
+    """One check's counters; a check that raised in the guest fails with its traceback."""
+    values = report[check]
+    assert "error" not in values, f"guest check {check} raised:\n{values['error']}"
+    return values
+
+
+def test_capability_detection_sees_a_unified_v2_host(guest_report):
+    caps = outcome(guest_report, "capabilities")
+    assert (caps["layout"], caps["version"], caps["v2_mount"]) == ("unified", 2, checks.CGROUP_MOUNT)
+    assert set(checks.CONTROLLERS) <= set(caps["v2_controllers"])
+    assert all(caps["usable"].values()), caps["usable"]
+
+
+def test_cpu_max_throttles_a_burner_to_its_quota(guest_report):
+    cpu = outcome(guest_report, "cpu")
+    quota = cgroupmap.cpu_quota_us(checks.CPU_PERCENT)
+    assert cpu["written"] == f"{quota} {cgroupmap.CPU_PERIOD_US}"
+    assert cpu["nr_throttled"] >= checks.CPU_THROTTLED_PERIODS
+    assert cpu["throttled_usec"] > 0
+    # The kernel's own accounting: no more than the quota per elapsed period
+    # (+1 for the period in progress when the burner was stopped).
+    assert cpu["usage_usec"] <= (cpu["nr_periods"] + 1) * quota
+    # rustymt.host.usage reads the same counters.
+    assert cpu["usage.nr_throttled"] == cpu["nr_throttled"]
+    assert cpu["usage.throttled_ns"] == cpu["throttled_usec"] * 1000
+
+
+def test_memory_max_oom_kills_the_allocation(guest_report):
+    memory = outcome(guest_report, "memory")
+    assert memory["memory.max"] == str(cgroupmap.memory_bytes(checks.MEMORY_MB))
+    assert memory["memory.high"] == str(cgroupmap.memory_high_bytes(checks.MEMORY_MB))
+    assert memory["returncode"] == -9  # SIGKILL from the OOM killer
+    assert memory["oom_kill"] >= 1
+    assert memory["high_events"] >= 1  # throttled at memory.high on the way up
+    assert memory["usage.oom_kills"] == memory["oom_kill"]
+    assert memory["usage.memory_peak_bytes"] <= cgroupmap.memory_bytes(checks.MEMORY_MB)
+
+
+def test_pids_max_refuses_forks_with_eagain(guest_report):
+    pids = outcome(guest_report, "pids")
+    assert pids["written"] == str(checks.PIDS_MAX)
+    # The forking child is itself one of the pids.
+    assert pids["forked"] == checks.PIDS_MAX - 1
+    assert pids["eagain"] == checks.PIDS_FORKS - (checks.PIDS_MAX - 1)
+    assert pids["other_errors"] == []
+    assert pids["pids.current_while_held"] == checks.PIDS_MAX
+    assert pids["events_max"] >= pids["eagain"]
+
+
+def test_io_max_on_the_whole_disk_caps_direct_reads_through_its_partition(guest_report):
+    io = outcome(guest_report, "io")
+    # blockdev maps the partition the reads go through to the disk io.max names.
+    assert (io["partition_of"], io["disk_kind"]) == ("vda1", "disk")
+    assert io["io.max"].startswith(f"{io['disk']} ")
+    assert f"riops={checks.IOPS} wiops={checks.IOPS}" in io["io.max"]
+    # Both readers ran for the same window; io.stat counted what reached the
+    # disk. Capped: about riops per second (x2 tolerance + one slice of burst);
+    # uncapped: far more, or the cap proved nothing.
+    allowed = checks.IOPS * io["window_seconds"] * 2 + 10
+    assert 0 < io["capped_rios"] <= allowed
+    assert io["uncapped_rios"] >= 5 * allowed
+    assert io["usage.read_ios"] == io["capped_rios"]
+
+
+def test_cgroup_freeze_stops_cpu_use_until_thawed_and_kill_empties_it(guest_report):
+    freeze = outcome(guest_report, "freeze")
+    assert freeze["window_cpu_usec"] >= checks.FROZEN_WINDOW_CPU_USEC  # the reference burner ran meanwhile
+    assert freeze["usage_frozen_after"] == freeze["usage_frozen_at"]
+    assert freeze["usage_thawed"] > freeze["usage_frozen_after"]
+    assert freeze["killed_status"] == -9  # cgroup.kill on the frozen group
+
+
+def test_the_test_root_was_removed(guest_report):
+    assert "cleanup_error" not in guest_report

@@ -1,0 +1,69 @@
+"""The VM harness's parts that need no VM: initramfs archive, kernel unpacking,
+the guest run script, and reading the serial console."""
+from __future__ import annotations
+
+import lzma
+import stat
+import subprocess
+
+import pytest
+
+from tests.conftest import require_host
+from tests.host.vm import assets as vm_assets
+from tests.host.vm import harness
+
+
+def test_newc_archive_lists_files_dirs_and_device_nodes_as_busybox_cpio_reads_them(tmp_path):
+    require_host(vm_assets.BUSYBOX.is_file(), f"{vm_assets.BUSYBOX} (busybox-static) missing")
+    archive = tmp_path / "initramfs.cpio"
+    archive.write_bytes(b"".join(vm_assets.newc_archive([
+        vm_assets.CpioDir("bin"),
+        vm_assets.CpioFile("bin/hello", b"odd-length!", 0o755),
+        vm_assets.CpioNode("console", stat.S_IFCHR | 0o600, rdev=(5, 1)),
+        vm_assets.CpioFile("init", b"#!/bin/sh\n", 0o700),
+    ])))
+    listing = subprocess.run([str(vm_assets.BUSYBOX), "cpio", "-tv"], stdin=archive.open("rb"),
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    modes_by_name = {line.split()[-1]: line.split()[0] for line in listing}
+    assert modes_by_name == {"bin": "drwxr-xr-x", "bin/hello": "-rwxr-xr-x",
+                             "console": "crw-------", "init": "-rwx------"}
+    extracted = tmp_path / "out"
+    extracted.mkdir()
+    subprocess.run([str(vm_assets.BUSYBOX), "cpio", "-id", "bin/hello", "init"], stdin=archive.open("rb"),
+                   cwd=extracted, check=True, capture_output=True)
+    assert (extracted / "bin" / "hello").read_bytes() == b"odd-length!"
+    assert (extracted / "init").read_bytes() == b"#!/bin/sh\n"
+
+
+def test_extract_vmlinux_decompresses_the_xz_payload_and_ignores_what_follows():
+    elf = vm_assets.ELF_MAGIC + bytes(range(256)) * 64
+    bzimage = b"MZ setup code" * 10 + lzma.compress(elf, format=lzma.FORMAT_XZ) + b"\0trailing bzImage bytes"
+    assert vm_assets.extract_vmlinux(bzimage) == elf
+
+
+def test_extract_vmlinux_rejects_images_without_an_xz_elf():
+    with pytest.raises(vm_assets.AssetError, match="no XZ payload"):
+        vm_assets.extract_vmlinux(b"MZ gzip-compressed kernel \x1f\x8b")
+    with pytest.raises(vm_assets.AssetError, match="not an ELF"):
+        vm_assets.extract_vmlinux(b"MZ" + lzma.compress(b"not an elf", format=lzma.FORMAT_XZ))
+
+
+def test_clean_console_strips_carriage_returns_and_terminal_escapes():
+    raw = b"\x1bc\x1b[?7l\x1b[2J\x1b[0mhello\r\n\x1b]0;title\x07world\x1b(B\r\n"
+    assert harness.clean_console(raw) == "hello\nworld\n"
+
+
+def test_run_script_brackets_the_commands_output_and_exit_status_with_markers(tmp_path):
+    # The script the guest runs, run here with the host's sh: same shell, same markers.
+    script = harness._run_script(["sh", "-c", 'printf "no newline at end"; echo "$GREETING" >&2; exit 7'],
+                                 tmp_path, {"GREETING": "it's quoted"}, "BEGIN-x", "EXIT-x")
+    console = "init noise without newline" + subprocess.run(
+        ["sh", "-c", script], capture_output=True, text=True).stdout
+    assert harness.between_markers(console, "BEGIN-x", "EXIT-x") == ("no newline at endit's quoted", 7)
+
+
+def test_between_markers_needs_both_markers_on_their_own_lines():
+    assert harness.between_markers("boot\nBEGIN-x\nout\nEXIT-x 0\n", "BEGIN-x", "EXIT-x") == ("out", 0)
+    assert harness.between_markers("boot\nBEGIN-x\nout\n", "BEGIN-x", "EXIT-x") is None  # guest died
+    assert harness.between_markers("echo BEGIN-x\nEXIT-x 0\n", "BEGIN-x", "EXIT-x") is None
+    assert harness.between_markers("BEGIN-x\nsays EXIT-x 3\nEXIT-x 1\n", "BEGIN-x", "EXIT-x") == ("says EXIT-x 3", 1)
