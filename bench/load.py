@@ -51,7 +51,7 @@ def run_wrk(url: str, token: str, pid: int, connections: int = CONCURRENCY, seco
     server = psutil.Process(pid)
     cpu_before = _cpu_seconds(server)
     result = subprocess.run(
-        [wrk, "-t", str(WRK_THREADS), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+        [wrk, "-t", str(min(WRK_THREADS, connections)), "-c", str(connections), "-d", f"{seconds}s", "--latency",
          "-H", f"Authorization: Bearer {token}", url],
         capture_output=True, text=True, timeout=seconds + 60,
     )

@@ -1,6 +1,7 @@
 """The rustymt command: forms, config errors (one line, exit 2), exit codes, signals."""
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -88,12 +89,16 @@ def test_listen_address_in_use_exits_4(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signals_stop_gracefully_with_exit_0(tmp_path, signum):
     daemon = Daemon.start(str(tmp_path / "d"))
+    idle = http.client.HTTPConnection(daemon.host, daemon.port, timeout=15)  # a keep-alive client that stays
     try:
+        idle.request("GET", "/healthz")
+        assert idle.getresponse().read() == b'{"status": "ok"}'
         daemon.process.send_signal(signum)
         assert daemon.process.wait(15) == 0, daemon.log()
         assert "stopped" in daemon.log()
         assert not os.path.exists(os.path.join(daemon.data_dir, "run", "rustymtd.addr"))
     finally:
+        idle.close()
         daemon.kill()
 
 
