@@ -139,6 +139,7 @@ SUB = {"id": "1", "type": "subscribe", "payload": {"query": "{ __typename }"}}
     ("invalid JSON", ["{nope"], 4400),
     ("unknown type", [{"type": "start", "id": "1"}], 4400),
     ("no init in time", [], 4408),
+    ("message too big", ["init", {"type": "ping", "payload": {"pad": "x" * (70 << 10)}}], 1009),
 ])
 def test_protocol_close_codes(daemon, case, messages, code):
     assert run(_close_code(daemon, messages, token=daemon.admin_token)) == code, case

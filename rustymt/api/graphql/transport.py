@@ -19,7 +19,7 @@ PROTOCOL.md), subprotocol "graphql-transport-ws":
     Ping <-> Pong; Subscribe{id, payload} -> Next* then Complete, or Error
     client Complete{id} stops that operation
 
-Close codes: 4400 bad message, 4401 Subscribe before ConnectionAck, 4403 bad
+Close codes: 1009 message above graphql.max_request_bytes, 4400 bad message, 4401 Subscribe before ConnectionAck, 4403 bad
 or missing token, 4406 subprotocol missing, 4408 no ConnectionInit in time,
 4409 duplicate operation id, 4429 second ConnectionInit. A subscriber the
 event bus drops for falling behind gets Error {code SUBSCRIBER_DROPPED} for
@@ -321,6 +321,8 @@ class WsSession:
             await self.send({"id": op_id, "type": "error", "payload": [execution.error_dict(
                 "this subscription fell behind the event stream and was dropped; subscribe again",
                 "SUBSCRIBER_DROPPED")]})
+        except ServiceError as exc:  # a periodic sample refused (tenant gone, scope): the operation ends
+            await self.send({"id": op_id, "type": "error", "payload": [execution.error_dict(exc.message, exc.code)]})
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - reported to the client without internals, logged here
