@@ -34,12 +34,16 @@ import logging
 import time
 from typing import Any
 
+import jwt
 from aiohttp import WSMsgType, web
 from graphql import ExecutionResult, OperationType
 
+from rustymt.api.auth import app_keys, authenticate, verify_token
 from rustymt.api.graphql import execution
 from rustymt.api.graphql.context import Context
 from rustymt.api.graphql.explorer import wants_explorer
+from rustymt.api.ratelimit import app_limiter, tenant_tier
+from rustymt.events.bus import SubscriberDropped
 from rustymt.service.errors import ServiceError
 
 log = logging.getLogger("rustymt.api.graphql")
@@ -62,8 +66,6 @@ def _errors(status: int, message: str, code: str, **extensions) -> web.Response:
 
 async def _principal(request: web.Request):
     """The verified caller, None without an Authorization header; ServiceError for a bad one."""
-    from rustymt.api.auth import authenticate
-
     if "Authorization" not in request.headers:
         return None
     return authenticate(request)
@@ -73,8 +75,6 @@ async def _rate_limit(request: web.Request, principal) -> dict[str, str]:
     """REST's per-tenant bucket; RATE_LIMITED when empty. Headers for the answer."""
     if principal is None or principal.tenant_id is None:
         return {}
-    from rustymt.api.ratelimit import app_limiter, tenant_tier
-
     tier = await tenant_tier(request.app, principal.tenant_id)
     decision = app_limiter(request.app).take(principal.tenant_id, tier.requests_per_hour, tier.burst)
     if not decision.allowed:
@@ -245,8 +245,6 @@ class WsSession:
         header = (payload or {}).get("Authorization") or (payload or {}).get("authorization")
         if not isinstance(header, str):
             raise CloseConnection(4403, "Forbidden: connection_init needs {\"Authorization\": \"Bearer <jwt>\"}")
-        from rustymt.api.auth import verify_token, app_keys
-
         scheme, _, token = header.strip().partition(" ")
         try:
             if scheme.lower() != "bearer" or not token.strip():
@@ -260,8 +258,6 @@ class WsSession:
 
     def _close_when_expired(self, token: str) -> None:
         """A socket lives no longer than its token: at `exp` it closes with 4403."""
-        import jwt
-
         expires = jwt.decode(token, options={"verify_signature": False})["exp"]  # verified just above
         delay = max(0.0, expires - time.time())
         self.expiry_timer = asyncio.get_running_loop().call_later(delay, self._expired)
@@ -311,8 +307,6 @@ class WsSession:
             self.operations.pop(op_id, None)
 
     async def pump(self, op_id: str, stream) -> None:
-        from rustymt.events.bus import SubscriberDropped
-
         try:
             async for result in stream:
                 await self.send({"id": op_id, "type": "next", "payload": execution.result_dict(result)})
