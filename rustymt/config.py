@@ -177,6 +177,7 @@ KEYS: list[Key] = [
     Key("graphql", "usage_interval_seconds", float_in(0.1, 3600), 5.0, "period of the tenantResourceUsage subscription's samples"),
     Key("graphql", "subscriber_queue", int_in(1, 100000), 256, "events a subscription may fall behind before it is dropped with an error"),
     Key("graphql", "connection_init_timeout_seconds", float_in(0.1, 600), 10.0, "websocket clients must send connection_init this soon (else close 4408)"),
+    Key("graphql", "max_operations_per_socket", int_in(1, 100000), 100, "operations one websocket may run at once; more are refused with an error"),
     Key("graphql", "explorer_assets_url", parse_str, "https://unpkg.com", "base URL GraphiQL's assets load from (package@version/file under it)"),
     Key("graphql", "explorer_assets_dir", parse_str, "", "local node_modules directory holding graphiql, react, react-dom; when set the daemon serves the assets itself (offline hosts)"),
 ]

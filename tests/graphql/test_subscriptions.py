@@ -178,3 +178,18 @@ def test_expired_token_is_refused(daemon):
     # a socket does not outlive its token: one expiring in ~2 s is closed with 4403 then
     expiring = signed(int(time.time()) - 58)
     assert run(_close_code(daemon, ["init"], token=expiring)) == 4403
+
+
+def test_operations_per_socket_are_capped(daemon, tenant):
+    """The test daemon allows 5 running operations per socket (graphql.max_operations_per_socket)."""
+    async def scenario():
+        async with WsClient.opened(daemon, daemon.admin_token) as client:
+            for index in range(5):
+                await client.subscribe(f"s{index}", STATE_CHANGED, {"t": tenant["tenant_id"]})
+            await client.send({"id": "s5", "type": "subscribe", "payload": {"query": STATE_CHANGED, "variables": {"t": tenant["tenant_id"]}}})
+            refused = await next_for(client, "s5", 5)
+            assert refused["type"] == "error" and refused["payload"][0]["extensions"]["code"] == "RATE_LIMITED"
+            await client.send({"id": "s0", "type": "complete"})  # one ends: room again
+            await client.subscribe("s6", STATE_CHANGED, {"t": tenant["tenant_id"]})
+
+    run(scenario())

@@ -274,6 +274,10 @@ class WsSession:
             raise CloseConnection(4400, "subscribe needs a string id")
         if op_id in self.operations:
             raise CloseConnection(4409, f"Subscriber for {op_id} already exists")
+        if len(self.operations) >= self.state["max_operations"]:
+            await self.send({"id": op_id, "type": "error", "payload": [execution.error_dict(
+                f"this connection already runs {len(self.operations)} operations, the most allowed", "RATE_LIMITED")]})
+            return
         try:
             await _rate_limit(self.request, self.context.principal)
             document, operation_name, variables, kind = execution.prepare(
