@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import lzma
 import os
@@ -140,8 +141,13 @@ def cached_kernel_releases(root: Path) -> list[str]:
     return sorted(releases, key=lambda r: int(r.split("-")[1]), reverse=True)
 
 
+@functools.cache
 def prepare(root: Path | None = None) -> VmAssets:
-    """Download and derive whatever is missing; return the paths the VM boots."""
+    """Download and derive whatever is missing; return the paths the VM boots.
+
+    Memoized per process: asking apt-cache takes seconds on a loaded machine,
+    and one test session boots with the same assets throughout.
+    """
     root = root or cache_root()
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / ".lock"):
