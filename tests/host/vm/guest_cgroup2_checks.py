@@ -69,6 +69,8 @@ def nested_keyed(text: str) -> dict[str, dict[str, int]]:
 
 
 def wait_for(condition, what: str, timeout: float = DEADLINE_SECONDS):
+    # tests.conftest.wait_for's twin: importing that module pulls in pytest,
+    # which costs seconds under TCG.
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
