@@ -39,11 +39,16 @@ DISK = "vda"  # the harness's raw disk (disk_mb); the guest gives it one partiti
 # What each check applies, and the knobs of its workload.
 CPU_PERCENT = 20  # of one CPU
 CPU_THROTTLED_PERIODS = 5  # periods to observe before stopping the burner
+CPU_SHARES = (4096, 1024)  # v1 scale; the mapping converts to cpu.weight 400 : 100
+# CPU the two competing burners use together. Under TCG the time the host
+# takes the vCPU away is charged to whichever guest task was running, so short
+# windows are noisy when the host is loaded.
+CPU_WEIGHT_WINDOW_USEC = 2_000_000
 MEMORY_MB = 32
-MEMORY_ALLOCATION = 96 << 20  # > the limit, < the guest's RAM
+MEMORY_ALLOCATION = 48 << 20  # > the limit, < the guest's RAM
 PIDS_MAX = 4
 PIDS_FORKS = 10
-IOPS = 50
+IOPS = 20
 IO_WINDOW_SECONDS = 1.0  # each reader runs this long; the capped one should do ~IOPS ios
 FROZEN_WINDOW_CPU_USEC = 200_000  # CPU a reference burner uses while the frozen group must use none
 DEADLINE_SECONDS = 30.0
@@ -68,7 +73,7 @@ def nested_keyed(text: str) -> dict[str, dict[str, int]]:
     return stats
 
 
-def wait_for(condition, what: str, timeout: float = DEADLINE_SECONDS):
+def wait_for(condition, what: str, timeout: float = DEADLINE_SECONDS, interval: float = 0.01):
     # tests.conftest.wait_for's twin: importing that module pulls in pytest,
     # which costs seconds under TCG.
     deadline = time.monotonic() + timeout
@@ -78,7 +83,7 @@ def wait_for(condition, what: str, timeout: float = DEADLINE_SECONDS):
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)  # polling interval of a deadline-bounded wait
+        time.sleep(interval)  # polling interval of a deadline-bounded wait
 
 
 class Group:
@@ -155,6 +160,24 @@ def check_cpu_max(tree: CgroupV2) -> dict:
     return {"written": group.written("cpu.max"), **{key: stat[key] for key in
             ("nr_periods", "nr_throttled", "throttled_usec", "usage_usec")},
             "usage.nr_throttled": sampled["nr_throttled"], "usage.throttled_ns": sampled["throttled_ns"]}
+
+
+def check_cpu_weight(tree: CgroupV2) -> dict:
+    heavy, light = (Group(tree, f"weight-{shares}", HostQuota(cpu_shares=shares)) for shares in CPU_SHARES)
+    cpu_usec = lambda g: g.counters("cpu.stat")["usage_usec"]  # noqa: E731
+    # One vCPU: the two burners compete for it, and the scheduler splits it by weight.
+    burners = [heavy.spawn(BURNER), light.spawn(BURNER)]
+    try:
+        wait_for(lambda: cpu_usec(heavy) + cpu_usec(light) >= CPU_WEIGHT_WINDOW_USEC, "the burners' CPU window",
+                 interval=0.1)  # poll gently: the poller competes for the same CPU
+    finally:
+        for burner in burners:
+            stopped(burner)
+    result = {"weights": [heavy.written("cpu.weight"), light.written("cpu.weight")],
+              "usage_usec": [cpu_usec(heavy), cpu_usec(light)]}
+    tree.remove(heavy.name)
+    tree.remove(light.name)
+    return result
 
 
 def check_memory_max(tree: CgroupV2) -> dict:
@@ -309,7 +332,8 @@ def check_freeze(tree: CgroupV2) -> dict:
             "window_cpu_usec": window, "killed_status": killed_status}
 
 
-CHECKS = {"capabilities": check_capabilities, "cpu": check_cpu_max, "memory": check_memory_max,
+CHECKS = {"capabilities": check_capabilities, "cpu": check_cpu_max, "cpu_weight": check_cpu_weight,
+          "memory": check_memory_max,
           "pids": check_pids_max, "io": check_io_max, "freeze": check_freeze}
 
 
