@@ -198,7 +198,9 @@ def _unpack_kernel_package(release: str, kernel_dir: Path) -> Path:
             raise AssetError(f"apt-get download linux-image-{release} failed: {download.stderr.strip()}")
     staging = kernel_dir / "root.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(staging)], check=True)
+    unpack = subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(staging)], capture_output=True, text=True)
+    if unpack.returncode != 0:
+        raise AssetError(f"dpkg-deb -x {debs[0].name} failed: {unpack.stderr.strip()}")
     staging.rename(unpacked)
     return unpacked
 
