@@ -18,7 +18,9 @@ Safe write order (`apply`):
 2. EBUSY/EAGAIN are retried with a short backoff: v1 returns EBUSY while it
    reclaims towards a new memory limit below usage; if usage stays above the
    limit, the write is reported as failed (memory below usage) and reconcile
-   tries again next cycle — no task is killed for it.
+   tries again next cycle — no task is killed for it. v2 would reclaim and
+   then OOM-kill instead, so there memory.high goes first and memory.max
+   waits for usage to drop under it (same report when it does not).
 3. EINVAL on a v1 cfs quota means a parent/child constraint (a child's quota
    may not exceed its parent's): `apply_many` takes groups parents first and
    retries such writes after the rest, children first — parent-first when
@@ -84,7 +86,12 @@ class CgroupTree:
     version: int
 
     def __init__(self, root: str):
-        self.root = "/" + check_group(root) if root.strip("/") else "/"
+        # the root comes from config or /proc/self/cgroup (systemd names such
+        # as user@1000.service allowed); tenant groups below it are stricter
+        parts = [part for part in root.split("/") if part]
+        if any(part in (".", "..") or "\0" in part for part in parts):
+            raise ValueError(f"invalid cgroup root {root!r}")
+        self.root = "/" + "/".join(parts)
 
     # -- to be provided by v1 / v2
     def group_dirs(self, rel: str) -> list[str]:
@@ -117,17 +124,20 @@ class CgroupTree:
     def read(self, rel: str, file: str) -> str:
         return _read(self.file_path(rel, file))
 
-    def ensure(self, rel: str) -> bool:
+    def ensure(self, rel: str, delegate: bool = True) -> bool:
         """Create `rel` and its parents below the root, parents first; True
         if anything was created. Only the groups above `rel` get controllers
-        delegated to their children: `rel` itself is a leaf for processes."""
+        delegated to their children: `rel` itself is a leaf for processes.
+        delegate=False only makes the directories — for moving processes out
+        of the root first (v2 refuses subtree controllers on a group that
+        still holds processes)."""
         parts = check_group(rel).split("/")
         chain = [""] + ["/".join(parts[:depth]) for depth in range(1, len(parts) + 1)]
         created = False
         for index, group in enumerate(chain):
             if group or self.root != "/":
                 created |= self._create(group)
-            if index < len(chain) - 1:
+            if delegate and index < len(chain) - 1:
                 self._delegate_down(group)
         return created
 
@@ -165,6 +175,9 @@ class CgroupTree:
         if cgroupmap.same_value(file, value, previous):
             return WriteOutcome(rel, file, value, previous, False)
         deadline = time.monotonic() + busy_timeout
+        refusal = self._refuse_before_write(rel, file, value, deadline)
+        if refusal:
+            return WriteOutcome(rel, file, value, previous, False, refusal)
         delay = 0.005
         while True:
             try:
@@ -179,6 +192,10 @@ class CgroupTree:
                 if exc.errno == errno.EBUSY and file.startswith("memory."):
                     reason += " (memory usage is above the new limit)"
                 return WriteOutcome(rel, file, value, previous, False, reason)
+
+    def _refuse_before_write(self, rel: str, file: str, value: str, deadline: float) -> str | None:
+        """A reason not to write yet (v2 memory.max below usage), else None."""
+        return None
 
     def mismatches(self, rel: str, writes: list[tuple[str, str]]) -> list[tuple[str, str, str | None]]:
         """(file, wanted, actual) for every value that does not read back."""
@@ -319,6 +336,25 @@ class CgroupV2(CgroupTree):
         missing = [name for name in self.controllers if name in available and name not in enabled]
         if missing:
             _write(os.path.join(directory, "cgroup.subtree_control"), " ".join("+" + name for name in missing))
+
+    def _refuse_before_write(self, rel: str, file: str, value: str, deadline: float) -> str | None:
+        """v2 answers memory.max below usage with reclaim and then the OOM
+        killer; v1 answers EBUSY. rustymt keeps v1's meaning on v2: memory.high
+        (written just before, lower) throttles and reclaims; memory.max is
+        written once usage is under it, else reported and retried next pass."""
+        if file != "memory.max" or value == "max":
+            return None
+        limit = int(value)
+        while True:
+            try:
+                current = int(self.read(rel, "memory.current"))
+            except (OSError, ValueError):
+                return None
+            if current <= limit:
+                return None
+            if time.monotonic() >= deadline:
+                return f"EBUSY: memory usage {current} is above the new limit {limit} (memory.high set; not forcing an OOM kill)"
+            time.sleep(0.01)  # reclaim under memory.high is under way
 
     def is_frozen(self, rel: str) -> bool:
         for line in self.read(rel, "cgroup.events").splitlines():

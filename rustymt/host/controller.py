@@ -20,14 +20,26 @@ default runs everywhere and is never silent about it.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import threading
 
 from rustymt.host import capabilities, usage
 from rustymt.host.cgroupfs import CgroupTree, CgroupV1, CgroupV2
 from rustymt.host.reconcile import SHARED, SUPERVISOR, TENANTS, DesiredState, Reconciler, Repair, TenantSpec, tenant_group
 
 log = logging.getLogger("rustymt.host")
+
+
+def serialized(method):
+    """One host operation at a time: the reconcile thread and API calls share
+    one netlink socket and the same cgroup files."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return locked
 
 
 class HostController:
@@ -39,6 +51,7 @@ class HostController:
         self.enforce = enforce
         self.interface = interface
         self.reconciler = Reconciler(self.tree, self.shaper, device)
+        self._lock = threading.RLock()
 
     @classmethod
     def from_settings(cls, host_settings, data_dir: str = ".", netns: str | None = None,
@@ -71,6 +84,7 @@ class HostController:
         return section
 
     # -- lifecycle
+    @serialized
     def setup(self) -> list[Repair]:
         repairs: list[Repair] = []
         if self.tree is not None:
@@ -80,24 +94,32 @@ class HostController:
             self.shaper.setup()
         return repairs
 
-    def adopt_self(self) -> bool:
-        """Move the daemon into <root>/supervisor — only when its cgroup was
-        delegated to it (then the root is its own cgroup and v2 forbids
-        processes beside child groups). Call before READY=1."""
+    @serialized
+    def adopt_self(self, pid: int | None = None) -> bool:
+        """Move the daemon (`pid`, default this process) into
+        <root>/supervisor — only when its cgroup was delegated to it (then the
+        root is its own cgroup and v2 forbids processes beside child groups).
+        Call before READY=1."""
         if self.tree is None or self.caps is None or not self.caps.delegated:
             return False
+        # the root is our own cgroup and still holds us: leave it first, then
+        # hand the controllers down (v2 refuses that while it has processes).
+        # Instances must not be started before this.
+        self.tree.ensure(SUPERVISOR, delegate=False)
+        self.tree.place(SUPERVISOR, os.getpid() if pid is None else pid)
         self.tree.ensure(SUPERVISOR)
-        self.tree.place(SUPERVISOR, os.getpid())
         return True
 
     def group(self, tenant_id: str | None) -> str:
         return SHARED if tenant_id is None else tenant_group(tenant_id)
 
+    @serialized
     def place(self, pid: int, tenant_id: str | None = None) -> None:
         if self.tree is not None:
             self.tree.ensure(self.group(tenant_id))
             self.tree.place(self.group(tenant_id), pid)
 
+    @serialized
     def set_tenant(self, spec: TenantSpec) -> list[Repair]:
         repairs: list[Repair] = []
         if self.tree is not None and spec.placement == "dedicated":
@@ -106,18 +128,29 @@ class HostController:
             repairs += self.reconciler.ensure_port(spec.port, spec.quota.network_mbps, spec.tenant_id)
         return repairs
 
+    @serialized
     def freeze(self, tenant_id: str) -> None:
+        """Suspend a dedicated tenant's processes (LookupError: no cgroup)."""
         if self.tree is not None:
-            self.tree.freeze(tenant_group(tenant_id), True)
+            self.tree.freeze(self._existing(tenant_id), True)
 
+    @serialized
     def thaw(self, tenant_id: str) -> None:
         if self.tree is not None:
-            self.tree.freeze(tenant_group(tenant_id), False)
+            self.tree.freeze(self._existing(tenant_id), False)
 
+    def _existing(self, tenant_id: str) -> str:
+        group = tenant_group(tenant_id)
+        if not self.tree.exists(group):
+            raise LookupError(f"tenant {tenant_id} has no cgroup (not dedicated, or removed)")
+        return group
+
+    @serialized
     def kill(self, tenant_id: str) -> None:
         if self.tree is not None and self.tree.exists(tenant_group(tenant_id)):
             self.tree.kill(tenant_group(tenant_id))
 
+    @serialized
     def remove(self, tenant_id: str, port: int | None = None) -> list[Repair]:
         """Terminate at the host: kill the tenant's processes, remove its
         cgroup and its tc class."""
@@ -129,17 +162,21 @@ class HostController:
         return repairs
 
     # -- observation
+    @serialized
     def usage(self, tenant_id: str | None = None) -> usage.GroupUsage | None:
         if self.tree is None or not self.tree.exists(self.group(tenant_id)):
             return None
         return usage.group_usage(self.tree, self.group(tenant_id))
 
+    @serialized
     def network(self) -> dict:
         return self.shaper.counters() if self.shaper is not None else {}
 
+    @serialized
     def reconcile(self, desired: DesiredState) -> list[Repair]:
         return self.reconciler.run(desired)
 
+    @serialized
     def close(self) -> None:
         if self.shaper is not None:
             self.shaper.close()

@@ -85,42 +85,46 @@ def _v2_io_totals(text: str) -> dict[str, int]:
     return totals
 
 
+# memory usage, peak, and the file with the oom_kill counter, per version
+MEMORY_FILES = {
+    2: ("memory.current", "memory.peak", "memory.events"),
+    1: ("memory.usage_in_bytes", "memory.max_usage_in_bytes", "memory.oom_control"),
+}
+
+
+def _int(tree: CgroupTree, rel: str, file: str) -> int | None:
+    text = _try(tree, rel, file)
+    return int(text) if text else None
+
+
 def group_usage(tree: CgroupTree, rel: str) -> GroupUsage:
     usage = GroupUsage(at=time.monotonic())
+    cpu = _keyed(_try(tree, rel, "cpu.stat") or "")
+    usage.nr_throttled = cpu.get("nr_throttled")
     if tree.version == 2:
-        cpu = _keyed(_try(tree, rel, "cpu.stat") or "")
         if "usage_usec" in cpu:
             usage.cpu_usage_ns = cpu["usage_usec"] * 1000
         if "throttled_usec" in cpu:
             usage.throttled_ns = cpu["throttled_usec"] * 1000
-        usage.nr_throttled = cpu.get("nr_throttled")
-        current, peak = _try(tree, rel, "memory.current"), _try(tree, rel, "memory.peak")
-        usage.memory_bytes = int(current) if current else None
-        usage.memory_peak_bytes = int(peak) if peak else None
-        usage.oom_kills = _keyed(_try(tree, rel, "memory.events") or "").get("oom_kill")
         io = _try(tree, rel, "io.stat")
         if io is not None:
             totals = _v2_io_totals(io)
             usage.read_ios, usage.write_ios = totals["rios"], totals["wios"]
             usage.read_bytes, usage.write_bytes = totals["rbytes"], totals["wbytes"]
     else:
-        acct = _try(tree, rel, "cpuacct.usage")
-        usage.cpu_usage_ns = int(acct) if acct else None
-        cpu = _keyed(_try(tree, rel, "cpu.stat") or "")
+        usage.cpu_usage_ns = _int(tree, rel, "cpuacct.usage")
         usage.throttled_ns = cpu.get("throttled_time")
-        usage.nr_throttled = cpu.get("nr_throttled")
-        current, peak = _try(tree, rel, "memory.usage_in_bytes"), _try(tree, rel, "memory.max_usage_in_bytes")
-        usage.memory_bytes = int(current) if current else None
-        usage.memory_peak_bytes = int(peak) if peak else None
-        usage.oom_kills = _keyed(_try(tree, rel, "memory.oom_control") or "").get("oom_kill")
         serviced = _try(tree, rel, "blkio.throttle.io_serviced")
         if serviced is not None:
             usage.read_ios, usage.write_ios = _v1_blkio_totals(serviced)
         service_bytes = _try(tree, rel, "blkio.throttle.io_service_bytes")
         if service_bytes is not None:
             usage.read_bytes, usage.write_bytes = _v1_blkio_totals(service_bytes)
-    pids = _try(tree, rel, "pids.current")
-    usage.pids = int(pids) if pids else None
+    current, peak, events = MEMORY_FILES[tree.version]
+    usage.memory_bytes = _int(tree, rel, current)
+    usage.memory_peak_bytes = _int(tree, rel, peak)
+    usage.oom_kills = _keyed(_try(tree, rel, events) or "").get("oom_kill")
+    usage.pids = _int(tree, rel, "pids.current")
     for pid in tree.procs(rel):
         try:
             usage.rss_bytes += psutil.Process(pid).memory_info().rss

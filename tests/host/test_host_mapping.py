@@ -277,3 +277,13 @@ def test_usage_rates_from_two_snapshots():
     assert usage.cpu_percent(before, after) == 25.0
     assert usage.iops(before, after) == 100.0
     assert usage.cpu_percent(after, before) is None
+
+
+def test_tree_root_accepts_systemd_names_and_rejects_climbing():
+    from rustymt.host.cgroupfs import CgroupV2
+
+    assert CgroupV2(root="/user.slice/user@0.service/rustymt", mount="/x").root == "/user.slice/user@0.service/rustymt"
+    assert CgroupV2(root="", mount="/x").root == "/"
+    assert CgroupV2(root="/rustymt/", mount="/x").file_path("tenants/a", "cpu.max") == "/x/rustymt/tenants/a/cpu.max"
+    with pytest.raises(ValueError):
+        CgroupV2(root="/rustymt/../etc", mount="/x")

@@ -108,3 +108,21 @@ def test_controller_without_enforcement_reports_and_does_nothing():
     assert {m["reason"] for m in controller.status()["mechanisms"].values()} == {"host.enforce is false"}
     assert controller.set_tenant(TenantSpec("t1", HostQuota(cpu_percent=10), placement="dedicated", port=20001)) == []
     assert controller.reconcile(DesiredState()) == [] and controller.usage("t1") is None
+
+
+def test_adopt_self_moves_the_daemon_only_when_delegated(host, spawner):
+    import dataclasses
+
+    host.setup()
+    daemon = spawner.start(host.tree, "shared", "sys.stdin.readline()\n")   # stands in for the daemon
+    assert host.adopt_self(daemon.pid) is False                          # these hosts: not delegated
+    assert host.tree.procs("supervisor") == []
+    host.caps = dataclasses.replace(host.caps, delegated=True)
+    assert host.adopt_self(daemon.pid) is True
+    assert host.tree.procs("supervisor") == [daemon.pid]
+
+
+def test_freeze_of_a_tenant_without_cgroup_is_a_clear_error(host):
+    host.setup()
+    with pytest.raises(LookupError, match="tenant nobody has no cgroup"):
+        host.freeze("nobody")

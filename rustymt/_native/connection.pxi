@@ -1,0 +1,516 @@
+# The engine's SQLite binding: SQLiteError, Connection, Statement.
+# Every entry point makes the calling thread work for the connection's tenant
+# (allocator and page cache charge it); statement execution runs with the GIL
+# released between rmt_exec_enter/leave (the scheduler's acquire/release).
+import os
+import weakref
+from collections.abc import Mapping
+
+cimport cython
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.string cimport strlen, memcpy
+
+# Column type codes returned by Statement.row_types().
+SQLITE_INTEGER_TYPE = 1
+SQLITE_FLOAT_TYPE = 2
+SQLITE_TEXT_TYPE = 3
+SQLITE_BLOB_TYPE = 4
+SQLITE_NULL_TYPE = 5
+
+# Authorizer action codes (sqlite3.h) for set_authorizer rules.
+AUTH_ACTIONS = {
+    "CREATE_INDEX": 1, "CREATE_TABLE": 2, "CREATE_TEMP_INDEX": 3, "CREATE_TEMP_TABLE": 4,
+    "CREATE_TEMP_TRIGGER": 5, "CREATE_TEMP_VIEW": 6, "CREATE_TRIGGER": 7, "CREATE_VIEW": 8,
+    "DELETE": 9, "DROP_INDEX": 10, "DROP_TABLE": 11, "DROP_TEMP_INDEX": 12,
+    "DROP_TEMP_TABLE": 13, "DROP_TEMP_TRIGGER": 14, "DROP_TEMP_VIEW": 15, "DROP_TRIGGER": 16,
+    "DROP_VIEW": 17, "INSERT": 18, "PRAGMA": 19, "READ": 20, "SELECT": 21, "TRANSACTION": 22,
+    "UPDATE": 23, "ATTACH": 24, "DETACH": 25, "ALTER_TABLE": 26, "REINDEX": 27, "ANALYZE": 28,
+    "CREATE_VTABLE": 29, "DROP_VTABLE": 30, "FUNCTION": 31, "SAVEPOINT": 32, "RECURSIVE": 33,
+}
+# Authorizer decisions.
+AUTH_ALLOW = 0
+AUTH_DENY = 1
+AUTH_IGNORE = 2
+_AUTH_RESULTS = {"allow": AUTH_ALLOW, "deny": AUTH_DENY, "ignore": AUTH_IGNORE,
+                 AUTH_ALLOW: AUTH_ALLOW, AUTH_DENY: AUTH_DENY, AUTH_IGNORE: AUTH_IGNORE}
+
+
+class SQLiteError(Exception):
+    """An error from the engine's SQLite: .code (primary result code),
+    .extended_code and .message (sqlite3_errmsg)."""
+
+    def __init__(self, code, extended_code, message):
+        super().__init__(message)
+        self.code = code
+        self.extended_code = extended_code
+        self.message = message
+
+    def __str__(self):
+        return f"{self.message} (sqlite code {self.extended_code})"
+
+
+cdef object _error(sqlite3 *db, int rc):
+    cdef int extended = rc
+    cdef const char *msg
+    if db != NULL:
+        extended = sqlite3_extended_errcode(db)
+        if (extended & 0xff) != (rc & 0xff):
+            extended = rc
+        msg = sqlite3_errmsg(db)
+    else:
+        msg = sqlite3_errstr(rc)
+    return SQLiteError(rc & 0xff, extended, msg.decode("utf-8", "replace"))
+
+
+# ---- authorizer: a rule table evaluated in C ------------------------------
+
+cdef struct auth_rule:
+    int action          # action code, -1 = any
+    char *name          # object name (arg1, or arg2 when arg1 is NULL); NULL = any
+    int result          # SQLITE_OK / SQLITE_DENY / SQLITE_IGNORE
+
+cdef struct auth_table:
+    int count
+    auth_rule *rules
+
+
+cdef int _authorize(void *arg, int action, const char *arg1, const char *arg2,
+                    const char *dbname, const char *trigger) noexcept nogil:
+    cdef auth_table *table = <auth_table *>arg
+    cdef const char *name = arg1 if arg1 != NULL else arg2
+    cdef int i
+    for i in range(table.count):
+        if table.rules[i].action >= 0 and table.rules[i].action != action:
+            continue
+        if table.rules[i].name != NULL and (name == NULL or sqlite3_stricmp(table.rules[i].name, name) != 0):
+            continue
+        return table.rules[i].result
+    return SQLITE_OK
+
+
+cdef void _free_auth_table(auth_table *table) noexcept:
+    cdef int i
+    if table == NULL:
+        return
+    for i in range(table.count):
+        PyMem_Free(table.rules[i].name)
+    PyMem_Free(table.rules)
+    PyMem_Free(table)
+
+
+cdef auth_table *_build_auth_table(rules) except NULL:
+    rules = list(rules)
+    cdef auth_table *table = <auth_table *>PyMem_Malloc(sizeof(auth_table))
+    if table == NULL:
+        raise MemoryError()
+    table.count = 0
+    table.rules = <auth_rule *>PyMem_Malloc(sizeof(auth_rule) * max(len(rules), 1))
+    if table.rules == NULL:
+        PyMem_Free(table)
+        raise MemoryError()
+    cdef bytes encoded
+    try:
+        for rule in rules:
+            action, name, result = rule
+            if isinstance(action, str):
+                action = AUTH_ACTIONS[action.upper()]
+            if result not in _AUTH_RESULTS:
+                raise ValueError(f"authorizer result must be allow/deny/ignore, not {result!r}")
+            table.rules[table.count].action = -1 if action is None else int(action)
+            table.rules[table.count].result = _AUTH_RESULTS[result]
+            table.rules[table.count].name = NULL
+            table.count += 1
+            if name is not None:
+                encoded = str(name).encode("utf-8")
+                table.rules[table.count - 1].name = <char *>PyMem_Malloc(len(encoded) + 1)
+                if table.rules[table.count - 1].name == NULL:
+                    raise MemoryError()
+                memcpy(table.rules[table.count - 1].name, <const char *>encoded, len(encoded) + 1)
+    except BaseException:
+        _free_auth_table(table)
+        raise
+    return table
+
+
+# ---- Connection --------------------------------------------------------------
+
+cdef class Connection:
+    """One SQLite connection of the engine, working for one tenant slot."""
+
+    cdef sqlite3 *db
+    cdef rmt_exec_ctx ctx
+    cdef auth_table *auth
+    cdef readonly int tenant
+    cdef readonly object path
+    cdef object statements
+    cdef object __weakref__
+
+    def __init__(self, path, int tenant=0, bint readonly=False, vfs=None, bint create=True):
+        if _state is None:
+            install()
+        _check_slot(tenant)
+        cdef int flags = SQLITE_OPEN_URI
+        if readonly:
+            flags |= SQLITE_OPEN_READONLY
+        else:
+            flags |= SQLITE_OPEN_READWRITE
+            if create:
+                flags |= SQLITE_OPEN_CREATE
+        cdef bytes bpath = os.fsencode(path)
+        cdef bytes bvfs = vfs.encode("utf-8") if vfs is not None else None
+        cdef const char *cpath = bpath
+        cdef const char *cvfs = NULL if bvfs is None else <const char *>bvfs
+        cdef sqlite3 *db = NULL
+        cdef int rc
+        self.path = path
+        self.tenant = tenant
+        self.statements = weakref.WeakSet()
+        self.ctx.tenant = tenant
+        self.ctx.depth = 0
+        self.ctx.busy_timeout_ms = 0
+        rmt_tenant_set_current(tenant)
+        with nogil:
+            rc = sqlite3_open_v2(cpath, &db, flags, cvfs)
+        if rc != SQLITE_OK:
+            err = _error(db, rc)
+            sqlite3_close_v2(db)
+            raise err
+        self.db = db
+        sqlite3_extended_result_codes(db, 1)
+        rmt_exec_attach(db, &self.ctx)
+
+    def __dealloc__(self):
+        # Statements hold a reference to their connection, so none is left.
+        if self.db != NULL:
+            rmt_tenant_set_current(self.tenant)
+            sqlite3_close_v2(self.db)
+            self.db = NULL
+        _free_auth_table(self.auth)
+        self.auth = NULL
+
+    cdef sqlite3 *_db(self) except NULL:
+        if self.db == NULL:
+            raise SQLiteError(SQLITE_MISUSE, SQLITE_MISUSE, "connection is closed")
+        rmt_tenant_set_current(self.tenant)
+        return self.db
+
+    @property
+    def closed(self):
+        return self.db == NULL
+
+    def prepare(self, sql):
+        """Compile the first statement of sql: (Statement | None, tail).
+
+        None for an empty/whitespace/comment-only string; tail is the SQL text
+        after the compiled statement (for multi-statement strings).
+        """
+        cdef sqlite3 *db = self._db()
+        cdef bytes encoded = sql.encode("utf-8")
+        cdef const char *start = encoded
+        cdef const char *tail = NULL
+        cdef sqlite3_stmt *stmt = NULL
+        cdef int rc
+        cdef Py_ssize_t nbytes = len(encoded)
+        with nogil:
+            rc = sqlite3_prepare_v2(db, start, <int>nbytes, &stmt, &tail)
+        if rc != SQLITE_OK:
+            raise _error(db, rc)
+        rest = encoded[tail - start:].decode("utf-8") if tail != NULL else ""
+        if stmt == NULL:
+            return None, rest
+        cdef Statement s = Statement.__new__(Statement)
+        s._init(self, stmt)
+        self.statements.add(s)
+        return s, rest
+
+    def changes(self):
+        return sqlite3_changes(self._db())
+
+    def total_changes(self):
+        return sqlite3_total_changes(self._db())
+
+    def last_insert_rowid(self):
+        return sqlite3_last_insert_rowid(self._db())
+
+    @property
+    def in_transaction(self):
+        """True inside an explicit transaction (not in autocommit mode)."""
+        return not sqlite3_get_autocommit(self._db())
+
+    def interrupt(self):
+        """Abort the statement running on this connection (thread-safe)."""
+        if self.db != NULL:
+            sqlite3_interrupt(self.db)
+
+    def busy_timeout(self, int ms):
+        """Wait up to ms on a locked database before SQLITE_BUSY (the CPU slot
+        is released while waiting)."""
+        self._db()
+        self.ctx.busy_timeout_ms = max(ms, 0)
+
+    def set_authorizer(self, rules):
+        """Install a rule table, evaluated in C for every action SQLite checks
+        while compiling: rules is a sequence of (action, name, result) where
+        action is an AUTH_ACTIONS name or code (None = any), name is matched
+        case-insensitively against the object (table, pragma, function, file
+        name; None = any) and result is "allow", "deny" or "ignore". First match
+        wins; no match allows. rules=None removes the authorizer."""
+        cdef sqlite3 *db = self._db()
+        cdef auth_table *table = NULL
+        if rules is not None:
+            table = _build_auth_table(rules)
+            sqlite3_set_authorizer(db, _authorize, table)
+        else:
+            sqlite3_set_authorizer(db, NULL, NULL)
+        _free_auth_table(self.auth)
+        self.auth = table
+
+    def backup_to(self, Connection target, int pages_per_step=256, progress=None):
+        """Copy this database into target with the online backup API, stepwise.
+
+        progress(remaining, pagecount) is called after every step. A busy or
+        locked source is retried for up to target's busy timeout.
+        """
+        cdef sqlite3 *src = self._db()
+        cdef sqlite3 *dst = target._db()
+        cdef sqlite3_backup *backup = sqlite3_backup_init(dst, "main", src, "main")
+        cdef int rc = SQLITE_OK, finish_rc
+        cdef int waited = 0
+        if backup == NULL:
+            raise _error(dst, sqlite3_errcode(dst))
+        try:
+            while True:
+                with nogil:
+                    rmt_exec_enter(&self.ctx)
+                    rc = sqlite3_backup_step(backup, pages_per_step)
+                    rmt_exec_leave(&self.ctx)
+                if progress is not None:
+                    progress(sqlite3_backup_remaining(backup), sqlite3_backup_pagecount(backup))
+                if rc == SQLITE_DONE:
+                    break
+                if rc == SQLITE_BUSY or rc == SQLITE_LOCKED:
+                    if waited >= target.ctx.busy_timeout_ms:
+                        break
+                    with nogil:
+                        sqlite3_sleep(10)
+                    waited += 10
+                elif rc != SQLITE_OK:
+                    break
+        finally:
+            finish_rc = sqlite3_backup_finish(backup)
+        if rc != SQLITE_DONE:
+            raise _error(dst, rc)
+        if finish_rc != SQLITE_OK:
+            raise _error(dst, finish_rc)
+
+    def close(self):
+        """Finalize this connection's statements and close it (idempotent)."""
+        if self.db == NULL:
+            return
+        for stmt in list(self.statements):
+            (<Statement>stmt).finalize()
+        rmt_tenant_set_current(self.tenant)
+        sqlite3_close_v2(self.db)
+        self.db = NULL
+        _free_auth_table(self.auth)
+        self.auth = NULL
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ---- Statement ---------------------------------------------------------------
+
+@cython.no_gc_clear
+cdef class Statement:
+    """A compiled statement. step()/fetchmany() run SQLite with the GIL released."""
+
+    cdef sqlite3_stmt *stmt
+    cdef Connection conn
+    cdef bint done            # ran to SQLITE_DONE; step() answers False until reset()
+    cdef readonly str sql
+    cdef readonly int param_count
+    cdef readonly int column_count
+    cdef object __weakref__
+
+    cdef _init(self, Connection conn, sqlite3_stmt *stmt):
+        self.conn = conn
+        self.stmt = stmt
+        self.done = False
+        cdef const char *text = sqlite3_sql(stmt)
+        self.sql = text.decode("utf-8") if text != NULL else ""
+        self.param_count = sqlite3_bind_parameter_count(stmt)
+        self.column_count = sqlite3_column_count(stmt)
+
+    def __dealloc__(self):
+        if self.stmt != NULL:
+            rmt_tenant_set_current(self.conn.tenant)
+            sqlite3_finalize(self.stmt)
+            self.stmt = NULL
+
+    cdef sqlite3_stmt *_stmt(self) except NULL:
+        if self.stmt == NULL:
+            raise SQLiteError(SQLITE_MISUSE, SQLITE_MISUSE, "statement is finalized")
+        rmt_tenant_set_current(self.conn.tenant)
+        return self.stmt
+
+    @property
+    def param_names(self):
+        """Parameter names as written (":a", "$1", "?2"), None for plain "?";
+        None instead of the list when every parameter is positional."""
+        cdef sqlite3_stmt *s = self._stmt()
+        names = []
+        cdef const char *name
+        for i in range(1, self.param_count + 1):
+            name = sqlite3_bind_parameter_name(s, i)
+            names.append(name.decode("utf-8") if name != NULL else None)
+        return names if any(n is not None for n in names) else None
+
+    @property
+    def column_names(self):
+        cdef sqlite3_stmt *s = self._stmt()
+        cdef const char *name
+        names = []
+        for i in range(self.column_count):
+            name = sqlite3_column_name(s, i)
+            names.append(name.decode("utf-8") if name != NULL else "")
+        return names
+
+    @property
+    def column_decltypes(self):
+        cdef sqlite3_stmt *s = self._stmt()
+        cdef const char *decl
+        types = []
+        for i in range(self.column_count):
+            decl = sqlite3_column_decltype(s, i)
+            types.append(decl.decode("utf-8") if decl != NULL else None)
+        return types
+
+    @property
+    def readonly(self):
+        return bool(sqlite3_stmt_readonly(self._stmt()))
+
+    cdef int _bind_one(self, sqlite3_stmt *s, int i, value) except -1:
+        cdef int rc
+        cdef bytes data
+        if value is None:
+            rc = sqlite3_bind_null(s, i)
+        elif isinstance(value, int):
+            rc = sqlite3_bind_int64(s, i, value)
+        elif isinstance(value, float):
+            rc = sqlite3_bind_double(s, i, value)
+        elif isinstance(value, str):
+            data = (<str>value).encode("utf-8")
+            rc = sqlite3_bind_text(s, i, data, <int>len(data), SQLITE_TRANSIENT)
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            data = bytes(value)
+            rc = sqlite3_bind_blob(s, i, <const char *>data, <int>len(data), SQLITE_TRANSIENT)
+        else:
+            raise TypeError(f"cannot bind {type(value).__name__} (parameter {i})")
+        if rc != SQLITE_OK:
+            raise _error(self.conn.db, rc)
+        return 0
+
+    def bind_all(self, values):
+        """Reset the statement and bind every parameter: a sequence by position,
+        or a mapping by name without its prefix (":a" -> "a")."""
+        cdef sqlite3_stmt *s = self._stmt()
+        self._reset(s)
+        if isinstance(values, Mapping):
+            names = self.param_names or []
+            if len(names) != self.param_count or None in names:
+                raise ValueError("named binding needs every parameter named")
+            for i, name in enumerate(names, 1):
+                key = name[1:]
+                if key not in values:
+                    raise ValueError(f"no value for parameter {name}")
+                self._bind_one(s, i, values[key])
+        else:
+            values = list(values)
+            if len(values) != self.param_count:
+                raise ValueError(f"statement has {self.param_count} parameters, {len(values)} values given")
+            for i, value in enumerate(values, 1):
+                self._bind_one(s, i, value)
+
+    cdef int _step(self, sqlite3_stmt *s) except -1:
+        """One sqlite3_step with the GIL released: 1 row, 0 done; raises on
+        error (after resetting, so the connection's locks are released)."""
+        cdef int rc
+        cdef rmt_exec_ctx *ctx = &self.conn.ctx
+        if self.done:
+            return 0
+        with nogil:
+            rmt_exec_enter(ctx)
+            rc = sqlite3_step(s)
+            rmt_exec_leave(ctx)
+        if rc == SQLITE_ROW:
+            return 1
+        if rc == SQLITE_DONE:
+            self.done = True
+            return 0
+        err = _error(self.conn.db, rc)
+        sqlite3_reset(s)
+        raise err
+
+    def step(self):
+        """Run to the next row: True when a row is ready, False when done."""
+        return self._step(self._stmt()) == 1
+
+    cdef tuple _row(self, sqlite3_stmt *s):
+        cdef int i, n = self.column_count, kind, nbytes
+        cdef const char *text
+        row = []
+        for i in range(n):
+            kind = sqlite3_column_type(s, i)
+            if kind == SQLITE_INTEGER:
+                row.append(sqlite3_column_int64(s, i))
+            elif kind == SQLITE_FLOAT:
+                row.append(sqlite3_column_double(s, i))
+            elif kind == SQLITE_TEXT:
+                text = <const char *>sqlite3_column_text(s, i)
+                nbytes = sqlite3_column_bytes(s, i)
+                row.append(PyUnicode_DecodeUTF8(text, nbytes, "replace") if text != NULL else "")
+            elif kind == SQLITE_BLOB:
+                text = <const char *>sqlite3_column_blob(s, i)
+                nbytes = sqlite3_column_bytes(s, i)
+                row.append(PyBytes_FromStringAndSize(text, nbytes) if text != NULL else b"")
+            else:
+                row.append(None)
+        return tuple(row)
+
+    def row(self):
+        """The current row as a tuple of None/int/float/str/bytes."""
+        return self._row(self._stmt())
+
+    def row_types(self):
+        """Storage classes of the current row: 1 INTEGER, 2 FLOAT, 3 TEXT, 4 BLOB, 5 NULL."""
+        cdef sqlite3_stmt *s = self._stmt()
+        return tuple(sqlite3_column_type(s, i) for i in range(self.column_count))
+
+    def fetchmany(self, int n):
+        """Step up to n rows (GIL released for each step); [] when done."""
+        cdef sqlite3_stmt *s = self._stmt()
+        rows = []
+        while len(rows) < n and self._step(s) == 1:
+            rows.append(self._row(s))
+        return rows
+
+    cdef _reset(self, sqlite3_stmt *s):
+        sqlite3_reset(s)
+        self.done = False
+
+    def reset(self):
+        """Rewind the statement (bindings are kept)."""
+        self._reset(self._stmt())
+
+    def finalize(self):
+        """Destroy the statement (idempotent; also done on garbage collection)."""
+        if self.stmt != NULL:
+            rmt_tenant_set_current(self.conn.tenant)
+            sqlite3_finalize(self.stmt)
+            self.stmt = NULL

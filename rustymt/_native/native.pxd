@@ -1,0 +1,82 @@
+# The native units (native/*.h) as the binding sees them.
+from libc.stdint cimport int64_t, uint32_t, uint64_t
+from rustymt._native.csqlite cimport sqlite3, sqlite3_mem_methods, sqlite3_pcache_methods2, sqlite3_pcache_page
+
+cdef extern from "tenant.h" nogil:
+    int RMT_MAX_TENANTS
+    void rmt_tenant_set_current(int tenant)
+    int rmt_tenant_current()
+
+cdef extern from "tenantmem.h" nogil:
+    ctypedef struct rmt_mem_stats:
+        int64_t allocated_bytes
+        int64_t quota_bytes
+        int64_t peak_usage_bytes
+        uint64_t oom_count
+        uint64_t allocation_count
+        uint64_t deallocation_count
+    const sqlite3_mem_methods *rmt_tenantmem_methods()
+    void *rmt_mem_malloc(int nbytes)
+    void rmt_mem_free(void *p)
+    void *rmt_mem_realloc(void *p, int nbytes)
+    int rmt_mem_size(void *p)
+    int rmt_mem_owner(void *p)
+    int rmt_mem_charge(int tenant, int64_t nbytes)
+    void rmt_mem_uncharge(int tenant, int64_t nbytes)
+    int rmt_mem_set_quota(int tenant, int64_t quota_bytes)
+    void rmt_mem_get_stats(int tenant, rmt_mem_stats *out)
+    void rmt_mem_reset_stats(int tenant)
+
+cdef extern from "bufpool.h" nogil:
+    ctypedef struct rmt_pool
+    ctypedef struct rmt_cache
+    ctypedef struct rmt_pool_tenant_stats:
+        uint64_t hits
+        uint64_t misses
+        uint64_t evictions
+        uint64_t fetch_failures
+        uint32_t resident
+        uint32_t pinned
+        uint32_t unpooled
+        uint32_t min_frames
+        uint32_t max_frames
+        uint32_t caches
+    ctypedef struct rmt_pool_info:
+        uint32_t nframes
+        uint32_t nfree
+        uint32_t npinned
+        uint64_t caches_created
+        uint32_t caches_live
+        uint64_t frame_bytes
+    ctypedef int (*rmt_charge_fn)(int, int64_t)
+    ctypedef void (*rmt_uncharge_fn)(int, int64_t)
+    rmt_pool *rmt_pool_new(uint32_t nframes)
+    void rmt_pool_free(rmt_pool *pool)
+    void rmt_pool_set_accounting(rmt_pool *pool, rmt_charge_fn charge, rmt_uncharge_fn uncharge)
+    int rmt_pool_set_partition(rmt_pool *pool, int tenant, uint32_t min_frames, uint32_t max_frames)
+    void rmt_pool_get_stats(rmt_pool *pool, int tenant, rmt_pool_tenant_stats *out)
+    void rmt_pool_get_info(rmt_pool *pool, rmt_pool_info *out)
+    void rmt_pool_reset_counters(rmt_pool *pool, int tenant)
+    int rmt_pool_check(rmt_pool *pool)
+    rmt_cache *rmt_cache_create(rmt_pool *pool, int tenant, int szPage, int szExtra, int purgeable)
+    void rmt_cache_set_size(rmt_cache *cache, int nMax)
+    int rmt_cache_pagecount(rmt_cache *cache)
+    sqlite3_pcache_page *rmt_cache_fetch_ex(rmt_cache *cache, unsigned key, int createFlag, int *outcome)
+    void rmt_cache_unpin(rmt_cache *cache, sqlite3_pcache_page *page, int discard)
+    void rmt_cache_rekey(rmt_cache *cache, sqlite3_pcache_page *page, unsigned oldKey, unsigned newKey)
+    void rmt_cache_truncate(rmt_cache *cache, unsigned limit)
+    void rmt_cache_shrink(rmt_cache *cache)
+    void rmt_cache_destroy(rmt_cache *cache)
+    sqlite3_pcache_page *rmt_cache_peek(rmt_cache *cache, unsigned key)
+    int rmt_cache_is_pinned(rmt_cache *cache, unsigned key)
+    const sqlite3_pcache_methods2 *rmt_bufpool_methods(rmt_pool *pool)
+    rmt_pool *rmt_bufpool_installed()
+
+cdef extern from "exechooks.h" nogil:
+    ctypedef struct rmt_exec_ctx:
+        int tenant
+        int depth
+        int busy_timeout_ms
+    void rmt_exec_enter(rmt_exec_ctx *ctx)
+    void rmt_exec_leave(rmt_exec_ctx *ctx)
+    void rmt_exec_attach(sqlite3 *db, rmt_exec_ctx *ctx)

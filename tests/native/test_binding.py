@@ -1,0 +1,234 @@
+"""The engine's SQLite binding (API_CONTRACTS.md "Engine binding") on real
+database files, with the native hooks installed."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from rustymt._native import _core
+from tests.conftest import wait_for
+
+
+def run(conn, sql, params=()):
+    """Execute every statement of sql; rows of the last one."""
+    rows = []
+    while sql.strip():
+        stmt, sql = conn.prepare(sql)
+        if stmt is None:
+            break
+        if params:
+            stmt.bind_all(params)
+        rows = stmt.fetchmany(1 << 30)
+        stmt.finalize()
+    return rows
+
+
+@pytest.fixture
+def conn(tmp_path, slot):
+    c = _core.Connection(str(tmp_path / "db.sqlite"), tenant=slot)
+    yield c
+    c.close()
+
+
+def test_install_is_idempotent_and_the_canary_sees_the_pool():
+    assert _core.hooks_installed()
+    assert _core.install() is False
+    moved = _core.canary()
+    assert moved["caches_created"] >= 1 and moved["allocations"] > 0
+
+
+def test_prepare_returns_tail_and_none_for_empty_sql(conn):
+    stmt, tail = conn.prepare("CREATE TABLE t(a); INSERT INTO t VALUES (1);")
+    assert stmt.sql == "CREATE TABLE t(a);"
+    assert tail == " INSERT INTO t VALUES (1);"
+    assert conn.prepare("   ") == (None, "")
+    assert conn.prepare("-- only a comment\n") == (None, "")
+    assert conn.prepare("/* c */ ;")[0] is None
+
+
+def test_values_round_trip_with_types_and_metadata(conn):
+    run(conn, "CREATE TABLE t(i INTEGER, f REAL, s TEXT, b BLOB, n)")
+    stmt, _ = conn.prepare("INSERT INTO t VALUES (?, ?, ?, ?, ?)")
+    assert stmt.param_count == 5 and stmt.param_names is None and not stmt.readonly
+    stmt.bind_all([2**62, 2.5, "héllo ☃", b"\x00\x01\xff", None])
+    assert stmt.step() is False
+    assert conn.changes() == 1 and conn.last_insert_rowid() == 1
+    stmt.finalize()
+    stmt.finalize()  # idempotent
+    sel, _ = conn.prepare("SELECT i, f, s, b, n, i + 1 AS j FROM t")
+    assert sel.readonly
+    assert sel.column_count == 6
+    assert sel.column_names == ["i", "f", "s", "b", "n", "j"]
+    assert sel.column_decltypes == ["INTEGER", "REAL", "TEXT", "BLOB", None, None]
+    assert sel.step() is True
+    assert sel.row() == (2**62, 2.5, "héllo ☃", b"\x00\x01\xff", None, 2**62 + 1)
+    assert sel.row_types() == (1, 2, 3, 4, 5, 1)
+    assert sel.step() is False
+    assert sel.step() is False  # stays done until reset
+    sel.reset()
+    assert sel.fetchmany(10) == [(2**62, 2.5, "héllo ☃", b"\x00\x01\xff", None, 2**62 + 1)]
+    assert sel.fetchmany(10) == []
+
+
+def test_named_parameters_bind_from_a_mapping(conn):
+    stmt, _ = conn.prepare("SELECT :a + :b, $c")
+    assert stmt.param_names == [":a", ":b", "$c"]
+    stmt.bind_all({"a": 1, "b": 2, "c": "x"})
+    assert stmt.fetchmany(5) == [(3, "x")]
+    with pytest.raises(ValueError):
+        stmt.bind_all({"a": 1})
+    with pytest.raises(ValueError):
+        stmt.bind_all([1])
+    with pytest.raises(TypeError):
+        stmt.bind_all([1, 2, object()])
+
+
+def test_fetchmany_pages_through_a_result(conn):
+    run(conn, "CREATE TABLE t(x); WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 1000) INSERT INTO t SELECT x FROM c")
+    stmt, _ = conn.prepare("SELECT x FROM t ORDER BY x")
+    got = []
+    while batch := stmt.fetchmany(128):
+        assert len(batch) <= 128
+        got.extend(r[0] for r in batch)
+    assert got == list(range(1, 1001))
+    assert conn.total_changes() == 1000
+
+
+def test_errors_carry_primary_and_extended_codes(conn):
+    with pytest.raises(_core.SQLiteError) as info:
+        conn.prepare("SELEC 1")
+    assert info.value.code == 1 and "syntax error" in info.value.message
+    run(conn, "CREATE TABLE u(x PRIMARY KEY)")
+    run(conn, "INSERT INTO u VALUES (1)")
+    stmt, _ = conn.prepare("INSERT INTO u VALUES (1)")
+    with pytest.raises(_core.SQLiteError) as info:
+        stmt.step()
+    assert info.value.code == 19  # SQLITE_CONSTRAINT
+    assert info.value.extended_code == 1555  # SQLITE_CONSTRAINT_PRIMARYKEY
+    stmt.finalize()
+    with pytest.raises(_core.SQLiteError) as info:
+        _core.Connection("/nonexistent-dir/x.db", tenant=0)
+    assert info.value.code == 14  # SQLITE_CANTOPEN
+
+
+def test_transactions_and_readonly_connections(conn, tmp_path, slot):
+    assert conn.in_transaction is False
+    run(conn, "BEGIN; CREATE TABLE t(x); INSERT INTO t VALUES (7)")
+    assert conn.in_transaction is True
+    run(conn, "COMMIT")
+    assert conn.in_transaction is False
+    ro = _core.Connection(str(tmp_path / "db.sqlite"), tenant=slot, readonly=True)
+    assert run(ro, "SELECT x FROM t") == [(7,)]
+    with pytest.raises(_core.SQLiteError) as info:
+        run(ro, "INSERT INTO t VALUES (8)")
+    assert info.value.code == 8  # SQLITE_READONLY
+    ro.close()
+    with pytest.raises(_core.SQLiteError):
+        _core.Connection(str(tmp_path / "missing.db"), tenant=slot, create=False)
+
+
+def test_close_finalizes_statements_and_is_idempotent(conn):
+    stmt, _ = conn.prepare("SELECT 1")
+    conn.close()
+    conn.close()
+    assert conn.closed
+    with pytest.raises(_core.SQLiteError):
+        stmt.step()
+    with pytest.raises(_core.SQLiteError):
+        conn.prepare("SELECT 1")
+
+
+def test_interrupt_from_another_thread_stops_a_running_statement(conn):
+    stmt, _ = conn.prepare(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c"
+    )
+    errors = []
+
+    def runner():
+        try:
+            stmt.step()
+        except _core.SQLiteError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=runner)
+    t.start()
+    # The statement never ends on its own: keep interrupting until it reports.
+    wait_for(lambda: (conn.interrupt(), errors)[1], timeout=20, what="interrupted statement")
+    t.join(10)
+    assert errors[0].code == 9  # SQLITE_INTERRUPT
+    assert run(conn, "SELECT 1") == [(1,)]
+
+
+def test_busy_timeout_waits_then_reports_busy(tmp_path, slot):
+    path = str(tmp_path / "busy.db")
+    a = _core.Connection(path, tenant=slot)
+    b = _core.Connection(path, tenant=slot)
+    run(a, "CREATE TABLE t(x)")
+    run(a, "BEGIN IMMEDIATE")
+    b.busy_timeout(50)
+    with pytest.raises(_core.SQLiteError) as info:
+        run(b, "BEGIN IMMEDIATE")
+    assert info.value.code == 5  # SQLITE_BUSY
+    run(a, "COMMIT")
+    b.busy_timeout(2000)
+    run(b, "BEGIN IMMEDIATE; INSERT INTO t VALUES (1); COMMIT")
+    assert run(a, "SELECT count(*) FROM t") == [(1,)]
+    a.close()
+    b.close()
+
+
+def test_authorizer_rule_table(conn):
+    run(conn, "CREATE TABLE t(x); CREATE TABLE secret(y)")
+    conn.set_authorizer([
+        ("ATTACH", None, "deny"),
+        ("PRAGMA", "writable_schema", "deny"),
+        ("READ", "secret", "ignore"),
+        (None, "SECRET", "deny"),  # any other action on it (case-insensitive)
+    ])
+    with pytest.raises(_core.SQLiteError) as info:
+        conn.prepare("ATTACH DATABASE ':memory:' AS other")
+    assert info.value.code == 23  # SQLITE_AUTH
+    with pytest.raises(_core.SQLiteError):
+        conn.prepare("PRAGMA writable_schema = 1")
+    with pytest.raises(_core.SQLiteError):
+        conn.prepare("DELETE FROM secret")
+    assert run(conn, "SELECT count(*) FROM t") == [(0,)]
+    conn.set_authorizer(None)
+    run(conn, "DELETE FROM secret")
+    with pytest.raises(ValueError):
+        conn.set_authorizer([("READ", None, "maybe")])
+
+
+def test_backup_is_stepwise_with_progress(conn, tmp_path, slot):
+    run(conn, "PRAGMA page_size=1024; CREATE TABLE t(x); WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x < 3000) INSERT INTO t SELECT randomblob(100) FROM c")
+    target = _core.Connection(str(tmp_path / "copy.db"), tenant=slot)
+    calls = []
+    conn.backup_to(target, pages_per_step=50, progress=lambda remaining, total: calls.append((remaining, total)))
+    assert len(calls) > 3
+    assert calls[-1][0] == 0
+    assert [r for r, _ in calls] == sorted((r for r, _ in calls), reverse=True)
+    assert run(target, "SELECT count(*) FROM t") == [(3000,)]
+    assert run(target, "PRAGMA integrity_check") == [("ok",)]
+    target.close()
+
+
+def test_bad_tenant_slot_is_refused(tmp_path):
+    with pytest.raises(ValueError):
+        _core.Connection(str(tmp_path / "x.db"), tenant=_core.MAX_TENANTS)
+    with pytest.raises(ValueError):
+        _core.set_partition(1, 10, 5)
+    with pytest.raises(ValueError):
+        _core.set_memory_quota(0, 1000)
+
+
+def test_tenant_is_charged_and_released(tmp_path, slot):
+    c = _core.Connection(str(tmp_path / "acct.db"), tenant=slot)
+    run(c, "CREATE TABLE t(x); INSERT INTO t VALUES (randomblob(5000))")
+    mem = _core.memory_stats(slot)
+    pool = _core.pool_stats(slot)
+    assert mem["allocated_bytes"] > 0 and mem["allocation_count"] > 0
+    assert pool["resident"] > 0 and pool["misses"] > 0 and pool["caches"] >= 1
+    c.close()
+    assert _core.memory_stats(slot)["allocated_bytes"] == 0
+    assert _core.pool_stats(slot)["resident"] == 0
