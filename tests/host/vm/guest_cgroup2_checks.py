@@ -46,6 +46,10 @@ CPU_SHARES = (4096, 1024)  # v1 scale; the mapping converts to cpu.weight 400 : 
 CPU_WEIGHT_WINDOW_USEC = 2_000_000
 MEMORY_MB = 32
 MEMORY_ALLOCATION = 48 << 20  # > the limit, < the guest's RAM
+BIG_FILE_ENV = "RUSTYMT_VM_BIG_FILE"  # a host file larger than SHRINK_RECLAIMABLE_MB (the test passes vmlinux)
+SHRINK_ANON_MB = 16  # what a holder keeps that cannot be reclaimed (the guest has no swap)
+SHRINK_RECLAIMABLE_MB = 32  # limit over the holder's anon memory: its page cache must go
+SHRINK_UNRECLAIMABLE_MB = 8  # limit under the holder's anon memory: refused, nobody killed
 PIDS_MAX = 4
 PIDS_FORKS = 10
 IOPS = 20
@@ -195,6 +199,50 @@ def check_memory_max(tree: CgroupV2) -> dict:
             "stderr": stderr.decode(errors="replace")[-300:]}
 
 
+def check_memory_max_below_usage(tree: CgroupV2) -> dict:
+    """Lowering memory.max under what a group uses: v2 alone would reclaim and
+    then OOM-kill; the writer sets memory.high first and writes memory.max only
+    once usage is under it, else reports the write as refused."""
+    group = Group(tree, "memory-shrink", HostQuota())
+    ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+
+    def hold_memory() -> int:
+        os.close(ready_r)
+        os.close(hold_w)
+        # Page cache charged to the group: a large host file read over 9p
+        # (cache=loose). Reads of /dev/vda are not charged as file pages.
+        with open(os.environ[BIG_FILE_ENV], "rb") as big:
+            while big.read(1 << 20):
+                pass
+        anon = b"\x01" * (SHRINK_ANON_MB << 20)  # written, so every page is resident
+        os.write(ready_w, b"1")
+        os.read(hold_r, 1)  # until the group is killed
+        return len(anon) and 0
+
+    holder = group.fork(hold_memory)
+    os.close(ready_w)
+    os.close(hold_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise AssertionError("the memory holder died before holding")
+        current_before = int(group.read("memory.current"))
+        reclaimable = {o.file: o.error for o in tree.apply(group.name, v2_writes(HostQuota(memory_mb=SHRINK_RECLAIMABLE_MB)))}
+        after_reclaim = {"memory.current": int(group.read("memory.current")), "memory.max": group.read("memory.max").strip()}
+        unreclaimable = {o.file: o.error for o in tree.apply(group.name, v2_writes(HostQuota(memory_mb=SHRINK_UNRECLAIMABLE_MB)))}
+        after_refusal = {"memory.max": group.read("memory.max").strip(), "memory.high": group.read("memory.high").strip()}
+        holder_alive = os.waitpid(holder, os.WNOHANG) == (0, 0)
+        events = group.counters("memory.events")
+    finally:
+        tree.remove(group.name)  # cgroup.kill ends the holder
+        os.waitpid(holder, 0)
+        os.close(ready_r)
+        os.close(hold_w)
+    return {"current_before": current_before, "reclaimable_errors": reclaimable, "after_reclaim": after_reclaim,
+            "unreclaimable_errors": unreclaimable, "after_refusal": after_refusal,
+            "holder_alive": holder_alive, "oom_kill": events["oom_kill"]}
+
+
 def check_pids_max(tree: CgroupV2) -> dict:
     group = Group(tree, "pids", HostQuota(pids_max=PIDS_MAX))
     report_r, report_w = os.pipe()
@@ -334,6 +382,7 @@ def check_freeze(tree: CgroupV2) -> dict:
 
 CHECKS = {"capabilities": check_capabilities, "cpu": check_cpu_max, "cpu_weight": check_cpu_weight,
           "memory": check_memory_max,
+          "memory_below_usage": check_memory_max_below_usage,
           "pids": check_pids_max, "io": check_io_max, "freeze": check_freeze}
 
 

@@ -30,16 +30,18 @@ def guest_report(tmp_path_factory) -> dict:
     reason = unavailable_reason()
     require_host(reason is None, reason or "")
     try:
-        vm_assets.prepare()
+        prepared = vm_assets.prepare()
     except vm_assets.AssetError as error:
         require_host(False, f"VM kernel unavailable: {error}")
     results = tmp_path_factory.mktemp("vm-results")
     result = run_in_vm([sys.executable, str(Path(checks.__file__).relative_to(REPO))],
-                       timeout=BOOT_TIMEOUT_SECONDS, disk_mb=DISK_MB, cwd=REPO, results_dir=results)
+                       timeout=BOOT_TIMEOUT_SECONDS, disk_mb=DISK_MB, cwd=REPO, results_dir=results,
+                       env={checks.BIG_FILE_ENV: str(prepared.vmlinux)})
     print(f"\nvm: boot to command {result.boot_seconds:.1f}s, whole run {result.total_seconds:.1f}s, "
           f"attempts {result.attempts}")
     assert result.returncode == 0, f"guest checks exited {result.returncode}:\n{result.stdout}"
     report = json.loads((results / "cgroup2.json").read_text())
+    print(json.dumps(report, indent=1))  # shown with a failing test's setup output
     print(f"vm: guest checks took {report['guest_seconds']}s")
     return report
 
@@ -93,6 +95,25 @@ def test_memory_max_oom_kills_the_allocation(guest_report):
     assert memory["high_events"] >= 1  # throttled at memory.high on the way up
     assert memory["usage.oom_kills"] == memory["oom_kill"]
     assert memory["usage.memory_peak_bytes"] <= cgroupmap.memory_bytes(checks.MEMORY_MB)
+
+
+def test_lowering_memory_max_under_usage_reclaims_or_refuses_but_never_kills(guest_report):
+    shrink = outcome(guest_report, "memory_below_usage")
+    reclaimable_limit = cgroupmap.memory_bytes(checks.SHRINK_RECLAIMABLE_MB)
+    # The holder's page cache put it over the limit; memory.high reclaimed it,
+    # then memory.max was written.
+    assert shrink["current_before"] > reclaimable_limit
+    assert not any(shrink["reclaimable_errors"].values()), shrink["reclaimable_errors"]
+    assert shrink["after_reclaim"]["memory.max"] == str(reclaimable_limit)
+    assert shrink["after_reclaim"]["memory.current"] <= reclaimable_limit
+    # Anonymous memory without swap cannot go: memory.max is refused (and left
+    # as it was), memory.high is lowered, and nothing is OOM-killed.
+    assert shrink["unreclaimable_errors"]["memory.max"].startswith("EBUSY")
+    assert not shrink["unreclaimable_errors"]["memory.high"]
+    assert shrink["after_refusal"]["memory.max"] == str(reclaimable_limit)
+    assert shrink["after_refusal"]["memory.high"] == str(cgroupmap.memory_high_bytes(checks.SHRINK_UNRECLAIMABLE_MB))
+    assert shrink["holder_alive"]
+    assert shrink["oom_kill"] == 0
 
 
 def test_pids_max_refuses_forks_with_eagain(guest_report):
