@@ -46,8 +46,9 @@ CPU_SHARES = (4096, 1024)  # v1 scale; the mapping converts to cpu.weight 400 : 
 CPU_WEIGHT_WINDOW_USEC = 2_000_000
 MEMORY_MB = 32
 MEMORY_ALLOCATION = 48 << 20  # > the limit, < the guest's RAM
-BIG_FILE_ENV = "RUSTYMT_VM_BIG_FILE"  # a host file larger than SHRINK_RECLAIMABLE_MB (the test passes vmlinux)
+BIG_FILE_ENV = "RUSTYMT_VM_BIG_FILE"  # a host file of SHRINK_PAGE_CACHE_MB or more (the test passes vmlinux)
 SHRINK_ANON_MB = 16  # what a holder keeps that cannot be reclaimed (the guest has no swap)
+SHRINK_PAGE_CACHE_MB = 40  # what it has read: reclaimable
 SHRINK_RECLAIMABLE_MB = 32  # limit over the holder's anon memory: its page cache must go
 SHRINK_UNRECLAIMABLE_MB = 8  # limit under the holder's anon memory: refused, nobody killed
 PIDS_MAX = 4
@@ -213,8 +214,8 @@ def check_memory_max_below_usage(tree: CgroupV2) -> dict:
         # Page cache charged to the group: a large host file read over 9p
         # (cache=loose). Reads of /dev/vda are not charged as file pages.
         with open(os.environ[BIG_FILE_ENV], "rb") as big:
-            while big.read(1 << 20):
-                pass
+            for _ in range(SHRINK_PAGE_CACHE_MB):
+                big.read(1 << 20)
         anon = b"\x01" * (SHRINK_ANON_MB << 20)  # written, so every page is resident
         os.write(ready_w, b"1")
         os.read(hold_r, 1)  # until the group is killed
