@@ -76,6 +76,8 @@ class PgServer:
         self._tasks.add(task)
         try:
             await self._client(reader, writer)
+        except asyncio.CancelledError:
+            pass  # server shutdown: the connection is already cleaned up
         finally:
             self._tasks.discard(task)
 
