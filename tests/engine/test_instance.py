@@ -281,3 +281,53 @@ def test_bad_requests_get_clear_errors(engine):
     with pytest.raises(ControlError) as outside:
         engine.request("open_pdb", {"pdb_id": "p2", "tenant_id": "t_path", "pdb_name": "P2", "path": "/tmp", "mode": "READ_WRITE"})
     assert outside.value.code == "BAD_REQUEST"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_sigkill_restart_reopens_pdbs_and_refuses_cleanly_meanwhile(tmp_path):
+    import signal
+    port = _free_port()
+    desired = {"modes": {}}
+
+    async def reapply(supervisor):  # what the daemon does from its catalog
+        await supervisor.client.request("attach_tenant", {"tenant_id": "t_k", "slot": 1, "port": port,
+                                                          "listen_host": "127.0.0.1", "quota": {"memory_mb": 32}})
+        for pdb_id, (name, mode) in desired["modes"].items():
+            await supervisor.client.request("open_pdb", {"pdb_id": pdb_id, "tenant_id": "t_k", "pdb_name": name,
+                                                         "path": storage.pdb_dir(str(tmp_path), pdb_id), "mode": mode})
+
+    engine = Engine(str(tmp_path), on_started=reapply)
+    try:
+        engine.create_pdb("p_k", "PDB_K")
+        engine.create_pdb("p_r", "PDB_R")
+        desired["modes"] = {"p_k": ("PDB_K", "READ_WRITE"), "p_r": ("PDB_R", "READ_ONLY")}
+        engine.open("p_k", "t_k", "PDB_K")
+        engine.open("p_r", "t_k", "PDB_R", "READ_ONLY")
+        with connect(port, "PDB_K", autocommit=True) as conn:
+            conn.execute("CREATE TABLE t(x)")
+            conn.execute("INSERT INTO t VALUES (1)")
+        old_pid = engine.supervisor.status()["pid"]
+        os.kill(old_pid, signal.SIGKILL)
+        wait_for(lambda: engine.supervisor.health != "healthy", 10, what="the supervisor to notice the crash")
+        with pytest.raises(ControlError) as down:
+            engine.request("health")
+        assert down.value.code == "UNAVAILABLE"
+        # meanwhile a client is refused (connection refused or a clean FATAL), never hung
+        try:
+            connect(port, "PDB_K").close()
+        except psycopg.OperationalError:
+            pass
+        engine.call(engine.supervisor.wait_ready(20))
+        status = engine.supervisor.status()
+        assert status["pid"] != old_pid and status["restarts"] == 1
+        with connect(port, "PDB_K", autocommit=True) as conn:
+            assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]  # acknowledged data survived kill -9
+        assert engine.stats("t_k")["pdbs"]["p_r"]["open_mode"] == "READ_ONLY"
+        assert [kind for kind, _ in engine.events].count("instance.crashed") == 1
+    finally:
+        engine.stop()
