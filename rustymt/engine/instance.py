@@ -110,7 +110,7 @@ class Instance:
             raise ControlError("INVALID_STATE", f"tenant {tenant_id} is attached with slot {tenant.slot}; detach first")
         if tenant is None:
             if self.slot_owner.get(slot, tenant_id) != tenant_id:
-                _core.reset_tenant_stats(slot)  # a slot reused by another tenant starts from zero
+                self.native.reset_counters(slot)  # a slot reused by another tenant starts from zero
             self.slot_owner[slot] = tenant_id
             tenant = TenantRuntime(tenant_id, slot, quota, state, self.native.vfs)
         try:

@@ -104,22 +104,19 @@ def reserve_minimums(wanted: dict[int, int], pool_frames: int) -> dict[int, int]
 
 
 class NativeCore:
-    """The binding's isolation knobs in one place, with what this build lacks
-    reported rather than faked."""
+    """The binding's isolation knobs in one place: page pool partitions,
+    allocator quotas, the CPU scheduler and the IO VFS."""
 
     def __init__(self, pool_frames: int):
         _core.install(pool_frames=pool_frames)
         _core.canary()
         self.pool_frames = _core.pool_info()["frames"]
         self.frame_bytes = PAGE_FRAME_BYTES
-        self.scheduler = None
-        scheduler_class = getattr(_core, "WfqScheduler", None)
-        if scheduler_class is not None and getattr(_core, "wfq_wired", lambda: False)():
-            self.scheduler = scheduler_class(tokens=0)
-            self.scheduler.install()
-        self.io_stats = getattr(_core, "io_stats", None)
-        self.set_io_limits = getattr(_core, "set_io_limits", None)
-        self.vfs = "rustymt" if self.io_stats is not None else None
+        # Every statement of every connection opened from here on runs under the
+        # weighted-fair scheduler; datafiles go through the metering VFS.
+        self.scheduler = _core.WfqScheduler(tokens=0)
+        self.scheduler.install()
+        self.vfs = _core.IOVFS_NAME
         self._wanted_min: dict[int, int] = {}
         self._max: dict[int, int] = {}
 
@@ -129,10 +126,8 @@ class NativeCore:
         self._wanted_min[slot] = settings.min_frames
         self._max[slot] = settings.max_frames
         self._apply_partitions()
-        if self.scheduler is not None:
-            self.scheduler.configure(slot, settings.shares, settings.min_percent, settings.max_percent)
-        if self.set_io_limits is not None:
-            self.set_io_limits(slot, settings.iops)
+        self.scheduler.configure(slot, settings.shares, settings.min_percent, settings.max_percent)
+        _core.iovfs_set_limits(slot, settings.iops, 0)
         return settings
 
     def release(self, slot: int) -> None:
@@ -142,10 +137,13 @@ class NativeCore:
         _core.set_partition(slot, 0, 0)
         _core.set_memory_quota(slot, 0)
         self._apply_partitions()
-        if self.scheduler is not None:
-            self.scheduler.configure(slot, DEFAULT_SHARES, 0, 0)
-        if self.set_io_limits is not None:
-            self.set_io_limits(slot, 0)
+        self.scheduler.configure(slot, DEFAULT_SHARES, 0, 0)
+        _core.iovfs_set_limits(slot, 0, 0)
+
+    def reset_counters(self, slot: int) -> None:
+        """A slot handed to a different tenant starts from zero (quotas are set again by apply)."""
+        _core.reset_tenant_stats(slot)
+        _core.iovfs_reset_stats(slot)
 
     def _apply_partitions(self) -> None:
         for slot, min_frames in reserve_minimums(self._wanted_min, self.pool_frames).items():
@@ -165,20 +163,14 @@ class NativeCore:
                 "evictions": s["evictions"], "frame_bytes": self.frame_bytes}
 
     def cpu(self, slot: int) -> dict:
-        if self.scheduler is None:
-            return {"shares": 0, "min_percent": 0, "max_percent": 0, "used_cpu_ns": 0, "throttled_ns": 0,
-                    "throttle_ratio": 0.0, "allocation_percent": 0.0,
-                    "source": "unavailable: the CPU scheduler is not wired into this engine build"}
         s = self.scheduler.stats(slot)
         return {"shares": s["shares"], "min_percent": s["min_percent"], "max_percent": s["max_percent"],
                 "used_cpu_ns": s["used_cpu_ns"], "throttled_ns": s["throttled_ns"],
                 "throttle_ratio": s["throttle_ratio"], "allocation_percent": s["allocation_percent"],
-                "wait_ns": s["wait_ns"], "source": "wfq"}
+                "wait_ns": s["wait_ns"]}
 
     def io(self, slot: int) -> dict:
-        if self.io_stats is None:
-            return {"reads": 0, "writes": 0, "bytes": 0, "throttled_ns": 0,
-                    "source": "unavailable: the IO VFS is not wired into this engine build"}
-        s = self.io_stats(slot)
-        return {"reads": s["reads"], "writes": s["writes"], "bytes": s["bytes"],
-                "throttled_ns": s["throttled_ns"], "source": "iovfs"}
+        s = _core.iovfs_stats(slot)
+        return {"reads": s["reads"], "writes": s["writes"], "bytes": s["read_bytes"] + s["write_bytes"],
+                "read_bytes": s["read_bytes"], "write_bytes": s["write_bytes"],
+                "throttled_ns": s["throttled_ns"], "iops_limit": s["iops_limit"]}

@@ -243,6 +243,8 @@ def test_stats_after_a_known_workload(engine):
     assert 0 < pool["min_frames"] <= pool["max_frames"]
     assert after["memory"]["allocation_count"] > before["memory"]["allocation_count"]
     assert after["memory"]["quota_bytes"] == 64 << 20
+    assert after["cpu"]["used_cpu_ns"] > before["cpu"]["used_cpu_ns"] and after["cpu"]["shares"] == 1024
+    assert after["io"]["writes"] > before["io"]["writes"] and after["io"]["bytes"] > before["io"]["bytes"] + rows * size
     assert after["pdbs"][pdb_id]["open_mode"] == "READ_WRITE"
     wait_for(lambda: engine.stats("t_stats")["sessions"] == 0, 10, what="the closed client's session to end")
 
