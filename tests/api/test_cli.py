@@ -114,3 +114,28 @@ def test_rustymtd_entry_point_is_serve(tmp_path):
     code = "import sys; sys.argv = ['rustymtd', '--listen', 'bogus']; from rustymt.cli import daemon_main; raise SystemExit(daemon_main())"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), cwd=REPO_ROOT, timeout=60)
     assert result.returncode == 2 and "server.listen" in result.stderr
+
+
+def test_sigterm_lets_an_in_flight_request_finish(tmp_path):
+    """A request the server has started (it sent 100 Continue) completes after SIGTERM, and is kept."""
+    daemon = Daemon.start(str(tmp_path / "d"))
+    token = daemon.admin_token
+    body = b'{"tenant_name": "late_corp", "admin_user": "late@x", "admin_password": "long enough", "service_tier": "bronze"}'
+    try:
+        with socket.create_connection((daemon.host, daemon.port), timeout=15) as client:
+            client.sendall((f"POST /api/v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                            "Expect: 100-continue\r\n\r\n").encode())
+            assert client.recv(1024).startswith(b"HTTP/1.1 100")  # the server is handling it now
+            daemon.process.send_signal(signal.SIGTERM)
+            client.sendall(body)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += client.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 201"), answer
+        assert daemon.process.wait(15) == 0, daemon.log()
+        daemon = Daemon.start(daemon.data_dir)
+        names = [t["tenant_name"] for t in daemon.request("GET", "/api/v1/tenants").json["tenants"]]
+        assert names == ["late_corp"]
+    finally:
+        daemon.stop()
