@@ -152,3 +152,27 @@ def test_cgroup_freeze_stops_cpu_use_until_thawed_and_kill_empties_it(guest_repo
 
 def test_the_test_root_was_removed(guest_report):
     assert "cleanup_error" not in guest_report
+
+
+def test_reconcile_builds_stays_read_only_then_repairs_drift_in_one_pass(guest_report):
+    reconcile = outcome(guest_report, "reconcile")
+    built = {(kind, group) for kind, group, _ in reconcile["built"]}
+    groups = ("supervisor", "shared", "tenants", "tenants/alpha", "tenants/beta")
+    assert {("cgroup.created", group) for group in groups} <= built
+    assert ("process.placed", "tenants/alpha") in built
+    assert not [r for r in reconcile["built"] if r[0] == "repair.failed"], reconcile["built"]
+    # A pass over correct v2 state changes nothing (values read back as written).
+    assert reconcile["steady"] == []
+    # The hand edits, deletions and strays, all repaired in the next pass.
+    repaired = [tuple(r) for r in reconcile["repaired"]]
+    for expected in [("cgroup.value.repaired", "tenants/alpha", "cpu.max"),
+                     ("cgroup.value.repaired", "shared", "memory.max"),
+                     ("cgroup.created", "tenants/beta", None),
+                     ("cgroup.removed", "tenants/ghost", None),
+                     ("cgroup.removed", "stray", None),
+                     ("process.placed", "tenants/alpha", reconcile["sleeper"])]:
+        assert expected in repaired, (expected, repaired)
+    assert not [r for r in repaired if r[0] == "repair.failed"], repaired
+    assert reconcile["after"] == []
+    assert reconcile["mismatches"] == {"tenants/alpha": [], "tenants/beta": []}
+    assert reconcile["alpha_procs"] == [reconcile["sleeper"]]
