@@ -9,10 +9,12 @@ check failing records its traceback and the others still run.
 Everything goes through rustymt.host the way the daemon uses it: capability
 detection, the pure v2 mapping (HostQuota -> [(file, value)]), the CgroupV2
 writer (ensure / apply / place / freeze / kill / remove_root), the whole-disk
-lookup and group usage. Each check makes its own group under a test root,
-applies one limit, runs a workload inside the group, and reads what the kernel
-counted: cpu.stat throttling, memory.events oom_kill, pids.events max and
-fork's EAGAIN, io.stat, and cgroup.events frozen.
+lookup, group usage and the reconcile loop. Each check makes its own group
+under a test root, applies one limit, runs a workload inside the group, and
+reads what the kernel counted: cpu.stat throttling and usage, memory.events
+oom_kill, pids.events max and fork's EAGAIN, io.stat, and cgroup.events frozen.
+
+    guest_cgroup2_checks.py [CHECK ...]     default: every check in CHECKS
 """
 from __future__ import annotations
 
@@ -29,9 +31,9 @@ import time
 import traceback
 
 from rustymt.host import blockdev, capabilities, usage
-from rustymt.host.reconcile import DesiredState, Reconciler, TenantSpec
 from rustymt.host.cgroupfs import CgroupV2
 from rustymt.host.cgroupmap import HostQuota, v2_writes
+from rustymt.host.reconcile import DesiredState, Reconciler, TenantSpec
 
 CGROUP_MOUNT = "/sys/fs/cgroup"
 CONTROLLERS = ("cpu", "io", "memory", "pids")
@@ -401,8 +403,12 @@ def check_reconcile(tree: CgroupV2) -> dict:
         ))
         device = blockdev.whole_disk(read_first_line(f"/sys/class/block/{DISK}/dev")).devno
         reconciler = Reconciler(own, device=device)
-        summary = lambda repairs: sorted(  # noqa: E731
-            [r.kind, r.group, r.detail.get("file") or r.detail.get("pid") or r.detail.get("error")] for r in repairs)
+
+        def summary(repairs) -> list:
+            """[kind, group, what] per repair, sorted: JSON-friendly and comparable."""
+            return sorted([r.kind, r.group, r.detail.get("file") or r.detail.get("pid") or r.detail.get("error")]
+                          for r in repairs)
+
         built = summary(reconciler.run(desired))
         steady = summary(reconciler.run(desired))
         # Drift by hand: a value, a deleted tenant group, strays, a process moved out.
