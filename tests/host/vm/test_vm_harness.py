@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import require_host
+from tests.conftest import require_host, wait_for
 from tests.host.vm import assets as vm_assets
 from tests.host.vm import harness
 
@@ -100,3 +100,23 @@ def test_a_command_that_started_but_never_finished_is_not_retried(tmp_path):
         harness.boot_with_retry(argv, "BEGIN-x", "EXIT-x")
     assert runs(tmp_path) == 1
     assert "attempt 2" not in str(raised.value)
+
+
+def test_a_hung_boot_is_killed_by_the_boot_watchdog_with_its_children_then_retried(tmp_path):
+    # Like timeout + qemu: a process tree that never prints the begin marker.
+    argv = stand_in_for_qemu(tmp_path, f"sleep 600 & echo $! >> {tmp_path}/sleepers; echo 'Booting from ROM..'; wait")
+    with pytest.raises(harness.VmError) as raised:
+        harness.boot_with_retry(argv, "BEGIN-x", "EXIT-x", boot_timeout=0.5)
+    assert runs(tmp_path) == 2
+    assert str(raised.value).count("the command had not started after 0.5s of boot") == 2
+    for pid in map(int, (tmp_path / "sleepers").read_text().split()):
+        wait_for(lambda: not alive(pid), 10, what=f"the stand-in's child {pid} to be killed")
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for its reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
