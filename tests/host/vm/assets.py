@@ -84,7 +84,9 @@ mount -t overlay -o lowerdir=/lower,upperdir=/upper/upper,workdir=/upper/work ov
 mount -t proc proc /newroot/proc
 mount -t sysfs sysfs /newroot/sys
 mount -t devtmpfs devtmpfs /newroot/dev
-mount -t tmpfs tmpfs /newroot/tmp
+# /tmp stays the host's (through the overlay: readable, writes stay in the
+# guest), so commands can read what a test put under its tmp_path. /run gets a
+# fresh tmpfs: the host's sockets and pid files mean nothing in here.
 mount -t tmpfs tmpfs /newroot/run
 mount -t cgroup2 -o nsdelegate none /newroot/sys/fs/cgroup
 mkdir -p /newroot{GUEST_RESULTS}

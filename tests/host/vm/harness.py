@@ -9,8 +9,9 @@ back. With ``disk_mb`` the guest gets a raw virtio disk at /dev/vda for io.max.
 
 KVM does not work on these machines, so qemu runs under TCG, on one core of
 the host for the VM's lifetime: boot only when testing. Boots can hang (rarely,
-under load), so qemu runs under ``timeout`` and a boot that never reaches the
-command is retried once. The serial console is the command's stdout; markers
+under load), so qemu runs under ``timeout``, a watchdog kills a boot that has
+not reached the command after ``boot_timeout``, and such a boot is retried
+once. The serial console is the command's stdout; markers
 with a per-run nonce, on their own lines, delimit it from kernel and init
 noise, and carriage returns and terminal escapes are stripped.
 """
@@ -249,9 +250,14 @@ def _qemu_argv(prepared: vm_assets.VmAssets, results: Path, disk: Path | None, t
         "-append", KERNEL_CMDLINE,
         "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
         "-device", f"virtio-9p-pci,fsdev=hostroot,mount_tag={vm_assets.HOSTROOT_TAG}",
-        "-fsdev", f"local,id=results,path={results},security_model=none",
+        "-fsdev", f"local,id=results,path={_qemu_option_value(results)},security_model=none",
         "-device", f"virtio-9p-pci,fsdev=results,mount_tag={vm_assets.RESULTS_TAG}",
     ]
     if disk is not None:
-        argv += ["-drive", f"file={disk},if=virtio,format=raw,cache=none"]
+        argv += ["-drive", f"file={_qemu_option_value(disk)},if=virtio,format=raw,cache=none"]
     return argv
+
+
+def _qemu_option_value(path: Path) -> str:
+    """A path inside qemu's comma-separated option syntax (a literal comma is doubled)."""
+    return str(path).replace(",", ",,")
