@@ -53,6 +53,8 @@ class StrictNativeBuildExt(build_ext):
 core = Extension(
     "rustymt._native._core",
     sources=["rustymt/_native/_core.pyx"],
+    # so an in-place rebuild relinks when only native/*.c or a .pxi changed
+    depends=sorted(glob.glob(os.path.join(NATIVE_DIR, "*.[ch]")) + glob.glob("rustymt/_native/*.px[di]")),
     include_dirs=[NATIVE_DIR],
     extra_compile_args=["-O2", "-Wno-unused-function"] + SANITIZE,
     extra_link_args=SQLITE_LINK + SANITIZE,
