@@ -120,3 +120,20 @@ def alive(pid: int) -> bool:
             return stat_file.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_find_modules_takes_ko_files_and_skips_built_in_ones(tmp_path):
+    (tmp_path / "kernel" / "fs" / "9p").mkdir(parents=True)
+    (tmp_path / "kernel" / "fs" / "9p" / "9p.ko").write_bytes(b"\x7fELF")
+    (tmp_path / "modules.builtin").write_text("kernel/drivers/virtio/virtio.ko\n")
+    assert vm_assets._find_modules(tmp_path, ["virtio", "9p"]) == {"9p": tmp_path / "kernel" / "fs" / "9p" / "9p.ko"}
+    with pytest.raises(vm_assets.AssetError, match="overlay is neither"):
+        vm_assets._find_modules(tmp_path, ["overlay"])
+
+
+def test_cached_kernels_are_ordered_by_abi_number_not_text(tmp_path):
+    for release in ("6.1.0-9-amd64", "6.1.0-56-amd64", "6.1.0-10-amd64", "6.1.0-57-amd64"):
+        (tmp_path / f"kernel-{release}").mkdir()
+        if release != "6.1.0-57-amd64":  # a download that never produced a vmlinux
+            (tmp_path / f"kernel-{release}" / "vmlinux").write_bytes(b"")
+    assert vm_assets.cached_kernel_releases(tmp_path) == ["6.1.0-56-amd64", "6.1.0-10-amd64", "6.1.0-9-amd64"]
