@@ -32,8 +32,8 @@
 ** measures the thread's CPU time, charges it, and says "yield" if a waiting
 ** tenant now has a smaller vtime or the tenant's budget is spent; the thread
 ** then gives its slot back and queues again (rmt_wfq_yield()). A statement
-** blocked on a lock or on IO throttling frees its slot meanwhile
-** (rmt_wfq_pause/resume), so a tenant waiting for a slot while holding a
+** blocked on a lock (the binding's busy handler, exechooks.c) or on IO
+** throttling (iovfs.c, through rmt_wfq_pause/resume) frees its slot meanwhile, so a tenant waiting for a slot while holding a
 ** RESERVED lock cannot invert priorities.
 **
 ** DATA LAYOUT
@@ -88,6 +88,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "exechooks.h"
 #include "wfq.h"
 
 #define WFQ_VT_UNIT (1LL << 20)     /* vtime += cpu * VT_UNIT / weight */
@@ -212,17 +213,20 @@ static int valid_tenant(int tenant) { return tenant >= 0 && tenant < RMT_WFQ_MAX
 
 static void dispatch_locked(rmt_wfq *q, int64_t now);
 
-int rmt_wfq_set_tokens(rmt_wfq *q, int tokens) {
+static int set_tokens(rmt_wfq *q, int tokens, int64_t now) {
   if (tokens <= 0) return -1;
   pthread_mutex_lock(&q->mu);
   q->free_tokens += tokens - q->tokens;
   q->tokens = tokens;
   q->weights_stale = 1;
-  if (q->period_start >= 0) dispatch_locked(q, rmt_wfq_now_ns());
+  if (q->period_start >= 0) dispatch_locked(q, now);
   CHECK(q);
   pthread_mutex_unlock(&q->mu);
   return 0;
 }
+
+int rmt_wfq_set_tokens(rmt_wfq *q, int tokens) { return set_tokens(q, tokens, rmt_wfq_now_ns()); }
+int rmt_wfq_sim_set_tokens(rmt_wfq *q, int tokens, int64_t now_ns) { return set_tokens(q, tokens, now_ns); }
 
 int rmt_wfq_configure(rmt_wfq *q, int tenant, int shares, int min_percent, int max_percent) {
   if (!valid_tenant(tenant) || shares < 1 || shares > RMT_WFQ_MAX_SHARES) return -1;
@@ -508,7 +512,7 @@ void rmt_wfq_sim_tick(rmt_wfq *q, int64_t now_ns) {
 
 int rmt_wfq_get_stats(rmt_wfq *q, int tenant, int64_t now_ns, rmt_wfq_stats *out) {
   if (!valid_tenant(tenant)) return -1;
-  if (now_ns <= 0) now_ns = rmt_wfq_now_ns();
+  if (now_ns < 0) now_ns = rmt_wfq_now_ns();
   pthread_mutex_lock(&q->mu);
   if (q->period_start >= 0) tick_locked(q, now_ns);
   if (q->weights_stale) refresh_weights(q);
@@ -553,7 +557,27 @@ typedef struct wfq_thread {
 static __thread wfq_thread tls;
 static rmt_wfq *engine_q;
 
-void rmt_wfq_set_engine(rmt_wfq *q) { __atomic_store_n(&engine_q, q, __ATOMIC_RELEASE); }
+/* Adapters from the binding's per-connection hooks (exechooks.h) to this
+** thread's slot; the tenant argument is the connection's, already known. */
+static void hook_acquire(int tenant) { rmt_wfq_acquire(rmt_wfq_engine(), tenant); }
+static void hook_release(int tenant) {
+  (void)tenant;
+  rmt_wfq_release();
+}
+static int hook_should_yield(int tenant) {
+  (void)tenant;
+  return rmt_wfq_should_yield();
+}
+
+void rmt_wfq_set_engine(rmt_wfq *q, int progress_ops) {
+  __atomic_store_n(&engine_q, q, __ATOMIC_RELEASE);
+  if (q) {
+    rmt_exec_hooks h = {hook_acquire, hook_release, hook_should_yield, progress_ops};
+    rmt_exec_set_hooks(&h);
+  } else {
+    rmt_exec_set_hooks(NULL);
+  }
+}
 rmt_wfq *rmt_wfq_engine(void) { return __atomic_load_n(&engine_q, __ATOMIC_ACQUIRE); }
 
 /* Wait until granted; wakes at every period boundary to roll the period,
@@ -678,31 +702,6 @@ void rmt_wfq_resume(void) {
   if (!tls.q || !tls.paused) return;
   tls.paused = 0;
   take_slot(tls.q, tls.w.tenant);
-}
-
-int rmt_wfq_busy_wait(int count, int timeout_ms) {
-  /* SQLite's own busy-timeout schedule (sqliteDefaultBusyCallback). */
-  static const int delays[] = {1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100};
-  static const int totals[] = {0, 1, 3, 8, 18, 33, 53, 78, 103, 128, 178, 228};
-  const int n = (int)(sizeof(delays) / sizeof(delays[0]));
-  int delay, prior;
-  if (count < n) {
-    delay = delays[count];
-    prior = totals[count];
-  } else {
-    delay = delays[n - 1];
-    prior = totals[n - 1] + delay * (count - (n - 1));
-  }
-  if (prior + delay > timeout_ms) {
-    delay = timeout_ms - prior;
-    if (delay <= 0) return 0;
-  }
-  rmt_wfq_pause();
-  struct timespec ts = {delay / 1000, (long)(delay % 1000) * 1000000L};
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-  }
-  rmt_wfq_resume();
-  return 1;
 }
 
 int rmt_wfq_current_tenant(void) {

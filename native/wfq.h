@@ -11,14 +11,17 @@
 **
 ** Percentages are of one core: 100 = one core, 200 = two cores.
 ** Tenant 0 is the system: it bypasses the scheduler (never waits, never
-** counted). See wfq.c for the algorithm and its invariants.
+** counted). Blocking waits inside a statement (busy locks: exechooks.c;
+** throttled IO: iovfs.c) free the slot meanwhile. See wfq.c for the algorithm and its invariants.
 */
 #ifndef RUSTYMT_WFQ_H
 #define RUSTYMT_WFQ_H
 
 #include <stdint.h>
 
-#define RMT_WFQ_MAX_TENANTS 256      /* tenant slots 0..255 */
+#include "tenant.h"
+
+#define RMT_WFQ_MAX_TENANTS RMT_MAX_TENANTS /* tenant slots, shared by all units */
 #define RMT_WFQ_DEFAULT_SHARES 1024  /* weight of an unconfigured tenant */
 #define RMT_WFQ_MAX_SHARES 262144    /* same range as cgroup cpu.shares */
 
@@ -69,7 +72,7 @@ int rmt_wfq_set_tokens(rmt_wfq *q, int tokens);
 ** max_percent 0..100*tokens*... (0 = none), min <= max when max set.
 ** Returns 0, or -1 on bad input. Takes effect live. */
 int rmt_wfq_configure(rmt_wfq *q, int tenant, int shares, int min_percent, int max_percent);
-/* Statistics of one tenant at monotonic time now_ns (<= 0: now). */
+/* Statistics of one tenant at monotonic time now_ns (< 0: now). */
 int rmt_wfq_get_stats(rmt_wfq *q, int tenant, int64_t now_ns, rmt_wfq_stats *out);
 
 /* ---- Live API: blocking, per calling thread -------------------------------
@@ -89,14 +92,17 @@ int rmt_wfq_progress_handler(void *unused);
 ** and take it back after; no-ops when the thread holds no slot. */
 void rmt_wfq_pause(void);
 void rmt_wfq_resume(void);
-/* SQLite busy-handler body: 0 once timeout_ms is exceeded after `count`
-** earlier calls; otherwise sleeps with the slot released and returns 1. */
-int rmt_wfq_busy_wait(int count, int timeout_ms);
 /* Tenant this thread holds a slot for, or -1. */
 int rmt_wfq_current_tenant(void);
 
-/* The engine's scheduler (NULL: statements are not scheduled). */
-void rmt_wfq_set_engine(rmt_wfq *q);
+/* The engine's scheduler (NULL: statements are not scheduled). Setting it
+** also installs the execution hooks (exechooks.h): the binding then acquires
+** around every batch of steps, its progress handler calls should_yield every
+** progress_ops VM instructions (0: no progress handler), and its busy handler
+** frees the slot while sleeping. Set it before connections open: the progress
+** handler is attached at open. A scheduler once set must never be destroyed
+** (threads may still hold its slots). */
+void rmt_wfq_set_engine(rmt_wfq *q, int progress_ops);
 rmt_wfq *rmt_wfq_engine(void);
 
 /* A synthetic CPU-bound statement: acquire, spin `iterations` of integer
@@ -114,6 +120,8 @@ int rmt_wfq_sim_charge(rmt_wfq *q, rmt_wfq_waiter *w, int64_t cpu_ns, int64_t no
 void rmt_wfq_sim_yield(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now_ns);
 /* Running waiter leaves (statement done). */
 void rmt_wfq_sim_release(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now_ns);
+/* rmt_wfq_set_tokens at a given time. */
+int rmt_wfq_sim_set_tokens(rmt_wfq *q, int tokens, int64_t now_ns);
 /* Time passes: roll periods, grant slots to tenants whose throttle ended. */
 void rmt_wfq_sim_tick(rmt_wfq *q, int64_t now_ns);
 

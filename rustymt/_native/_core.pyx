@@ -22,3 +22,5 @@ def sqlite_version():
 include "engine.pxi"
 include "connection.pxi"
 include "testapi.pxi"
+include "wfq.pxi"
+include "iovfs.pxi"

@@ -49,6 +49,7 @@ def install(*, int pool_frames=DEFAULT_POOL_FRAMES):
     rc = sqlite3_initialize()
     if rc != SQLITE_OK:
         raise RuntimeError(f"sqlite3_initialize failed ({rc})")
+    _iovfs_register()  # the "rustymt" VFS (iovfs.pxi); needs the initialized library
     _pool = pool
     _state = "hooks"
     _settings = {"pool_frames": pool_frames}

@@ -45,17 +45,25 @@ CONTROL_ERRORS = {
     "INTERNAL": "the instance failed; details are in its log",
     "TIMEOUT": "no answer within the deadline",
     "UNAVAILABLE": "the instance is not running or not reachable",
+    "SQL_ERROR": "a statement failed; the error carries its SQLSTATE",
 }
 
 
 class ControlError(Exception):
     """A refusal or failure reported through the control protocol."""
 
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, sqlstate: str | None = None):
         assert code in CONTROL_ERRORS, code
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        self.sqlstate = sqlstate  # set for SQL_ERROR: the statement's SQLSTATE
+
+    def to_dict(self) -> dict:
+        error = {"code": self.code, "message": self.message}
+        if self.sqlstate is not None:
+            error["sqlstate"] = self.sqlstate
+        return error
 
 
 def encode_frame(message: dict) -> bytes:
@@ -157,7 +165,7 @@ class ControlServer:
             result = await handler(args)
             response = {"v": PROTOCOL_VERSION, "id": request_id, "ok": True, "result": result or {}}
         except ControlError as exc:
-            response = {"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "error": {"code": exc.code, "message": exc.message}}
+            response = {"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "error": exc.to_dict()}
         except Exception as exc:  # a handler bug must not kill the instance's control plane
             log.exception("control op %r failed", request.get("op"))
             response = {"v": PROTOCOL_VERSION, "id": request_id, "ok": False, "error": {"code": "INTERNAL", "message": type(exc).__name__}}
@@ -232,7 +240,8 @@ class ControlClient:
                 else:
                     error = response.get("error") or {}
                     code = error.get("code") if error.get("code") in CONTROL_ERRORS else "INTERNAL"
-                    future.set_exception(ControlError(code, str(error.get("message", ""))))
+                    sqlstate = error.get("sqlstate") if isinstance(error.get("sqlstate"), str) else None
+                    future.set_exception(ControlError(code, str(error.get("message", "")), sqlstate))
         except (ControlError, ConnectionError):
             pass
         finally:

@@ -33,6 +33,7 @@ SEED_NAME = "PDB$SEED"
 DEFAULT_TABLESPACE = "users"
 DICTIONARY_FILE = "system.db"
 FORMAT_VERSION = "1"
+DICTIONARY_BUSY_MS = 2000
 
 SYSTEM_SCHEMA = """
 CREATE TABLE pdb_info (             -- one row per fact about this PDB
@@ -238,9 +239,17 @@ def recover(data_dir: str) -> list[str]:
     return removed
 
 
+def _dictionary_connection(folder: str, readonly: bool = False):
+    """system.db through the engine binding (slot 0), waiting briefly on a
+    concurrent reader or writer instead of failing with SQLITE_BUSY."""
+    conn = _core.Connection(os.path.join(folder, DICTIONARY_FILE), readonly=readonly)
+    conn.busy_timeout(DICTIONARY_BUSY_MS)
+    return conn
+
+
 def read_dictionary(folder: str) -> dict:
     """Info, users (verifiers), tablespaces and lockdown of a PDB folder."""
-    conn = _core.Connection(os.path.join(folder, DICTIONARY_FILE), readonly=True)
+    conn = _dictionary_connection(folder, readonly=True)
     try:
         info = dict(execute(conn, "SELECT key, value FROM pdb_info"))
         users = {name: {"verifier": verifier, "is_admin": bool(admin)}
@@ -254,9 +263,30 @@ def read_dictionary(folder: str) -> dict:
 
 
 def record_open_mode(folder: str, mode: str) -> None:
-    conn = _core.Connection(os.path.join(folder, DICTIONARY_FILE))
+    conn = _dictionary_connection(folder)
     try:
         execute(conn, "INSERT INTO open_mode_history(at, mode) VALUES (?1, ?2)", (now_iso(), mode))
+    finally:
+        conn.close()
+
+
+def write_lockdown(folder: str, profile: str | None, rules_json: str) -> None:
+    """Replace the PDB's lockdown profile (None removes it)."""
+    conn = _dictionary_connection(folder)
+    try:
+        execute(conn, "BEGIN IMMEDIATE")
+        execute(conn, "DELETE FROM lockdown")
+        if profile:
+            execute(conn, "INSERT INTO lockdown(profile, rules) VALUES (?1, ?2)", (profile, rules_json))
+        execute(conn, "COMMIT")
+    finally:
+        conn.close()
+
+
+def open_mode_history(folder: str) -> list[tuple[str, str]]:
+    conn = _dictionary_connection(folder, readonly=True)
+    try:
+        return execute(conn, "SELECT at, mode FROM open_mode_history ORDER BY rowid")
     finally:
         conn.close()
 

@@ -35,7 +35,7 @@ def test_crash_restarts_reapplies_state_and_records_events(tmp_path):
 
     async def reapply(supervisor):
         applied.append(supervisor.process.pid)
-        await supervisor.client.request("attach_tenant", {"tenant_id": "tenant_1", "port": 20001})
+        await supervisor.client.request("attach_tenant", {"tenant_id": "tenant_1", "slot": 1, "port": 0})
 
     async def scenario():
         supervisor = InstanceSupervisor("shared", str(tmp_path), on_event=lambda kind, data: events.append(kind), on_started=reapply)

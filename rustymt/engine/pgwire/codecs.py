@@ -270,7 +270,7 @@ def encode_numeric_binary(v) -> bytes:
         return struct.pack("!hhHh", 0, 0, 0xD000 if v > 0 else 0xF000, 0)
     sign, _digits, exponent = v.as_tuple()
     dscale = max(0, -exponent)
-    int_part, _, frac_part = format(abs(v), "f").partition(".")
+    int_part, _, frac_part = format(v.copy_abs(), "f").partition(".")
     int_part = int_part.lstrip("0")
     int_part = "0" * ((-len(int_part)) % 4) + int_part
     frac_part += "0" * ((-len(frac_part)) % 4)
@@ -294,10 +294,12 @@ def decode_numeric_binary(data: bytes) -> decimal.Decimal:
     if sign in (0xD000, 0xF000):
         return decimal.Decimal("Infinity" if sign == 0xD000 else "-Infinity")
     groups = struct.unpack_from(f"!{ndigits}H", data, 8)
-    value = decimal.Decimal(0)
-    for index, group in enumerate(groups):
-        value += decimal.Decimal(group).scaleb(4 * (weight - index))
-    value = value.quantize(decimal.Decimal(1).scaleb(-dscale)) if dscale or ndigits else value
+    with decimal.localcontext() as exact:
+        exact.prec = 4 * (ndigits + abs(weight)) + dscale + 4  # never round
+        value = decimal.Decimal(0)
+        for index, group in enumerate(groups):
+            value += decimal.Decimal(group).scaleb(4 * (weight - index))
+        value = value.quantize(decimal.Decimal(1).scaleb(-dscale))
     return -value if sign == 0x4000 else value
 
 

@@ -271,7 +271,7 @@ def _translate_sql(sig, tokens, first, source, ctx):
     stmt.returns_rows = first in ROW_VERBS or any(t.low == "returning" for t in sig)
     _infer_params(out, stmt, ctx)
     if first in ("select", "with", "values"):
-        stmt.result_hints, stmt.result_names = _result_hints(out, casts, stmt)
+        stmt.result_hints, stmt.result_names = _result_hints(out, casts, stmt, ctx)
     return stmt
 
 
@@ -287,7 +287,7 @@ def _join(tokens) -> str:
 
 
 def _needs_space(a, b) -> bool:
-    if a.kind == "op" and a.text in "(." or b.kind == "op" and b.text in "),.":
+    if a.kind == "op" and a.text in "(." or b.kind == "op" and b.text in "),.;":
         return False
     if b.text == "(" and a.kind == "word":
         return False  # f(x), CAST(x AS t), IN(...): all valid without a space
@@ -514,12 +514,53 @@ def _in_list_column(out, k, ctx, tables):
     return None
 
 
-def _result_hints(out, casts, stmt) -> list:
+_ARITHMETIC = frozenset("+-*/%")
+_NUMERIC_RANK = {C.INT2: 0, C.INT4: 1, C.INT8: 2, C.NUMERIC: 3, C.FLOAT4: 4, C.FLOAT8: 5}
+
+
+def _arithmetic_oid(out, s, e, cast_spans, stmt, ctx, tables):
+    """Type of `a op b op c` (+ - * / %) when every operand's type is known:
+    the widest of them, as PostgreSQL's operator resolution would pick."""
+    operand_types, k, expect_operand = [], s, True
+    ends = {start: (end, oid) for (start, end), oid in cast_spans.items()}
+    while k < e:
+        tok = out[k]
+        if expect_operand:
+            if k in ends and ends[k][0] <= e:
+                operand_types.append(ends[k][1])
+                k = ends[k][0]
+            elif tok.kind == "num":
+                operand_types.append(C.NUMERIC if any(ch in tok.text for ch in ".eE") else C.INT4)
+                k += 1
+            elif tok.kind == "param":
+                operand_types.append(stmt.param_hints.get(int(tok.text[1:])))
+                k += 1
+            elif tok.kind in ("word", "qident"):
+                if k + 2 < e and out[k + 1].text == ".":
+                    k += 2
+                    tok = out[k]
+                operand_types.append(_column_type(ctx, tables, tok.text))
+                k += 1
+            else:
+                return None
+            expect_operand = False
+        else:
+            if tok.kind != "op" or tok.text not in _ARITHMETIC:
+                return None
+            expect_operand = True
+            k += 1
+    if len(operand_types) < 2 or expect_operand or any(o not in _NUMERIC_RANK for o in operand_types):
+        return None
+    return max(operand_types, key=_NUMERIC_RANK.__getitem__)
+
+
+def _result_hints(out, casts, stmt, ctx) -> list:
     """Per select-list item: OID when the expression says it, else None."""
     start = next((k for k, t in enumerate(out) if t.low == "select"), None)
     if start is None:
         return [], []
     cast_spans = {(s, e): oid for s, e, oid in casts}
+    tables = _tables(out)
     items, depth, item_start = [], 0, start + 1
     k = start + 1
     if k < len(out) and out[k].low in ("distinct", "all"):
@@ -549,7 +590,10 @@ def _result_hints(out, casts, stmt) -> list:
         else:
             aliased = False
         cast_oid = cast_spans.get((s, e))
-        hints.append(_expression_oid(out[s:e], cast_oid, stmt))
+        oid = _expression_oid(out[s:e], cast_oid, stmt)
+        if oid is None:
+            oid = _arithmetic_oid(out, s, e, cast_spans, stmt, ctx, tables)
+        hints.append(oid)
         names.append(None if aliased else _expression_name(out[s:e], cast_oid))
     return hints, names
 
@@ -564,7 +608,7 @@ def _expression_name(tokens, cast_oid):
     head = tokens[0]
     if len(tokens) == 1 and head.low.startswith("fn:"):
         return head.low[3:]
-    if head.kind == "word" and len(tokens) > 1 and tokens[1].text == "(":
+    if head.kind == "word" and len(tokens) > 1 and tokens[1].text == "(" and head.low != "cast":
         return head.low
     if len(tokens) == 1 and head.kind in ("word", "qident") and head.low not in ("null", "true", "false"):
         return None  # a column: SQLite already names it

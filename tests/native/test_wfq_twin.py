@@ -1,0 +1,158 @@
+"""The C scheduler and its Python twin make the same decisions.
+
+Random event sequences (arrivals, CPU charges with yields, releases, time
+passing, live reconfiguration) run through _core.WfqSimulation and
+twins.wfq.WfqSimulation; every grant, every yield decision and every statistic
+must agree. Then the fairness goals are checked on the twin's own simulation
+so that an oracle bug cannot hide behind agreement.
+"""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rustymt._native import _core
+from rustymt._native.twins import wfq as twin
+
+MS = 1_000_000
+THREADS = 8
+TENANTS = 4
+
+configs = st.tuples(
+    st.integers(1, 5000),  # shares
+    st.one_of(st.just(0), st.integers(1, 80)),  # min_percent
+    st.one_of(st.just(0), st.integers(5, 250)),  # max_percent
+)
+# Thread numbers in events are indexes among the threads in the right state
+# (idle for arrive, running for run/release), so almost every event applies.
+thread_ix = st.integers(0, THREADS - 1)
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("arrive"), thread_ix, st.integers(1, TENANTS)),
+        st.tuples(st.just("run"), thread_ix, st.integers(0, 15 * MS)),
+        st.tuples(st.just("run"), thread_ix, st.integers(0, 15 * MS)),
+        st.tuples(st.just("run"), thread_ix, st.integers(0, 15 * MS)),
+        st.tuples(st.just("release"), thread_ix, st.just(0)),
+        st.tuples(st.just("tick"), st.just(0), st.just(0)),
+        st.tuples(st.just("tokens"), st.integers(1, 3), st.just(0)),
+        st.tuples(st.just("configure"), st.integers(1, TENANTS), configs),
+    ),
+    min_size=10,
+    max_size=150,
+)
+
+
+def pick(sim, state, index):
+    """The index-th thread (cyclically) in `state`, or None."""
+    found = [i for i in range(THREADS) if sim.state(i) == state]
+    return found[index % len(found)] if found else None
+
+
+def both(tokens):
+    return [cls(tokens, 50 * MS, 5 * MS, THREADS) for cls in (_core.WfqSimulation, twin.WfqSimulation)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    tokens=st.integers(1, 3),
+    initial=st.lists(configs, min_size=TENANTS, max_size=TENANTS),
+    steps=events,
+    gaps=st.lists(st.one_of(st.integers(0, 7 * MS), st.integers(0, 7 * MS), st.integers(0, 250 * MS)), min_size=150, max_size=150),
+)
+def test_same_decisions_on_random_event_sequences(tokens, initial, steps, gaps):
+    sims = both(tokens)
+    for sim in sims:
+        for tenant, (shares, lo, hi) in enumerate(initial, start=1):
+            sim.configure(tenant, shares, lo, hi if hi >= lo else 0)
+    now = 1
+    for step, ((kind, a, b), gap) in enumerate(zip(steps, gaps)):
+        now += gap
+        c_sim, py_sim = sims
+        if kind == "arrive" and (thread := pick(c_sim, "idle", a)) is not None:
+            for sim in sims:
+                sim.arrive(thread, b, now)
+        elif kind == "run" and (thread := pick(c_sim, "running", a)) is not None:
+            decisions = [sim.charge(thread, b, now) for sim in sims]
+            assert decisions[0] == decisions[1], f"yield decision differs at {now}"
+            if decisions[0]:
+                for sim in sims:
+                    sim.yield_(thread, now)
+        elif kind == "release" and (thread := pick(c_sim, "running", a)) is not None:
+            for sim in sims:
+                sim.release(thread, now)
+        elif kind == "tick":
+            for sim in sims:
+                sim.tick(now)
+        elif kind == "tokens":
+            for sim in sims:
+                sim.set_tokens(a, now)
+        elif kind == "configure":
+            shares, lo, hi = b
+            for sim in sims:
+                sim.configure(a, shares, lo, hi if hi >= lo else 0)
+        assert [c_sim.state(i) for i in range(THREADS)] == [py_sim.state(i) for i in range(THREADS)]
+        if step % 10 == 9:
+            assert_same_stats(sims, now)
+    assert_same_stats(sims, now)
+
+
+def assert_same_stats(sims, now):
+    for tenant in range(1, TENANTS + 1):
+        c_stats, py_stats = (sim.stats(tenant, now) for sim in sims)
+        assert c_stats.pop("allocation_percent") == pytest.approx(py_stats.pop("allocation_percent"))
+        assert c_stats.pop("throttle_ratio") == pytest.approx(py_stats.pop("throttle_ratio"))
+        assert c_stats == py_stats, f"tenant {tenant} at {now}"
+
+
+def saturate(sim, shares, threads_each, seconds, mins=None, maxes=None):
+    """Every thread always busy; 1 ms steps; charge and maybe yield per quantum."""
+    owners = []
+    for tenant, s in enumerate(shares, start=1):
+        sim.configure(tenant, s, (mins or {}).get(tenant, 0), (maxes or {}).get(tenant, 0))
+        owners += [tenant] * threads_each
+    burned = [0] * len(owners)
+    for thread, tenant in enumerate(owners):
+        sim.arrive(thread, tenant, 1)
+    now = 1
+    for _ in range(seconds * 1000):
+        now += MS
+        sim.tick(now)
+        for thread in range(len(owners)):
+            if sim.state(thread) != "running":
+                continue
+            burned[thread] += MS
+            if burned[thread] >= 5 * MS:
+                if sim.charge(thread, burned[thread], now):
+                    sim.yield_(thread, now)
+                burned[thread] = 0
+    return [sim.stats(t, now)["used_cpu_ns"] for t in range(1, len(shares) + 1)], now
+
+
+@pytest.mark.parametrize("shares", [(1, 3), (1, 1, 2, 4)])
+def test_twin_delivers_weights_on_two_tokens(shares):
+    used, _ = saturate(twin.WfqSimulation(2, 50 * MS, 5 * MS, 8), [s * 1000 for s in shares], 2, 4)
+    for got, want in zip(used, shares):
+        assert got / sum(used) == pytest.approx(want / sum(shares), rel=0.03)
+
+
+def test_twin_caps_a_lone_tenant_at_max_percent_and_keeps_min_percent():
+    used, now = saturate(twin.WfqSimulation(2, 50 * MS, 5 * MS, 8), [1000], 2, 4, maxes={1: 50})
+    assert used[0] / (now - 1) == pytest.approx(0.50, abs=0.015)
+    used, _ = saturate(twin.WfqSimulation(2, 50 * MS, 5 * MS, 8), [100, 1000], 2, 4, mins={1: 40})
+    assert used[0] / sum(used) * 2 * 100 >= 39.5  # percent of one core out of two
+
+
+def test_simulation_rejects_bad_input():
+    for cls in (_core.WfqSimulation, twin.WfqSimulation):
+        sim = cls(1, 50 * MS, 5 * MS, 2)
+        with pytest.raises(ValueError):
+            sim.configure(1, 0)
+        with pytest.raises(ValueError):
+            sim.configure(1, 1024, 60, 50)
+        with pytest.raises(ValueError):
+            sim.arrive(0, 0, 1)
+        with pytest.raises(ValueError):
+            sim.release(1, 1)  # idle thread
+        with pytest.raises(ValueError):
+            sim.charge(5, 1, 1)  # no such thread
