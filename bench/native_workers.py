@@ -34,7 +34,9 @@ def sqlite_workload(mode: str, rows: int, reps: int, cache_kib: int = 0) -> list
     else:
         _core.initialize_without_hooks()
         tenant = 0
-    vfs = os.environ.get("RUSTYMT_BENCH_VFS") or None  # "rustymt" once iovfs lands
+    # The hooked side opens through the IO-metering VFS too (unlimited
+    # tenant: counted, never throttled); RUSTYMT_BENCH_VFS= (empty) leaves it out.
+    vfs = os.environ.get("RUSTYMT_BENCH_VFS", "rustymt") or None
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(reps):

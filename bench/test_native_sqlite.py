@@ -1,6 +1,6 @@
 """SQLite workload through the engine binding: native page pool + tenant
-allocator (+ the iovfs shim once it lands: RUSTYMT_BENCH_VFS=rustymt) vs the
-same binding on SQLite's stock pcache1 + system malloc. Each side runs in its
+allocator + the IO-metering VFS ("rustymt"; RUSTYMT_BENCH_VFS= leaves it out)
+vs the same binding on SQLite's stock pcache1 + system malloc + unix VFS. Each side runs in its
 own process (the hooks must be installed before SQLite initializes); pairs run
 alternately in the same bench run so machine load cancels out. Goal: time
 ratio <= 1.05. Both sides must produce identical results.
