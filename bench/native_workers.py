@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -135,6 +136,13 @@ def isolation(mode: str) -> dict:
         a.close()
         b.close()
     return result
+
+
+def run(*args):
+    """Run one worker in a fresh process (for the bench tests); its JSON answer."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), *map(str, args)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
 
 
 if __name__ == "__main__":
