@@ -75,7 +75,7 @@ def test_max_percent_caps_a_lone_tenant_and_counts_throttling():
     assert stats["throttled_ns"] > 0 and 0 < stats["throttle_ratio"] < 1
     # allocation_percent covers only the last period (20 ms here), in which a
     # carried overrun may still show; uncapped, two threads would show ~200
-    assert stats["max_percent"] == 30 and 0 < stats["allocation_percent"] < 80
+    assert stats["max_percent"] == 30 and stats["allocation_percent"] < 80
 
 
 def test_tenant_zero_and_no_scheduler_bypass():
