@@ -14,7 +14,6 @@ block or while SQLite is not in autocommit, else 'I'.
 """
 from __future__ import annotations
 
-import threading
 
 from . import codecs as C
 from . import messages as M
@@ -48,18 +47,19 @@ DEFAULT_SETTINGS = {
 
 class Prepared:
     """A parsed statement: its translation, SQLite statement, and types."""
-    __slots__ = ("name", "front", "sqlite", "param_oids", "columns", "busy")
+    __slots__ = ("name", "front", "sqlite", "param_oids", "columns", "busy", "described")
 
     def __init__(self, name, front, sqlite, param_oids, columns):
         self.name, self.front, self.sqlite = name, front, sqlite
         self.param_oids = param_oids
         self.columns = columns      # [(name, oid or None)] or None if no result rows
         self.busy = False           # sqlite statement bound to an open portal
+        self.described = {}         # result formats -> (fields, encoders, RowDescription bytes)
 
 
 class Portal:
     """A bound statement ready to execute (possibly in several row-limited parts)."""
-    __slots__ = ("name", "prepared", "stmt", "own_stmt", "formats", "fields", "encoders",
+    __slots__ = ("name", "prepared", "stmt", "own_stmt", "formats", "fields", "encoders", "row_description",
                  "pending", "done", "rows", "started")
 
     def __init__(self, name, prepared, stmt, own_stmt, formats):
@@ -67,6 +67,7 @@ class Portal:
         self.formats = formats
         self.fields = None          # RowDescription tuples once column types are known
         self.encoders = None
+        self.row_description = None
         self.pending = []           # rows fetched ahead (to type undeclared columns)
         self.done = False
         self.rows = 0
@@ -93,7 +94,6 @@ class Session:
         self.cancel_requested = False
         self.write_lock = getattr(db, "write_lock", None)
         self.holds_write_lock = False
-        self._lock = threading.Lock()
         self._columns_cache: dict[str, dict] = {}
         self.ctx = sqlfront.Context(self.settings, database, user, pid, self._columns_of)
 
@@ -110,10 +110,9 @@ class Session:
 
     def cancel(self):
         """CancelRequest (from another connection's task): interrupt the running statement."""
-        with self._lock:
-            if self.running:
-                self.conn.interrupt()
-            self.cancel_requested = True
+        if self.running:
+            self.conn.interrupt()
+        self.cancel_requested = True
 
     def close(self):
         if self.conn.in_transaction:
@@ -279,7 +278,7 @@ class Session:
             out.append(M.NO_DATA)
             return
         self._resolve_fields(portal)
-        out.append(M.row_description(portal.fields))
+        out.append(portal.row_description)
 
     def _execute(self, event, out):
         portal = self.portals.get(event.portal)
@@ -324,7 +323,7 @@ class Session:
         if prepared.columns is not None:
             self._resolve_fields(portal)
             if describe:
-                out.append(M.row_description(portal.fields))
+                out.append(portal.row_description)
         encoders = portal.encoders
         sent = 0
         try:
@@ -354,18 +353,22 @@ class Session:
             portal.stmt.reset()  # ends SQLite's read transaction now, not at Sync
 
     def _fetch(self, stmt, count, front):
-        with self._lock:
-            self.running = True
+        # `running` tells cancel() to interrupt; a late interrupt is harmless:
+        # SQLite clears the flag when the next statement starts on an idle connection.
+        self.running = True
         try:
             return stmt.fetchmany(count)
         except Exception as exc:  # noqa: BLE001 - binding SQLiteError
             raise self._sqlite_error(exc, front) from None
         finally:
-            with self._lock:
-                self.running = False
+            self.running = False
 
     def _resolve_fields(self, portal):
         if portal.fields is not None:
+            return
+        cached = portal.prepared.described.get(tuple(portal.formats))
+        if cached is not None:
+            portal.fields, portal.encoders, portal.row_description = cached
             return
         columns = portal.prepared.columns
         if any(oid is None for _, oid in columns) and not portal.done and not portal.pending:
@@ -384,6 +387,9 @@ class Session:
         per_column = [formats[0] if len(formats) == 1 else (formats[i] if formats else 0) for i in range(len(resolved))]
         portal.fields = [(n, o, C.TYPE_SIZES.get(o, -1), f) for (n, o), f in zip(resolved, per_column)]
         portal.encoders = [C.encoder(o, f) for (_, o), f in zip(resolved, per_column)]
+        portal.row_description = M.row_description(portal.fields)
+        if all(oid is not None for _, oid in columns):  # typed by declaration: same for every portal
+            portal.prepared.described[tuple(portal.formats)] = (portal.fields, portal.encoders, portal.row_description)
 
     def _tag(self, front, rows):
         verb = front.verb
@@ -507,15 +513,13 @@ class Session:
     def _run_sql(self, sql, front):
         stmt = self._prepare(sql)
         try:
-            with self._lock:
-                self.running = True
+            self.running = True
             while stmt.step():
                 pass
         except Exception as exc:  # noqa: BLE001 - binding SQLiteError
             raise self._sqlite_error(exc, front) from None
         finally:
-            with self._lock:
-                self.running = False
+            self.running = False
             stmt.finalize()
 
     def _session_command(self, front, out, describe):
