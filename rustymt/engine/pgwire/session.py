@@ -14,6 +14,9 @@ block or while SQLite is not in autocommit, else 'I'.
 """
 from __future__ import annotations
 
+import logging
+import re
+
 
 from . import codecs as C
 from . import messages as M
@@ -23,6 +26,8 @@ from . import sqlstate as S
 from .errors import PgError, from_sqlite
 from .rows import encode_rows
 
+log = logging.getLogger("rustymt.pgwire")
+_NEAR = re.compile(r'near "([^"]+)": syntax error')
 FLUSH_BYTES = 1 << 20     # write out results in chunks of about this size
 FETCH_ROWS = 256          # rows per fetchmany() between Python conversions
 WRITE_LOCK_TIMEOUT = 30.0 # seconds a writer waits for the database's write lock (then 55P03)
@@ -154,6 +159,10 @@ class Session:
             except PgError as error:
                 self._error(error, out)
                 self.skipping = True
+            except Exception as exc:  # noqa: BLE001 - a bug here must not drop the connection silently
+                log.exception("pgwire: internal error in session %s", self.pid)
+                self._error(PgError(S.INTERNAL_ERROR, f"internal error: {type(exc).__name__}"), out)
+                self.skipping = True
         self._release_write_lock()
         return out.take()
 
@@ -180,7 +189,7 @@ class Session:
                     continue
                 if front.param_count:
                     raise PgError(S.UNDEFINED_PARAMETER, f"there is no parameter ${front.param_count}")
-                stmt = self._prepare(front.sql)
+                stmt = self._prepare(front.sql, front)
                 try:
                     if stmt is None:
                         out.append(M.EMPTY_QUERY_RESPONSE)
@@ -207,7 +216,7 @@ class Session:
         self._check_not_failed(front)
         stmt = None
         if front.kind == "sql":
-            stmt = self._prepare(front.sql)
+            stmt = self._prepare(front.sql, front)
             if stmt is None:
                 front = sqlfront.FrontStatement("empty")
         count = max(front.param_count, stmt.param_count if stmt is not None else 0, len(event.param_oids))
@@ -246,7 +255,7 @@ class Session:
         stmt, own = prepared.sqlite, False
         if stmt is not None:
             if prepared.busy:
-                stmt, own = self._prepare(prepared.front.sql), True
+                stmt, own = self._prepare(prepared.front.sql, prepared.front), True
             else:
                 prepared.busy = True
             try:
@@ -401,11 +410,11 @@ class Session:
             return f"SELECT {rows}"
         return verb
 
-    def _prepare(self, sql):
+    def _prepare(self, sql, front=None):
         try:
             stmt, tail = self.conn.prepare(sql)
         except Exception as exc:  # noqa: BLE001 - binding SQLiteError
-            raise self._sqlite_error(exc, None) from None
+            raise self._sqlite_error(exc, front) from None
         if tail.strip():
             if stmt is not None:
                 stmt.finalize()
@@ -418,6 +427,11 @@ class Session:
         if not hasattr(exc, "code"):
             return PgError(S.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
         error = from_sqlite(exc)
+        near = _NEAR.search(error.message)
+        if near and front is not None:
+            # ErrorResponse P: 1-based character position in the client's statement.
+            found = front.source.lower().find(near.group(1).lower())
+            error.position = found + 1 if found >= 0 else None
         if error.code == S.READ_ONLY_SQL_TRANSACTION and front is not None:
             error.message = f"cannot execute {front.verb or 'statement'} in a read-only transaction"
         if front is not None and front.verb.startswith(("CREATE", "DROP", "ALTER")):
