@@ -141,8 +141,7 @@ def test_plain_statement_shortcut_matches_the_full_translation(sql):
     assert (fast.kind, fast.verb, fast.returns_rows, fast.param_count) == \
         (full.kind, full.verb, full.returns_rows, full.param_count)
     assert all(hint is None for hint in full.result_hints) and all(name is None for name in full.result_names)
-    assert " ".join(fast.sql.replace(",", " , ").replace("(", " ( ").replace(")", " ) ").split()) == \
-        " ".join(full.sql.replace(",", " , ").replace("(", " ( ").replace(")", " ) ").split())
+    assert "".join(fast.sql.split()) == "".join(full.sql.split())  # same text up to whitespace
 
 
 @pytest.mark.parametrize("sql", ["select 1", "select count(*) from t", "select a from t; select b from t",
