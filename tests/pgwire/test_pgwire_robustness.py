@@ -122,3 +122,11 @@ def test_idle_in_transaction_timeout_closes_the_session(strict):
     assert info.value.sqlstate == "25P03"
     conn.close()
     still_serves(strict)
+
+
+def test_large_result_is_streamed_in_chunks(strict):
+    # ~6 MB of DataRows: written while produced (FLUSH_BYTES chunks), not buffered whole.
+    with psycopg.connect(strict.dsn("app"), autocommit=True) as conn:
+        rows = conn.execute("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 200000) "
+                            "SELECT i, 'row-' || i FROM s").fetchall()
+        assert len(rows) == 200000 and rows[-1] == (200000, "row-200000")
