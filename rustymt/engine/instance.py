@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import logging
 import os
 import signal
@@ -29,6 +30,7 @@ log = logging.getLogger("rustymt.instance")
 DEFAULT_POOL_FRAMES = 8192       # env RUSTYMT_ENGINE_POOL_FRAMES
 DEFAULT_CLOSE_TIMEOUT = 5.0      # close_pdb NORMAL: seconds to wait for sessions
 CLOSE_GRACE_SECONDS = 5.0        # ended sessions: seconds to wait for their rollback
+STATEMENT_THREADS = 64           # concurrent execute-op statements
 
 
 class Instance:
@@ -44,6 +46,9 @@ class Instance:
         self.pdbs: dict[str, OpenPdb] = {}                 # pdb_id -> open PDB (any tenant)
         self.engine_sessions: dict[str, EngineSession] = {}  # named execute-op sessions
         self.slot_owner: dict[int, str] = {}              # slots used in this process -> tenant
+        # execute-op statements get their own threads: long statements must not
+        # starve the default executor the control ops use
+        self.statement_threads = concurrent.futures.ThreadPoolExecutor(STATEMENT_THREADS, thread_name_prefix="execute")
         self.stopping = asyncio.Event()
 
     def handlers(self):
@@ -254,7 +259,8 @@ class Instance:
                 if key is not None:
                     self.engine_sessions[key] = session
             try:
-                result = await asyncio.to_thread(session.execute, sql, params)
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self.statement_threads, session.execute, sql, params)
             finally:
                 if key is None or session.ended is not None:
                     self._end_engine_session(session, key)
@@ -280,7 +286,7 @@ class Instance:
 
     async def op_stats(self, args: dict) -> dict:
         tenants = [self._tenant(args)] if args.get("tenant_id") is not None else list(self.tenants.values())
-        return {"tenants": {t.tenant_id: await asyncio.to_thread(self._tenant_stats, t) for t in tenants}}
+        return {"tenants": {t.tenant_id: self._tenant_stats(t) for t in tenants}}  # counters + a few stat() calls
 
     def _tenant_stats(self, tenant: TenantRuntime) -> dict:
         native, slot = self.native, tenant.slot
@@ -318,6 +324,7 @@ class Instance:
             for pdb in list(tenant.pdbs.values()):
                 await tenant.wait_sessions_gone(pdb, CLOSE_GRACE_SECONDS)
             await tenant.pg.close()
+        self.statement_threads.shutdown(wait=False, cancel_futures=True)
 
 
 def _quota(value) -> Quota:
