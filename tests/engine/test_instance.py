@@ -185,14 +185,17 @@ def test_close_immediate_rolls_back_an_open_transaction(engine):
     with pytest.raises(ControlError) as busy:
         engine.request("close_pdb", {"pdb_id": pdb_id, "mode": "NORMAL", "timeout_seconds": 0.3})
     assert busy.value.code == "BUSY"
+    execute(engine, pdb_id, "BEGIN", session="tx")           # an engine-API session inside a (read) transaction
+    execute(engine, pdb_id, "SELECT count(*) FROM t", session="tx")
     result = engine.request("close_pdb", {"pdb_id": pdb_id, "mode": "IMMEDIATE"})
-    assert result["sessions_ended"] == 1
+    assert result["sessions_ended"] == 2
     with pytest.raises(psycopg.OperationalError):
         conn.execute("SELECT 1")
     conn.close()
     assert startup_error(port, name)["C"] == "3D000"  # closed: not served
     engine.open(pdb_id, "t_close", name)
-    assert execute(engine, pdb_id, "SELECT count(*) FROM t")["rows"] == [[0]]
+    assert execute(engine, pdb_id, "SELECT count(*) FROM t")["rows"] == [[0]]  # the insert was rolled back
+    execute(engine, pdb_id, "INSERT INTO t VALUES (3)")  # and no lock was left behind
     with pytest.raises(ControlError) as missing:
         engine.request("close_pdb", {"pdb_id": "p_nope", "mode": "NORMAL"})
     assert missing.value.code == "NOT_FOUND"
