@@ -18,16 +18,17 @@ import signal
 import sys
 import time
 
+from rustymt import config
 from rustymt._native import _core
 from rustymt.engine import lifeline, lockdown, storage
 from rustymt.engine.control import PROTOCOL_VERSION, ControlError, ControlServer
 from rustymt.engine.isolation import NativeCore, Quota
+from rustymt.engine.pgwire.server import PgServer
 from rustymt.engine.sessions import EngineSession, SqlError
 from rustymt.engine.tenants import OPEN_MODES, TENANT_STATES, OpenPdb, TenantRuntime
 
 log = logging.getLogger("rustymt.instance")
 
-DEFAULT_POOL_FRAMES = 8192       # env RUSTYMT_ENGINE_POOL_FRAMES
 DEFAULT_CLOSE_TIMEOUT = 5.0      # close_pdb NORMAL: seconds to wait for sessions
 CLOSE_GRACE_SECONDS = 5.0        # ended sessions: seconds to wait for their rollback
 STATEMENT_THREADS = 64           # concurrent execute-op statements
@@ -36,10 +37,11 @@ STATEMENT_THREADS = 64           # concurrent execute-op statements
 class Instance:
     """What one instance hosts, and the control ops over it (docs/control-protocol.md)."""
 
-    def __init__(self, name: str, data_dir: str, native: NativeCore):
+    def __init__(self, name: str, data_dir: str, native: NativeCore, make_wire_server=PgServer):
         self.name = name
         self.data_dir = os.path.abspath(data_dir)
         self.native = native
+        self.make_wire_server = make_wire_server   # backend -> PgServer (pgwire settings)
         self.started_monotonic = time.monotonic()
         self.started_at = time.time()
         self.tenants: dict[str, TenantRuntime] = {}
@@ -117,7 +119,7 @@ class Instance:
             if self.slot_owner.get(slot, tenant_id) != tenant_id:
                 self.native.reset_counters(slot)  # a slot reused by another tenant starts from zero
             self.slot_owner[slot] = tenant_id
-            tenant = TenantRuntime(tenant_id, slot, quota, state, self.native.vfs)
+            tenant = TenantRuntime(tenant_id, slot, quota, state, self.native.vfs, self.make_wire_server)
         try:
             bound = await tenant.listen(host, port)
         except OSError as exc:
@@ -347,9 +349,9 @@ def _require_str(args: dict, name: str) -> str:
     return value
 
 
-async def serve(name: str, data_dir: str, socket_path: str) -> None:
-    pool_frames = int(os.environ.get("RUSTYMT_ENGINE_POOL_FRAMES", DEFAULT_POOL_FRAMES))
-    instance = Instance(name, data_dir, NativeCore(pool_frames))
+async def serve(name: str, data_dir: str, socket_path: str, cfg) -> None:
+    instance = Instance(name, data_dir, NativeCore(cfg.engine.pool_frames),
+                        make_wire_server=lambda backend: PgServer.from_config(cfg, backend))
     server = ControlServer(socket_path, instance.handlers())
     await server.start()
     loop = asyncio.get_running_loop()
@@ -371,10 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--socket", required=True)
     parser.add_argument("--parent-pid", type=int, default=os.getppid())
+    parser.add_argument("--config", default=None, help="the daemon's TOML settings ([engine], [pgwire]); env RUSTYMT_* applies too")
     args = parser.parse_args(argv)
+    cfg = config.load(args.config)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s instance[{args.name}] %(levelname)s %(message)s")
     lifeline.die_with_parent(args.parent_pid)
-    asyncio.run(serve(args.name, args.data_dir, args.socket))
+    asyncio.run(serve(args.name, args.data_dir, args.socket, cfg))
     return 0
 
 
