@@ -125,3 +125,30 @@ def test_scan_storm_leaves_the_other_tenants_hit_ratio(tmp_path):
     finally:
         stop.set()
         engine.stop()
+
+
+def test_iops_quota_throttles_datafile_reads_and_lifts_live(tmp_path):
+    engine = Engine(str(tmp_path))
+    try:
+        _setup(engine, "t_io", 1, "p_io", "PDB_IO")
+
+        def run(sql):
+            return engine.request("execute", {"pdb_id": "p_io", "user": "app", "sql": sql}, timeout=60)
+
+        run("CREATE TABLE big(id INTEGER PRIMARY KEY, payload BLOB)")
+        run("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 300) "
+            "INSERT INTO big SELECT x, randomblob(3000) FROM c")  # ~300 pages: a fresh session reads each once
+        engine.request("set_quota", {"tenant_id": "t_io", "quota": {"iops": 100}})  # live
+        before = engine.stats("t_io")["io"]
+        assert run("SELECT count(*), sum(length(payload)) FROM big")["rows"] == [[300, 900000]]
+        capped = engine.stats("t_io")["io"]
+        assert capped["iops_limit"] == 100
+        assert capped["reads"] - before["reads"] >= 300
+        assert capped["throttled_ns"] - before["throttled_ns"] > 1_000_000_000  # ~300 reads at 100/s
+        engine.request("set_quota", {"tenant_id": "t_io", "quota": {"iops": 0}})
+        run("SELECT count(*), sum(length(payload)) FROM big")
+        lifted = engine.stats("t_io")["io"]
+        assert lifted["iops_limit"] == 0 and lifted["reads"] - capped["reads"] >= 300
+        assert lifted["throttled_ns"] == capped["throttled_ns"]
+    finally:
+        engine.stop()
