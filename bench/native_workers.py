@@ -2,7 +2,7 @@
 only be installed before SQLite's first initialization, so the baseline with
 SQLite's stock pcache1 + system malloc needs a process of its own).
 
-  python bench/native_workers.py sqlite hooked|stock ROWS REPS
+  python bench/native_workers.py sqlite hooked|stock ROWS REPS [CACHE_KIB]
       -> JSON list of {wall, cpu, digest of all results} per repetition
   python bench/native_workers.py isolation partitioned|solo|global
       -> JSON {"hit_ratio": B's hit ratio, ...}
@@ -23,9 +23,12 @@ from rustymt._native import _core  # noqa: E402
 from tests.native.workload import run_engine, script  # noqa: E402
 
 
-def sqlite_workload(mode: str, rows: int, reps: int) -> list[dict]:
+def sqlite_workload(mode: str, rows: int, reps: int, cache_kib: int = 0) -> list[dict]:
+    """cache_kib > 0: both sides get PRAGMA cache_size=-cache_kib and the pool
+    that many KiB of 4 KiB frames, so neither side's cache size decides the IO
+    and the ratio measures the mechanisms alone."""
     if mode == "hooked":
-        _core.install(pool_frames=8192)
+        _core.install(pool_frames=max(8192, cache_kib // 4 + 1024))
         _core.canary()
         tenant = 1
     else:
@@ -38,6 +41,8 @@ def sqlite_workload(mode: str, rows: int, reps: int) -> list[dict]:
             path = os.path.join(tmp, f"w{rep}.db")
             wall, cpu = time.perf_counter(), time.process_time()
             conn = _core.Connection(path, tenant=tenant, vfs=vfs if mode == "hooked" else None)
+            if cache_kib:
+                run_engine(conn, [f"PRAGMA cache_size=-{cache_kib}"])
             results = run_engine(conn, script(rows))
             # Point selects through one prepared statement: page-fetch bound.
             stmt, _ = conn.prepare("SELECT note, amount FROM orders WHERE id = ?")
@@ -133,7 +138,7 @@ def isolation(mode: str) -> dict:
 if __name__ == "__main__":
     what = sys.argv[1]
     if what == "sqlite":
-        print(json.dumps(sqlite_workload(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+        print(json.dumps(sqlite_workload(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0)))
     elif what == "isolation":
         print(json.dumps(isolation(sys.argv[2])))
     else:

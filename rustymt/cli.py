@@ -18,7 +18,7 @@ import sys
 from typing import Sequence
 
 from rustymt import __version__, config
-from rustymt.daemon import EXIT_CONFIG, EXIT_DATA_DIR, EXIT_FAILURE, EXIT_OK, StartupError
+from rustymt.exitcodes import EXIT_CONFIG, EXIT_DATA_DIR, EXIT_FAILURE, EXIT_OK, StartupError
 
 
 def _parser() -> argparse.ArgumentParser:

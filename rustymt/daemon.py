@@ -26,28 +26,16 @@ from rustymt.api.keys import load_or_create_keys
 from rustymt.catalog import cdb as cdb_rows
 from rustymt.catalog.db import Catalog, CatalogError, catalog_path
 from rustymt.events.bus import EventBus
+from rustymt.exitcodes import EXIT_DATA_DIR, EXIT_LISTEN, EXIT_OK, StartupError
 from rustymt.model.timeutil import utc_now_iso
 from rustymt.service.services import Services
 
 log = logging.getLogger("rustymt.daemon")
 
-# Exit codes of `rustymt serve` / rustymtd (documented in the README).
-EXIT_OK = 0  # stopped by SIGTERM/SIGINT after a graceful shutdown
-EXIT_FAILURE = 1  # unexpected internal error (logged)
-EXIT_CONFIG = 2  # invalid configuration or command line (one line names the key)
-EXIT_DATA_DIR = 3  # data directory, catalog or keys unusable
-EXIT_LISTEN = 4  # the listen address cannot be bound
-
 DATA_SUBDIRS = ("keys", "pdbs", "staging", "run")
 ADDRESS_FILE = os.path.join("run", "rustymtd.addr")
 TIER_CHANGE_POLL_SECONDS = 1.0
 SHUTDOWN_GRACE_SECONDS = 10.0
-
-
-class StartupError(Exception):
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def prepare_data_dir(settings: Any) -> Catalog:

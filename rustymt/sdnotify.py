@@ -23,18 +23,25 @@ def _address(env: Mapping[str, str]) -> str | None:
     return None  # unset, or a transport we do not speak (vsock:)
 
 
-def notify(state: str, env: Mapping[str, str] | None = None) -> bool:
+# A datagram to a receiver whose queue is full blocks the sender. The daemon
+# calls these from its event loop, so a send waits at most this long; a
+# watchdog ping does not wait at all (the next one follows at interval/2).
+SEND_TIMEOUT_SECONDS = 2.0
+
+
+def notify(state: str, env: Mapping[str, str] | None = None, wait: bool = True) -> bool:
     """Send `state` (e.g. "READY=1\\nSTATUS=serving") to systemd; True when sent."""
     address = _address(os.environ if env is None else env)
     if address is None:
         return False
     payload = state.encode("utf-8")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.settimeout(SEND_TIMEOUT_SECONDS if wait else 0.0)
         try:
             sock.sendto(payload, address)
         except OSError:
-            # systemd went away or the socket is not ours to write; the service
-            # itself must keep running, so report rather than raise.
+            # systemd went away, is not reading, or the socket is not ours to
+            # write; the service itself must keep running, so report, not raise.
             return False
     return True
 
@@ -54,7 +61,7 @@ def stopping(status: str | None = None, env: Mapping[str, str] | None = None) ->
 
 
 def watchdog(env: Mapping[str, str] | None = None) -> bool:
-    return notify("WATCHDOG=1", env)
+    return notify("WATCHDOG=1", env, wait=False)
 
 
 def status(text: str, env: Mapping[str, str] | None = None) -> bool:

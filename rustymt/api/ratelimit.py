@@ -136,13 +136,17 @@ def with_headers(error: ServiceError, headers: dict[str, str]) -> ServiceError:
     return error
 
 
-@web.middleware
-async def ratelimit_middleware(request: web.Request, handler):
-    principal = request.get("principal")
+async def charge(app: web.Application, principal) -> dict[str, str]:
+    """Take one request from the principal's tenant bucket; the X-RateLimit headers for the answer.
+
+    Operators (no tenant_id) are not limited: {}. An empty bucket raises
+    RATE_LIMITED carrying the headers and Retry-After. REST's middleware and
+    GraphQL's transport both come here, so they share one bucket per tenant.
+    """
     if principal is None or principal.tenant_id is None:
-        return await handler(request)
-    tier = await tenant_tier(request.app, principal.tenant_id)
-    decision = app_limiter(request.app).take(principal.tenant_id, tier.requests_per_hour, tier.burst)
+        return {}
+    tier = await tenant_tier(app, principal.tenant_id)
+    decision = app_limiter(app).take(principal.tenant_id, tier.requests_per_hour, tier.burst)
     headers = decision.headers()
     if not decision.allowed:
         raise with_headers(ServiceError(
@@ -150,6 +154,14 @@ async def ratelimit_middleware(request: web.Request, handler):
             f"rate limit of {decision.limit} requests per hour exceeded; retry in {decision.retry_after} s",
             details={"limit": decision.limit, "retry_after_seconds": decision.retry_after},
         ), headers)
+    return headers
+
+
+@web.middleware
+async def ratelimit_middleware(request: web.Request, handler):
+    headers = await charge(request.app, request.get("principal"))
+    if not headers:
+        return await handler(request)
     # Errors get the headers too: the caller needs them most when it is refused.
     try:
         response = await handler(request)

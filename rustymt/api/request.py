@@ -43,6 +43,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
             data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
             raise ServiceError("INVALID_REQUEST", f"body is not valid JSON: {exc}", field="body") from None
+        except RecursionError:  # "[[[[..." nested deeper than the parser's stack
+            raise ServiceError("INVALID_REQUEST", "body is nested too deeply", field="body") from None
     schema = route.request_schema or {"type": "object", "properties": {}, "additionalProperties": False}
     return validate(schema, data)
 

@@ -20,7 +20,8 @@ def utc_now_iso() -> str:
 
 
 def from_iso(text: str) -> datetime.datetime:
-    return datetime.datetime.strptime(text, ISO_FORMAT).replace(tzinfo=UTC)
+    """Read back what to_iso wrote (fromisoformat: ~10x faster than strptime, read on every GET)."""
+    return datetime.datetime.fromisoformat(text)
 
 
 def parse_instant(text: str) -> datetime.datetime:

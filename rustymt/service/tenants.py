@@ -351,8 +351,10 @@ class TenantService:
 
     # ---- lifecycle
 
-    def _transition_tx(self, tenant_id: str, target: TenantState, reason: str | None) -> tuple[dict, str]:
+    def _transition_tx(self, tenant_id: str, target: TenantState, reason: str | None) -> tuple[dict, str, list[dict]]:
+        """(old record, time, PDB rows dropped) after moving the tenant to `target`."""
         now = self._now()
+        dropped = []
         with self.catalog.write() as conn:
             record = self._require_tenant(conn, tenant_id)
             check_transition(record["state"], target)
@@ -360,47 +362,39 @@ class TenantService:
             if target is TenantState.TERMINATED:
                 changes["network_port"] = None  # the port goes back to the pool
                 rows.cancel_tier_change(conn, tenant_id)
-                for pdb in cdb_rows.pdbs_of_tenant(conn, tenant_id):
-                    if pdb["state"] != "dropped":
-                        cdb_rows.set_pdb_state(conn, pdb["pdb_id"], "dropped", now)
+                dropped = [pdb for pdb in cdb_rows.pdbs_of_tenant(conn, tenant_id) if pdb["state"] != "dropped"]
+                for pdb in dropped:
+                    cdb_rows.set_pdb_state(conn, pdb["pdb_id"], "dropped", now)
             rows.update(conn, tenant_id, changes)
             rows.log_state(conn, tenant_id, record["state"], target.value, reason, now)
-        return record, now
+        return record, now, dropped
 
     async def _transition(self, principal: Principal, permission: str, tenant_id: str, target: TenantState,
-                          reason: str | None, extra_event_data: dict | None = None) -> tuple[dict, str]:
+                          reason: str | None, extra_event_data: dict | None = None) -> str:
         authz.require(principal, permission, tenant_id)
-        record, now = await self._in_thread(self._transition_tx, tenant_id, target, reason)
-        events = [("tenant.state.changed", tenant_id,
-                   {"old_state": record["state"], "new_state": target.value, "reason": reason, **(extra_event_data or {})})]
+        record, now, dropped = await self._in_thread(self._transition_tx, tenant_id, target, reason)
         if target is TenantState.TERMINATED:
             self._tier_cache.pop(tenant_id, None)
-        self._publish(events)
-        return record, now
+        self._publish([("tenant.state.changed", tenant_id,
+                        {"old_state": record["state"], "new_state": target.value, "reason": reason, **(extra_event_data or {})})]
+                      + [("pdb.dropped", tenant_id, {"pdb_id": pdb["pdb_id"], "pdb_name": pdb["pdb_name"]}) for pdb in dropped])
+        return now
 
     async def suspend(self, principal: Principal, tenant_id: str, reason: str, notify_admin: bool = False) -> dict:
         reason = inputs.text("reason", reason, max_length=1024)
         if not isinstance(notify_admin, bool):
             raise inputs.invalid("notify_admin", "must be a boolean")
-        _, now = await self._transition(principal, PERMISSION["suspend"], tenant_id, TenantState.SUSPENDED, reason,
-                                        {"notify_admin": notify_admin})
+        now = await self._transition(principal, PERMISSION["suspend"], tenant_id, TenantState.SUSPENDED, reason,
+                                     {"notify_admin": notify_admin})
         return {"tenant_id": tenant_id, "state": TenantState.SUSPENDED.value, "suspended_at": now, "reason": reason}
 
     async def resume(self, principal: Principal, tenant_id: str) -> dict:
-        _, now = await self._transition(principal, PERMISSION["resume"], tenant_id, TenantState.ACTIVE, None)
+        now = await self._transition(principal, PERMISSION["resume"], tenant_id, TenantState.ACTIVE, None)
         return {"tenant_id": tenant_id, "state": TenantState.ACTIVE.value, "resumed_at": now}
 
     async def terminate(self, principal: Principal, tenant_id: str) -> dict:
         """Final: frees the tenant's port and name, drops its PDB rows."""
-        authz.require(principal, PERMISSION["terminate"], tenant_id)
-
-        def pdbs():
-            with self.catalog.read() as conn:
-                return [p for p in cdb_rows.pdbs_of_tenant(conn, tenant_id) if p["state"] != "dropped"]
-
-        live_pdbs = await self._in_thread(pdbs)
-        _, now = await self._transition(principal, PERMISSION["terminate"], tenant_id, TenantState.TERMINATED, "terminated")
-        self._publish([("pdb.dropped", tenant_id, {"pdb_id": pdb["pdb_id"], "pdb_name": pdb["pdb_name"]}) for pdb in live_pdbs])
+        now = await self._transition(principal, PERMISSION["terminate"], tenant_id, TenantState.TERMINATED, "terminated")
         return {"tenant_id": tenant_id, "state": TenantState.TERMINATED.value, "terminated_at": now}
 
     # ---- tier, priority, quota
@@ -475,6 +469,10 @@ class TenantService:
         """
         def apply():
             applied, failed = [], []
+            with self.catalog.read() as conn:  # the usual case, every second: nothing due, no write lock
+                earliest = rows.earliest_tier_change(conn)
+            if earliest is None or earliest > self._now():
+                return applied, failed
             with self.catalog.write() as conn:
                 for change in rows.due_tier_changes(conn, self._now()):
                     conn.execute("SAVEPOINT tier_change")

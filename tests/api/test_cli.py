@@ -1,6 +1,7 @@
 """The rustymt command: forms, config errors (one line, exit 2), exit codes, signals."""
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -10,12 +11,14 @@ import sys
 import pytest
 
 from rustymt import __version__
+from rustymt.cli import main
 from tests.daemon import REPO_ROOT, Daemon, clean_env, rustymt
 
 
-def test_version():
-    result = rustymt("--version")
-    assert result.returncode == 0 and result.stdout.strip() == f"rustymt {__version__}"
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out.strip() == f"rustymt {__version__}"
 
 
 @pytest.mark.parametrize("env,key", [
@@ -42,10 +45,11 @@ def test_invalid_config_file_names_the_key(tmp_path):
     assert result.returncode == 2 and "cdb.surprise" in result.stderr
 
 
-def test_usage_errors_exit_2():
-    assert rustymt("serve", "--no-such-flag").returncode == 2
-    assert rustymt().returncode == 2
-    assert rustymt("token", "create", "--role", "cdb_admin").returncode == 2  # --data-dir missing
+@pytest.mark.parametrize("argv", [["serve", "--no-such-flag"], [], ["token", "create", "--role", "cdb_admin"], ["token"]])
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and "usage:" in capsys.readouterr().err
 
 
 def test_init_then_token_create(tmp_path):
@@ -85,12 +89,16 @@ def test_listen_address_in_use_exits_4(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signals_stop_gracefully_with_exit_0(tmp_path, signum):
     daemon = Daemon.start(str(tmp_path / "d"))
+    idle = http.client.HTTPConnection(daemon.host, daemon.port, timeout=15)  # a keep-alive client that stays
     try:
+        idle.request("GET", "/healthz")
+        assert idle.getresponse().read() == b'{"status": "ok"}'
         daemon.process.send_signal(signum)
         assert daemon.process.wait(15) == 0, daemon.log()
         assert "stopped" in daemon.log()
         assert not os.path.exists(os.path.join(daemon.data_dir, "run", "rustymtd.addr"))
     finally:
+        idle.close()
         daemon.kill()
 
 
@@ -106,3 +114,28 @@ def test_rustymtd_entry_point_is_serve(tmp_path):
     code = "import sys; sys.argv = ['rustymtd', '--listen', 'bogus']; from rustymt.cli import daemon_main; raise SystemExit(daemon_main())"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), cwd=REPO_ROOT, timeout=60)
     assert result.returncode == 2 and "server.listen" in result.stderr
+
+
+def test_sigterm_lets_an_in_flight_request_finish(tmp_path):
+    """A request the server has started (it sent 100 Continue) completes after SIGTERM, and is kept."""
+    daemon = Daemon.start(str(tmp_path / "d"))
+    token = daemon.admin_token
+    body = b'{"tenant_name": "late_corp", "admin_user": "late@x", "admin_password": "long enough", "service_tier": "bronze"}'
+    try:
+        with socket.create_connection((daemon.host, daemon.port), timeout=15) as client:
+            client.sendall((f"POST /api/v1/tenants HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                            "Expect: 100-continue\r\n\r\n").encode())
+            assert client.recv(1024).startswith(b"HTTP/1.1 100")  # the server is handling it now
+            daemon.process.send_signal(signal.SIGTERM)
+            client.sendall(body)
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                answer += client.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 201"), answer
+        assert daemon.process.wait(15) == 0, daemon.log()
+        daemon = Daemon.start(daemon.data_dir)
+        names = [t["tenant_name"] for t in daemon.request("GET", "/api/v1/tenants").json["tenants"]]
+        assert names == ["late_corp"]
+    finally:
+        daemon.stop()

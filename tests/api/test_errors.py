@@ -160,7 +160,8 @@ def test_isolation_needs_the_tenant_parameter(api_daemon):
     assert_error(api_daemon.request("GET", "/api/v1/isolation/memory"), "INVALID_REQUEST", field="tenant")
 
 
-@pytest.mark.parametrize("raw", [b"{", b"not json", b"\xff\xfe", b'{"tenant_name": NaN}', b"[1, 2"])
+@pytest.mark.parametrize("raw", [b"{", b"not json", b"\xff\xfe", b'{"tenant_name": NaN}', b"[1, 2", b"[" * 200000,
+                                 b'{"a":' * 100000])
 def test_malformed_json_is_invalid_request(api_daemon, raw):
     response = api_daemon.request("POST", "/api/v1/tenants", body=raw, headers={"Content-Type": "application/json"})
     assert_error(response, "INVALID_REQUEST", field="body")

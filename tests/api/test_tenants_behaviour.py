@@ -109,7 +109,7 @@ def test_tenant_admin_logs_in_with_its_password(api_daemon):
     assert api_daemon.request("POST", f"/api/v1/tenants/{tid}/suspend", json={"reason": "x"}, token=token).status == 403
 
 
-@pytest.mark.parametrize("index,tier", enumerate(["bronze", "BRONZE", "Bronze"]))
+@pytest.mark.parametrize("index,tier", list(enumerate(["bronze", "BRONZE", "Bronze"])))
 def test_enums_are_case_insensitive_and_answered_lowercase(api_daemon, index, tier):
     body = api_daemon.create_tenant(f"case_{index}", tier=tier)
     assert get(api_daemon, body["tenant_id"])["service_tier"] == "bronze"

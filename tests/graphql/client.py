@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -49,6 +50,17 @@ class WsClient:
         session = aiohttp.ClientSession()
         ws = await session.ws_connect(f"ws://{daemon.host}:{daemon.port}/graphql", protocols=protocols)
         return cls(session, ws)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def opened(cls, daemon: Daemon, token: str):
+        """A connected client past connection_ack; closed on exit."""
+        client = await cls.connect(daemon)
+        try:
+            await client.init(token)
+            yield client
+        finally:
+            await client.close()
 
     async def send(self, message: dict) -> None:
         await self.ws.send_str(json.dumps(message))

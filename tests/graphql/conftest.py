@@ -9,8 +9,9 @@ import pytest
 
 from tests.daemon import Daemon
 
-# Short periods so the periodic subscription and the init timeout are observable quickly.
-DAEMON_ENV = {"RUSTYMT_GRAPHQL_USAGE_INTERVAL_SECONDS": "0.2", "RUSTYMT_GRAPHQL_CONNECTION_INIT_TIMEOUT_SECONDS": "1"}
+# Short periods and a small per-socket operation cap, so each is observable quickly.
+DAEMON_ENV = {"RUSTYMT_GRAPHQL_USAGE_INTERVAL_SECONDS": "0.2", "RUSTYMT_GRAPHQL_CONNECTION_INIT_TIMEOUT_SECONDS": "1",
+              "RUSTYMT_GRAPHQL_MAX_OPERATIONS_PER_SOCKET": "5"}
 
 
 @pytest.fixture(scope="package")

@@ -80,6 +80,12 @@ def served_default_text(arg) -> str | None:
     return print_ast(ast_from_value(arg.default_value, arg.type))
 
 
+def _check_type(problems: list[str], where: str, served_type, spec_type_node) -> None:
+    """Same type and nullability, as SDL text ("[SlaViolation!]!")."""
+    if str(served_type) != print_ast(spec_type_node):
+        problems.append(f"{where}: type {served_type}, spec {print_ast(spec_type_node)}")
+
+
 def compare(served: GraphQLSchema, path: str = SPEC_PATH) -> list[str]:
     """Every difference between the spec's SDL and `served`; [] when they agree."""
     problems: list[str] = []
@@ -102,16 +108,14 @@ def compare(served: GraphQLSchema, path: str = SPEC_PATH) -> list[str]:
                 if got is None:
                     problems.append(f"{name}.{field_name} missing")
                     continue
-                if str(got.type) != print_ast(field.type):
-                    problems.append(f"{name}.{field_name}: type {got.type}, spec {print_ast(field.type)}")
+                _check_type(problems, f"{name}.{field_name}", got.type, field.type)
                 spec_args = {arg.name.value: arg for arg in field.arguments or ()}
                 for arg_name, arg in spec_args.items():
                     got_arg = got.args.get(arg_name)
                     if got_arg is None:
                         problems.append(f"{name}.{field_name}({arg_name}) missing")
                         continue
-                    if str(got_arg.type) != print_ast(arg.type):
-                        problems.append(f"{name}.{field_name}({arg_name}): type {got_arg.type}, spec {print_ast(arg.type)}")
+                    _check_type(problems, f"{name}.{field_name}({arg_name})", got_arg.type, arg.type)
                     want_default = _default_text(arg)
                     got_default = served_default_text(got_arg)
                     if want_default != got_default:

@@ -86,7 +86,11 @@ def test_graphql_answers_as_rest(daemon, world, operation):
 
 def test_scoped_lists_show_only_own_tenant(daemon, world):
     tenant_id, tokens = world
-    data = gql(daemon, "{ tenants(pageSize: 100) { totalCount edges { node { tenantId } } } }", token=tokens["own_tenant_admin"]).json["data"]
+    response = gql(daemon, "{ tenants(pageSize: 100) { totalCount edges { node { tenantId } } } }", token=tokens["own_tenant_admin"])
+    data = response.json["data"]
+    # tenant callers draw on REST's per-tier rate-limit bucket (bronze: 1000/h)
+    assert response.headers["x-ratelimit-limit"] == "1000" and int(response.headers["x-ratelimit-remaining"]) >= 0
+    assert "x-ratelimit-limit" not in gql(daemon, "{ cdb { cdbName } }").headers  # operators are not tenant-limited
     assert data["tenants"]["totalCount"] == 1
     assert [edge["node"]["tenantId"] for edge in data["tenants"]["edges"]] == [tenant_id]
 

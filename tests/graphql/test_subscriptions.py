@@ -31,9 +31,7 @@ def test_rest_suspend_arrives_as_tenant_state_changed(daemon, tenant):
     tenant_id = tenant["tenant_id"]
 
     async def scenario():
-        client = await WsClient.connect(daemon)
-        try:
-            await client.init(daemon.admin_token)
+        async with WsClient.opened(daemon, daemon.admin_token) as client:
             await client.subscribe("s1", STATE_CHANGED, {"t": tenant_id})
             started = time.monotonic()
             answer = await asyncio.to_thread(daemon.request, "POST", f"/api/v1/tenants/{tenant_id}/suspend",
@@ -52,8 +50,6 @@ def test_rest_suspend_arrives_as_tenant_state_changed(daemon, tenant):
             await client.send({"type": "ping"})
             assert (await client.receive())["type"] == "pong"
             return elapsed
-        finally:
-            await client.close()
 
     elapsed = run(scenario())
     print(f"tenantStateChanged delivered {elapsed * 1000:.1f} ms after the REST call started")
@@ -61,9 +57,7 @@ def test_rest_suspend_arrives_as_tenant_state_changed(daemon, tenant):
 
 def test_queries_and_mutations_over_the_socket(daemon, tenant):
     async def scenario():
-        client = await WsClient.connect(daemon)
-        try:
-            await client.init(daemon.admin_token)
+        async with WsClient.opened(daemon, daemon.admin_token) as client:
             await client.send({"id": "q", "type": "subscribe", "payload": {
                 "query": "query($t: ID!) { tenant(id: $t) { tenantId state } }", "variables": {"t": tenant["tenant_id"]}}})
             first = await next_for(client, "q", 5)
@@ -76,17 +70,13 @@ def test_queries_and_mutations_over_the_socket(daemon, tenant):
                 "query": STATE_CHANGED, "variables": {"t": "tenant_000000000000"}}})
             missing = await next_for(client, "gone", 5)
             assert missing["type"] == "error" and missing["payload"][0]["extensions"]["code"] == "TENANT_NOT_FOUND"
-        finally:
-            await client.close()
 
     run(scenario())
 
 
 def test_periodic_resource_usage(daemon, tenant):
     async def scenario():
-        client = await WsClient.connect(daemon)
-        try:
-            await client.init(daemon.admin_token)
+        async with WsClient.opened(daemon, daemon.admin_token) as client:
             await client.send({"id": "u", "type": "subscribe", "payload": {
                 "query": "subscription($t: ID!) { tenantResourceUsage(tenantId: $t) { cpuPercent memoryMb activeConnections lastUpdated } }",
                 "variables": {"t": tenant["tenant_id"]}}})
@@ -96,8 +86,6 @@ def test_periodic_resource_usage(daemon, tenant):
             usage = samples[-1]["payload"]["data"]["tenantResourceUsage"]
             assert usage["activeConnections"] == rest.json["current_usage"]["active_connections"]
             assert usage["memoryMb"] == rest.json["current_usage"]["memory_mb"]
-        finally:
-            await client.close()
 
     run(scenario())
 
@@ -108,9 +96,7 @@ def test_tenant_scope_and_permissions(daemon, tenant):
     monitor = daemon.token("monitor")
 
     async def scenario():
-        client = await WsClient.connect(daemon)
-        try:
-            await client.init(scoped)
+        async with WsClient.opened(daemon, scoped) as client:
             await client.send({"id": "x", "type": "subscribe", "payload": {"query": STATE_CHANGED, "variables": {"t": other["tenant_id"]}}})
             refused = await next_for(client, "x", 5)
             assert refused["type"] == "error" and refused["payload"][0]["extensions"]["code"] == "ISOLATION_VIOLATION"
@@ -118,17 +104,11 @@ def test_tenant_scope_and_permissions(daemon, tenant):
             alerts = await next_for(client, "a", 5)
             assert alerts["payload"][0]["extensions"]["code"] == "PERMISSION_DENIED"
             await client.subscribe("own", STATE_CHANGED, {"t": tenant["tenant_id"]})
-        finally:
-            await client.close()
-        client = await WsClient.connect(daemon)
-        try:
-            await client.init(monitor)
+        async with WsClient.opened(daemon, monitor) as client:
             await client.subscribe("m", STATE_CHANGED, {"t": other["tenant_id"]})  # monitors read every tenant
             await client.send({"id": "mut", "type": "subscribe", "payload": {"query": 'mutation($t: ID!) { suspendTenant(tenantId: $t, reason: "x") { __typename } }', "variables": {"t": other["tenant_id"]}}})
             denied = await next_for(client, "mut", 5)
             assert denied["type"] == "next" and denied["payload"]["errors"][0]["extensions"]["code"] == "PERMISSION_DENIED"
-        finally:
-            await client.close()
 
     run(scenario())
 
@@ -159,6 +139,7 @@ SUB = {"id": "1", "type": "subscribe", "payload": {"query": "{ __typename }"}}
     ("invalid JSON", ["{nope"], 4400),
     ("unknown type", [{"type": "start", "id": "1"}], 4400),
     ("no init in time", [], 4408),
+    ("message too big", ["init", {"type": "ping", "payload": {"pad": "x" * (70 << 10)}}], 1009),
 ])
 def test_protocol_close_codes(daemon, case, messages, code):
     assert run(_close_code(daemon, messages, token=daemon.admin_token)) == code, case
@@ -188,13 +169,27 @@ def test_expired_token_is_refused(daemon):
         return jwt.encode(claims, keys.signing_key("EdDSA"), algorithm="EdDSA")
 
     async def accepted(token: str) -> bool:
-        client = await WsClient.connect(daemon)
-        try:
-            await client.init(token)
+        async with WsClient.opened(daemon, token):  # asserts connection_ack
             return True
-        finally:
-            await client.close()
 
     assert run(accepted(signed(int(time.time()))))  # control: the same token, fresh, is accepted
     token = signed(int(time.time()) - 3600)  # expired an hour ago
     assert run(_close_code(daemon, [{"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}])) == 4403
+    # a socket does not outlive its token: one expiring in ~2 s is closed with 4403 then
+    expiring = signed(int(time.time()) - 58)
+    assert run(_close_code(daemon, ["init"], token=expiring)) == 4403
+
+
+def test_operations_per_socket_are_capped(daemon, tenant):
+    """The test daemon allows 5 running operations per socket (graphql.max_operations_per_socket)."""
+    async def scenario():
+        async with WsClient.opened(daemon, daemon.admin_token) as client:
+            for index in range(5):
+                await client.subscribe(f"s{index}", STATE_CHANGED, {"t": tenant["tenant_id"]})
+            await client.send({"id": "s5", "type": "subscribe", "payload": {"query": STATE_CHANGED, "variables": {"t": tenant["tenant_id"]}}})
+            refused = await next_for(client, "s5", 5)
+            assert refused["type"] == "error" and refused["payload"][0]["extensions"]["code"] == "RATE_LIMITED"
+            await client.send({"id": "s0", "type": "complete"})  # one ends: room again
+            await client.subscribe("s6", STATE_CHANGED, {"t": tenant["tenant_id"]})
+
+    run(scenario())

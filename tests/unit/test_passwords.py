@@ -45,9 +45,12 @@ def test_malformed_stored_values_verify_nothing_and_never_raise(stored):
     assert verify_password("anything", stored) is False
 
 
-def test_burn_verify_refuses_every_password():
-    assert burn_verify("rustymt decoy password: never matches a login") is False
-    assert burn_verify("") is False
+def test_burn_verify_refuses_and_costs_what_a_real_verification_costs():
+    assert burn_verify("") is False and burn_verify("correct horse battery") is False
+    # Same work as a real login: the decoy is a genuine hash with today's parameters.
+    decoy = parse_scrypt_hash(passwords.DECOY_HASH)
+    assert (decoy.log2_n, decoy.r, decoy.p) == (passwords.SCRYPT_LOG2_N, passwords.SCRYPT_R, passwords.SCRYPT_P)
+    assert len(decoy.salt) == passwords.SCRYPT_SALT_BYTES and len(decoy.digest) == passwords.SCRYPT_DIGEST_BYTES
 
 
 # RFC 7677 section 3: user "user", password "pencil", salt and nonces below.
@@ -121,3 +124,23 @@ def test_scram_falls_back_to_raw_bytes_when_saslprep_refuses():
     assert parse_scram_verifier(scram_verifier("a\u0007b", salt=salt)).stored_key == stored_key
     # and SASLprep applies when it succeeds: the soft hyphen vanishes.
     assert scram_verifier("pen\u00adcil", salt=salt) == scram_verifier("pencil", salt=salt)
+
+
+@pytest.mark.parametrize("password", ["pencil", "pen\u00adcil", "\u2168", "a\u0007b", "caf\u00e9", "", "I\u00a0X"])
+def test_verifiers_agree_with_the_wire_protocol_scram(password):
+    # PDB users stored with scram_verifier must log in through the PostgreSQL wire protocol's SCRAM.
+    from rustymt.engine import scram
+
+    salt = b"0123456789abcdef"
+    assert scram.make_verifier(password, salt) == scram_verifier(password, salt=salt)
+
+
+def test_rfc7677_exchange_against_a_stored_verifier():
+    from rustymt.engine import scram
+
+    stored = scram_verifier("pencil", salt=base64.b64decode(RFC7677_SALT))
+    exchange = scram.ScramExchange(stored, "user", server_nonce="%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0")
+    exchange.server_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")
+    final = exchange.server_final(
+        b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=" + RFC7677_CLIENT_PROOF.encode())
+    assert final == b"v=" + RFC7677_SERVER_SIGNATURE.encode()

@@ -58,3 +58,13 @@ def test_watchdog_interval_is_half_of_watchdog_usec_for_this_process():
     assert sdnotify.watchdog_interval({}) is None
     assert sdnotify.watchdog_interval({"WATCHDOG_USEC": "0"}) is None
     assert sdnotify.watchdog_interval({"WATCHDOG_USEC": "soon"}) is None
+
+
+def test_a_receiver_that_does_not_read_never_stalls_the_caller(notify_socket):
+    # Unix datagram queues are short (net.unix.max_dgram_qlen, 10 by default) and a
+    # full one blocks a sender; the daemon pings from its event loop.
+    sock, env = notify_socket
+    sent = [sdnotify.watchdog(env=env) for _ in range(200)]
+    assert sent[0] is True
+    assert sent[-1] is False  # dropped, not blocked
+    assert sock.recv(4096) == b"WATCHDOG=1"

@@ -47,6 +47,7 @@ def setup_graphql(app: web.Application) -> None:
         "max_request_bytes": options.max_request_bytes,
         "max_batch": options.max_batch,
         "init_timeout": options.connection_init_timeout_seconds,
+        "max_operations": options.max_operations_per_socket,
         "explorer": setup_explorer(app, settings),
         "sockets": weakref.WeakSet(),
     }

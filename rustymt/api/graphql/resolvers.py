@@ -34,7 +34,6 @@ AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "ISOLATION_VIOLA
 # GraphQL field -> REST key where the name is not the camelCase of the key.
 FIELD_KEYS = {
     ("ResourceUsage", "currentIops"): "iops",
-    ("CommonUser", "pdbs"): "pdbs",
 }
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
@@ -75,20 +74,27 @@ def service_method(services: Any, area: str, name: str, what: str) -> Callable:
 # ---------------------------------------------------------------- Tenant fields
 
 
-async def tenant_field(source: dict, info: GraphQLResolveInfo) -> Any:
-    """A Tenant field from what the parent already holds, else from one batched describe."""
+def tenant_field(source: dict, info: GraphQLResolveInfo) -> Any:
+    """A Tenant field from what the parent already holds, else from one batched describe.
+
+    Synchronous when the value is at hand: graphql-core then completes it
+    without scheduling a task, which is most of the cost of a large page.
+    """
     key = snake(info.field_name)
     if key in source:
         return source[key]
-    full = await ctx(info).tenants.load(source["tenant_id"])
-    return full[key]
+    return _item(ctx(info).tenants.load(source["tenant_id"]), key)
+
+
+async def _item(awaitable, key: str) -> Any:
+    return (await awaitable)[key]
 
 
 async def tenant_statistics(source: dict, info: GraphQLResolveInfo) -> dict:
-    return await _resources(ctx(info), source["tenant_id"])
+    return await resources_body(ctx(info), source["tenant_id"])
 
 
-async def _resources(context: Context, tenant_id: str) -> dict:
+async def resources_body(context: Context, tenant_id: str) -> dict:
     """REST /resources; its current_usage gains last_updated from the same usage sample source."""
     body = await context.services.tenants.resources(context.caller(), tenant_id)
     full = await context.tenants.load(tenant_id)
@@ -205,7 +211,7 @@ TIERS = ("BRONZE", "SILVER", "GOLD", "PLATINUM")
 
 
 async def q_tenant_resources(_root, info: GraphQLResolveInfo, tenantId: str) -> dict:
-    return (await _resources(ctx(info), tenantId))["current_usage"]
+    return (await resources_body(ctx(info), tenantId))["current_usage"]
 
 
 ISOLATION_TYPENAMES = {
@@ -343,27 +349,27 @@ async def _pdb_call(info, name: str, what: str, *args, **kwargs) -> dict:
     return await method(context.caller(), *args, **kwargs)
 
 
-async def _pdb_after(info, body: dict) -> dict:
-    """The PDB as GET /pdbs/{id} shows it after an operation answered `body`."""
+async def _pdb_op(info, name: str, what: str, *args, **kwargs) -> dict:
+    """Run a PDB operation, answer the PDB as GET /pdbs/{id} shows it afterwards."""
+    body = await _pdb_call(info, name, what, *args, **kwargs)
     return await _pdb_call(info, "get", "reading a PDB", body["pdb_id"])
 
 
 @returns_union("PDB", "PdbError")
 async def m_create_pdb(_root, info, input: dict) -> dict:
-    body = await _pdb_call(info, "create", "creating PDBs", pdb_name=input["pdbName"], admin_user=input["adminUser"],
-                           admin_password=input["adminPassword"], tenant_id=input.get("tenantId"),
-                           clone_from_seed=input["cloneFromSeed"])
-    return await _pdb_after(info, body)
+    return await _pdb_op(info, "create", "creating PDBs", pdb_name=input["pdbName"], admin_user=input["adminUser"],
+                         admin_password=input["adminPassword"], tenant_id=input.get("tenantId"),
+                         clone_from_seed=input["cloneFromSeed"])
 
 
 @returns_union("PDB", "PdbError")
 async def m_open_pdb(_root, info, pdbId: str, mode: str) -> dict:
-    return await _pdb_after(info, await _pdb_call(info, "open", "opening PDBs", pdbId, mode=mode))
+    return await _pdb_op(info, "open", "opening PDBs", pdbId, mode=mode)
 
 
 @returns_union("PDB", "PdbError")
 async def m_close_pdb(_root, info, pdbId: str, closeMode: str) -> dict:
-    return await _pdb_after(info, await _pdb_call(info, "close", "closing PDBs", pdbId, mode=lower(closeMode)))
+    return await _pdb_op(info, "close", "closing PDBs", pdbId, mode=lower(closeMode))
 
 
 @returns_union("CloneJob", "PdbError")
@@ -374,27 +380,24 @@ async def m_clone_pdb(_root, info, input: dict) -> dict:
 
 @returns_union("PDB", "PdbError")
 async def m_unplug_pdb(_root, info, input: dict) -> dict:
-    body = await _pdb_call(info, "unplug", "unplugging PDBs", input["pdbId"], xml_path=input["xmlPath"],
-                           keep_datafiles=input["keepDatafiles"])
-    return await _pdb_after(info, body)
+    return await _pdb_op(info, "unplug", "unplugging PDBs", input["pdbId"], xml_path=input["xmlPath"],
+                         keep_datafiles=input["keepDatafiles"])
 
 
 @returns_union("PDB", "PdbError")
 async def m_plug_pdb(_root, info, input: dict) -> dict:
-    body = await _pdb_call(info, "plug", "plugging PDBs", xml_path=input["xmlPath"], pdb_name=input["pdbName"],
-                           copy_datafiles=input["copyDatafiles"], target_path=input.get("targetPath"))
-    return await _pdb_after(info, body)
+    return await _pdb_op(info, "plug", "plugging PDBs", xml_path=input["xmlPath"], pdb_name=input["pdbName"],
+                         copy_datafiles=input["copyDatafiles"], target_path=input.get("targetPath"))
 
 
 @returns_union("PDB", "PdbError")
 async def m_drop_pdb(_root, info, pdbId: str, keepDatafiles: bool) -> dict:
-    return await _pdb_after(info, await _pdb_call(info, "drop", "dropping PDBs", pdbId, keep_datafiles=keepDatafiles))
+    return await _pdb_op(info, "drop", "dropping PDBs", pdbId, keep_datafiles=keepDatafiles)
 
 
 @returns_union("PDB", "PdbError")
 async def m_apply_lockdown_profile(_root, info, pdbId: str, profileName: str) -> dict:
-    body = await _pdb_call(info, "apply_lockdown_profile", "lockdown profiles", pdbId, profile_name=profileName)
-    return await _pdb_after(info, body)
+    return await _pdb_op(info, "apply_lockdown_profile", "lockdown profiles", pdbId, profile_name=profileName)
 
 
 @returns_union("CommonUser", "PdbError")

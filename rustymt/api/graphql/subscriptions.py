@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from graphql import GraphQLResolveInfo
 
-from rustymt.api.graphql.resolvers import _resources, ctx
+from rustymt.api.graphql.resolvers import resources_body, ctx
 from rustymt.service import authz
 
 
@@ -141,7 +141,7 @@ async def s_system_alerts(_root, info: GraphQLResolveInfo) -> EventStream:
 
 async def s_tenant_resource_usage(_root, info: GraphQLResolveInfo, tenantId: str):
     context = ctx(info)
-    first = (await _resources(context, tenantId))["current_usage"]  # resources:read + scope, as the query
+    first = (await resources_body(context, tenantId))["current_usage"]  # resources:read + scope, as the query
     interval = context.settings.graphql.usage_interval_seconds
 
     async def samples():
@@ -149,7 +149,7 @@ async def s_tenant_resource_usage(_root, info: GraphQLResolveInfo, tenantId: str
         while True:
             await asyncio.sleep(interval)  # the sampling period itself, not synchronisation
             context.tenants.forget(tenantId)
-            yield (await _resources(context, tenantId))["current_usage"]
+            yield (await resources_body(context, tenantId))["current_usage"]
 
     return samples()
 

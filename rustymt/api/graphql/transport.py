@@ -19,25 +19,31 @@ PROTOCOL.md), subprotocol "graphql-transport-ws":
     Ping <-> Pong; Subscribe{id, payload} -> Next* then Complete, or Error
     client Complete{id} stops that operation
 
-Close codes: 4400 bad message, 4401 Subscribe before ConnectionAck, 4403 bad
+Close codes: 1009 message above graphql.max_request_bytes, 4400 bad message, 4401 Subscribe before ConnectionAck, 4403 bad
 or missing token, 4406 subprotocol missing, 4408 no ConnectionInit in time,
 4409 duplicate operation id, 4429 second ConnectionInit. A subscriber the
 event bus drops for falling behind gets Error {code SUBSCRIBER_DROPPED} for
-that operation; the daemon never waits for a slow socket.
+that operation; the daemon never waits for a slow socket. A socket closes
+with 4403 when its token expires.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
+import jwt
 from aiohttp import WSMsgType, web
 from graphql import ExecutionResult, OperationType
 
+from rustymt.api.auth import app_keys, authenticate, verify_token
 from rustymt.api.graphql import execution
 from rustymt.api.graphql.context import Context
 from rustymt.api.graphql.explorer import wants_explorer
+from rustymt.api.ratelimit import app_limiter, tenant_tier
+from rustymt.events.bus import SubscriberDropped
 from rustymt.service.errors import ServiceError
 
 log = logging.getLogger("rustymt.api.graphql")
@@ -60,8 +66,6 @@ def _errors(status: int, message: str, code: str, **extensions) -> web.Response:
 
 async def _principal(request: web.Request):
     """The verified caller, None without an Authorization header; ServiceError for a bad one."""
-    from rustymt.api.auth import authenticate
-
     if "Authorization" not in request.headers:
         return None
     return authenticate(request)
@@ -71,8 +75,6 @@ async def _rate_limit(request: web.Request, principal) -> dict[str, str]:
     """REST's per-tenant bucket; RATE_LIMITED when empty. Headers for the answer."""
     if principal is None or principal.tenant_id is None:
         return {}
-    from rustymt.api.ratelimit import app_limiter, tenant_tier
-
     tier = await tenant_tier(request.app, principal.tenant_id)
     decision = app_limiter(request.app).take(principal.tenant_id, tier.requests_per_hour, tier.burst)
     if not decision.allowed:
@@ -182,6 +184,7 @@ class WsSession:
         self.init_seen = False
         self.operations: dict[str, asyncio.Task] = {}
         self.send_lock = asyncio.Lock()
+        self.expiry_timer: asyncio.TimerHandle | None = None
 
     async def serve(self) -> None:
         if self.ws.ws_protocol != SUBPROTOCOL:
@@ -242,8 +245,6 @@ class WsSession:
         header = (payload or {}).get("Authorization") or (payload or {}).get("authorization")
         if not isinstance(header, str):
             raise CloseConnection(4403, "Forbidden: connection_init needs {\"Authorization\": \"Bearer <jwt>\"}")
-        from rustymt.api.auth import verify_token, app_keys
-
         scheme, _, token = header.strip().partition(" ")
         try:
             if scheme.lower() != "bearer" or not token.strip():
@@ -252,7 +253,18 @@ class WsSession:
         except ServiceError as exc:
             raise CloseConnection(4403, f"Forbidden: {exc.message}") from None
         self.context = new_context(self.request.app, principal)
+        self._close_when_expired(token.strip())
         await self.send({"type": "connection_ack"})
+
+    def _close_when_expired(self, token: str) -> None:
+        """A socket lives no longer than its token: at `exp` it closes with 4403."""
+        expires = jwt.decode(token, options={"verify_signature": False})["exp"]  # verified just above
+        delay = max(0.0, expires - time.time())
+        self.expiry_timer = asyncio.get_running_loop().call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        if not self.ws.closed:
+            asyncio.ensure_future(self.ws.close(code=4403, message=b"Forbidden: token expired"))
 
     async def on_subscribe(self, message: dict) -> None:
         if self.context is None:
@@ -262,6 +274,10 @@ class WsSession:
             raise CloseConnection(4400, "subscribe needs a string id")
         if op_id in self.operations:
             raise CloseConnection(4409, f"Subscriber for {op_id} already exists")
+        if len(self.operations) >= self.state["max_operations"]:
+            await self.send({"id": op_id, "type": "error", "payload": [execution.error_dict(
+                f"this connection already runs {len(self.operations)} operations, the most allowed", "RATE_LIMITED")]})
+            return
         try:
             await _rate_limit(self.request, self.context.principal)
             document, operation_name, variables, kind = execution.prepare(
@@ -295,8 +311,6 @@ class WsSession:
             self.operations.pop(op_id, None)
 
     async def pump(self, op_id: str, stream) -> None:
-        from rustymt.events.bus import SubscriberDropped
-
         try:
             async for result in stream:
                 await self.send({"id": op_id, "type": "next", "payload": execution.result_dict(result)})
@@ -305,6 +319,8 @@ class WsSession:
             await self.send({"id": op_id, "type": "error", "payload": [execution.error_dict(
                 "this subscription fell behind the event stream and was dropped; subscribe again",
                 "SUBSCRIBER_DROPPED")]})
+        except ServiceError as exc:  # a periodic sample refused (tenant gone, scope): the operation ends
+            await self.send({"id": op_id, "type": "error", "payload": [execution.error_dict(exc.message, exc.code)]})
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - reported to the client without internals, logged here
@@ -321,6 +337,8 @@ class WsSession:
                     pass
 
     async def stop_all(self) -> None:
+        if self.expiry_timer is not None:
+            self.expiry_timer.cancel()
         tasks = list(self.operations.values())
         self.operations.clear()
         for task in tasks:

@@ -11,12 +11,15 @@ same work (a full scrypt verification against a decoy hash), so the answer
 does not tell which usernames exist. Failed attempts are counted per client
 address; past LOGIN_FAILURE_BURST of them the endpoint answers 429
 RATE_LIMITED with Retry-After until the bucket refills (successful logins cost
-nothing). Password checks run in a worker thread: scrypt must not stall the
-event loop.
+nothing). Password checks run in a small pool of their own: scrypt must not
+stall the event loop, and a burst of logins must not occupy the default
+executor the catalog reads run in.
 """
 from __future__ import annotations
 
 import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
@@ -32,7 +35,14 @@ from rustymt.service.passwords import burn_verify, verify_password
 LOGIN_FAILURE_BURST = 20  # failed logins one client address may make back to back
 LOGIN_FAILURES_PER_HOUR = 120  # then this many per hour
 
+PASSWORD_CHECK_THREADS = 2  # concurrent scrypt verifications (16 MiB each)
+
 login_failures = per_app(lambda app: RateLimiter())
+
+
+@functools.lru_cache(maxsize=1)
+def _password_checks() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=PASSWORD_CHECK_THREADS, thread_name_prefix="rustymt-password")
 
 
 def _bad_credentials() -> ServiceError:
@@ -57,10 +67,10 @@ async def exchange_token(request: web.Request) -> web.Response:
     found = app["services"].tenants.admin_credentials(username)
     loop = asyncio.get_running_loop()
     if found is None:
-        matched = await loop.run_in_executor(None, burn_verify, password)
+        matched = await loop.run_in_executor(_password_checks(), burn_verify, password)
     else:
         tenant_id, stored_hash = found
-        matched = await loop.run_in_executor(None, verify_password, password, stored_hash)
+        matched = await loop.run_in_executor(_password_checks(), verify_password, password, stored_hash)
     if not matched:
         failures.take(client, LOGIN_FAILURES_PER_HOUR, LOGIN_FAILURE_BURST)
         raise _bad_credentials()

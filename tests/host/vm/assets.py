@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import functools
 import hashlib
 import lzma
 import os
@@ -140,8 +141,13 @@ def cached_kernel_releases(root: Path) -> list[str]:
     return sorted(releases, key=lambda r: int(r.split("-")[1]), reverse=True)
 
 
+@functools.cache
 def prepare(root: Path | None = None) -> VmAssets:
-    """Download and derive whatever is missing; return the paths the VM boots."""
+    """Download and derive whatever is missing; return the paths the VM boots.
+
+    Memoized per process: asking apt-cache takes seconds on a loaded machine,
+    and one test session boots with the same assets throughout.
+    """
     root = root or cache_root()
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / ".lock"):
@@ -192,7 +198,9 @@ def _unpack_kernel_package(release: str, kernel_dir: Path) -> Path:
             raise AssetError(f"apt-get download linux-image-{release} failed: {download.stderr.strip()}")
     staging = kernel_dir / "root.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(staging)], check=True)
+    unpack = subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(staging)], capture_output=True, text=True)
+    if unpack.returncode != 0:
+        raise AssetError(f"dpkg-deb -x {debs[0].name} failed: {unpack.stderr.strip()}")
     staging.rename(unpacked)
     return unpacked
 

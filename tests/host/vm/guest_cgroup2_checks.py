@@ -39,11 +39,21 @@ DISK = "vda"  # the harness's raw disk (disk_mb); the guest gives it one partiti
 # What each check applies, and the knobs of its workload.
 CPU_PERCENT = 20  # of one CPU
 CPU_THROTTLED_PERIODS = 5  # periods to observe before stopping the burner
+CPU_SHARES = (4096, 1024)  # v1 scale; the mapping converts to cpu.weight 400 : 100
+# CPU the two competing burners use together. Under TCG the time the host
+# takes the vCPU away is charged to whichever guest task was running, so short
+# windows are noisy when the host is loaded.
+CPU_WEIGHT_WINDOW_USEC = 2_000_000
 MEMORY_MB = 32
-MEMORY_ALLOCATION = 96 << 20  # > the limit, < the guest's RAM
+MEMORY_ALLOCATION = 48 << 20  # > the limit, < the guest's RAM
+BIG_FILE_ENV = "RUSTYMT_VM_BIG_FILE"  # a host file of SHRINK_PAGE_CACHE_MB or more (the test passes vmlinux)
+SHRINK_ANON_MB = 16  # what a holder keeps that cannot be reclaimed (the guest has no swap)
+SHRINK_PAGE_CACHE_MB = 40  # what it has read: reclaimable
+SHRINK_RECLAIMABLE_MB = 32  # limit over the holder's anon memory: its page cache must go
+SHRINK_UNRECLAIMABLE_MB = 8  # limit under the holder's anon memory: refused, nobody killed
 PIDS_MAX = 4
 PIDS_FORKS = 10
-IOPS = 50
+IOPS = 20
 IO_WINDOW_SECONDS = 1.0  # each reader runs this long; the capped one should do ~IOPS ios
 FROZEN_WINDOW_CPU_USEC = 200_000  # CPU a reference burner uses while the frozen group must use none
 DEADLINE_SECONDS = 30.0
@@ -68,7 +78,9 @@ def nested_keyed(text: str) -> dict[str, dict[str, int]]:
     return stats
 
 
-def wait_for(condition, what: str, timeout: float = DEADLINE_SECONDS):
+def wait_for(condition, what: str, timeout: float = DEADLINE_SECONDS, interval: float = 0.01):
+    # tests.conftest.wait_for's twin: importing that module pulls in pytest,
+    # which costs seconds under TCG.
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
@@ -76,7 +88,7 @@ def wait_for(condition, what: str, timeout: float = DEADLINE_SECONDS):
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)  # polling interval of a deadline-bounded wait
+        time.sleep(interval)  # polling interval of a deadline-bounded wait
 
 
 class Group:
@@ -155,6 +167,24 @@ def check_cpu_max(tree: CgroupV2) -> dict:
             "usage.nr_throttled": sampled["nr_throttled"], "usage.throttled_ns": sampled["throttled_ns"]}
 
 
+def check_cpu_weight(tree: CgroupV2) -> dict:
+    heavy, light = (Group(tree, f"weight-{shares}", HostQuota(cpu_shares=shares)) for shares in CPU_SHARES)
+    cpu_usec = lambda g: g.counters("cpu.stat")["usage_usec"]  # noqa: E731
+    # One vCPU: the two burners compete for it, and the scheduler splits it by weight.
+    burners = [heavy.spawn(BURNER), light.spawn(BURNER)]
+    try:
+        wait_for(lambda: cpu_usec(heavy) + cpu_usec(light) >= CPU_WEIGHT_WINDOW_USEC, "the burners' CPU window",
+                 interval=0.1)  # poll gently: the poller competes for the same CPU
+    finally:
+        for burner in burners:
+            stopped(burner)
+    result = {"weights": [heavy.written("cpu.weight"), light.written("cpu.weight")],
+              "usage_usec": [cpu_usec(heavy), cpu_usec(light)]}
+    tree.remove(heavy.name)
+    tree.remove(light.name)
+    return result
+
+
 def check_memory_max(tree: CgroupV2) -> dict:
     group = Group(tree, "memory", HostQuota(memory_mb=MEMORY_MB))
     # dd's one read() from /dev/zero fills (faults in) its whole block buffer.
@@ -168,6 +198,50 @@ def check_memory_max(tree: CgroupV2) -> dict:
             "high_events": events["high"], "max_events": events["max"],
             "usage.oom_kills": sampled["oom_kills"], "usage.memory_peak_bytes": sampled["memory_peak_bytes"],
             "stderr": stderr.decode(errors="replace")[-300:]}
+
+
+def check_memory_max_below_usage(tree: CgroupV2) -> dict:
+    """Lowering memory.max under what a group uses: v2 alone would reclaim and
+    then OOM-kill; the writer sets memory.high first and writes memory.max only
+    once usage is under it, else reports the write as refused."""
+    group = Group(tree, "memory-shrink", HostQuota())
+    ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+
+    def hold_memory() -> int:
+        os.close(ready_r)
+        os.close(hold_w)
+        # Page cache charged to the group: a large host file read over 9p
+        # (cache=loose). Reads of /dev/vda are not charged as file pages.
+        with open(os.environ[BIG_FILE_ENV], "rb") as big:
+            for _ in range(SHRINK_PAGE_CACHE_MB):
+                big.read(1 << 20)
+        anon = b"\x01" * (SHRINK_ANON_MB << 20)  # written, so every page is resident
+        os.write(ready_w, b"1")
+        os.read(hold_r, 1)  # until the group is killed
+        return len(anon) and 0
+
+    holder = group.fork(hold_memory)
+    os.close(ready_w)
+    os.close(hold_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise AssertionError("the memory holder died before holding")
+        current_before = int(group.read("memory.current"))
+        reclaimable = {o.file: o.error for o in tree.apply(group.name, v2_writes(HostQuota(memory_mb=SHRINK_RECLAIMABLE_MB)))}
+        after_reclaim = {"memory.current": int(group.read("memory.current")), "memory.max": group.read("memory.max").strip()}
+        unreclaimable = {o.file: o.error for o in tree.apply(group.name, v2_writes(HostQuota(memory_mb=SHRINK_UNRECLAIMABLE_MB)))}
+        after_refusal = {"memory.max": group.read("memory.max").strip(), "memory.high": group.read("memory.high").strip()}
+        holder_alive = os.waitpid(holder, os.WNOHANG) == (0, 0)
+        events = group.counters("memory.events")
+    finally:
+        tree.remove(group.name)  # cgroup.kill ends the holder
+        os.waitpid(holder, 0)
+        os.close(ready_r)
+        os.close(hold_w)
+    return {"current_before": current_before, "reclaimable_errors": reclaimable, "after_reclaim": after_reclaim,
+            "unreclaimable_errors": unreclaimable, "after_refusal": after_refusal,
+            "holder_alive": holder_alive, "oom_kill": events["oom_kill"]}
 
 
 def check_pids_max(tree: CgroupV2) -> dict:
@@ -307,7 +381,9 @@ def check_freeze(tree: CgroupV2) -> dict:
             "window_cpu_usec": window, "killed_status": killed_status}
 
 
-CHECKS = {"capabilities": check_capabilities, "cpu": check_cpu_max, "memory": check_memory_max,
+CHECKS = {"capabilities": check_capabilities, "cpu": check_cpu_max, "cpu_weight": check_cpu_weight,
+          "memory": check_memory_max,
+          "memory_below_usage": check_memory_max_below_usage,
           "pids": check_pids_max, "io": check_io_max, "freeze": check_freeze}
 
 

@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 import tempfile
 import time
@@ -87,27 +88,38 @@ def run_in_vm(
     new temporary directory, which the caller owns and removes.
     """
     prepared = vm_assets.prepare()
-    results = Path(results_dir) if results_dir is not None else Path(tempfile.mkdtemp(prefix="rustymt-vm-"))
+    own_results = results_dir is None
+    results = Path(tempfile.mkdtemp(prefix="rustymt-vm-")) if own_results else Path(results_dir)
     results.mkdir(parents=True, exist_ok=True)
     nonce = secrets.token_hex(6)
     begin, end = f"RUSTYMT-VM-BEGIN-{nonce}", f"RUSTYMT-VM-EXIT-{nonce}"
     (results / vm_assets.RUN_SCRIPT).write_text(
         _run_script(command, Path(cwd or os.getcwd()), dict(env or {}), begin, end)
     )
-    with tempfile.TemporaryDirectory(prefix="rustymt-vm-disk-") as scratch:
-        disk = _make_disk(Path(scratch), disk_mb) if disk_mb else None
-        argv = _qemu_argv(prepared, results, disk, timeout)
-        failures = []
-        for attempt in range(1, ATTEMPTS + 1):
-            outcome = _boot_once(argv, begin, end)
-            if isinstance(outcome, _Completed):
-                return VmResult(outcome.returncode, outcome.stdout, results, outcome.boot_seconds,
-                                outcome.total_seconds, attempt)
-            failures.append(outcome)
-            if outcome.command_started:
-                break  # the guest booted: a second boot would only repeat the command's failure
-    detail = "\n".join(f"attempt {n}: {failure}" for n, failure in enumerate(failures, start=1))
-    raise VmError(f"VM did not complete {shlex.join(command)}:\n{detail}")
+    try:
+        with tempfile.TemporaryDirectory(prefix="rustymt-vm-disk-") as scratch:
+            disk = _make_disk(Path(scratch), disk_mb) if disk_mb else None
+            completed, attempts = boot_with_retry(_qemu_argv(prepared, results, disk, timeout), begin, end)
+    except VmError as error:
+        if own_results:  # the caller never learns its path
+            shutil.rmtree(results, ignore_errors=True)
+        raise VmError(f"VM did not complete {shlex.join(command)}:\n{error}") from None
+    return VmResult(completed.returncode, completed.stdout, results, completed.boot_seconds,
+                    completed.total_seconds, attempts)
+
+
+def boot_with_retry(argv: Sequence[str], begin: str, end: str) -> tuple["_Completed", int]:
+    """Run `argv` (qemu under timeout) until the markers bracket a finished
+    command; a second attempt only when the first never reached the command."""
+    failures = []
+    for attempt in range(1, ATTEMPTS + 1):
+        outcome = _boot_once(argv, begin, end)
+        if isinstance(outcome, _Completed):
+            return outcome, attempt
+        failures.append(outcome)
+        if outcome.command_started:
+            break  # the guest booted: a second boot would only repeat the command's failure
+    raise VmError("\n".join(f"attempt {n}: {failure}" for n, failure in enumerate(failures, start=1)))
 
 
 def clean_console(raw: bytes) -> str:
@@ -149,7 +161,7 @@ class _Failed:
         return f"{self.why}; console ends with:\n{self.console_tail}"
 
 
-def _boot_once(argv: list[str], begin: str, end: str) -> _Completed | _Failed:
+def _boot_once(argv: Sequence[str], begin: str, end: str) -> _Completed | _Failed:
     started = time.monotonic()
     boot_seconds = None
     raw = bytearray()

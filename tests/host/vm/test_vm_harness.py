@@ -67,3 +67,36 @@ def test_between_markers_needs_both_markers_on_their_own_lines():
     assert harness.between_markers("boot\nBEGIN-x\nout\n", "BEGIN-x", "EXIT-x") is None  # guest died
     assert harness.between_markers("echo BEGIN-x\nEXIT-x 0\n", "BEGIN-x", "EXIT-x") is None
     assert harness.between_markers("BEGIN-x\nsays EXIT-x 3\nEXIT-x 1\n", "BEGIN-x", "EXIT-x") == ("says EXIT-x 3", 1)
+
+
+def stand_in_for_qemu(tmp_path, script: str) -> list[str]:
+    """A program in qemu's place: it prints a console and exits, counting its runs."""
+    return ["sh", "-c", f"echo run >> {tmp_path}/runs; {script}"]
+
+
+def runs(tmp_path) -> int:
+    return (tmp_path / "runs").read_text().count("run")
+
+
+def test_boot_with_retry_returns_the_first_completed_run(tmp_path):
+    argv = stand_in_for_qemu(tmp_path, r"printf 'SeaBIOS\r\n\033cBEGIN-x\r\nout\r\n\r\nEXIT-x 5\r\n'")
+    completed, attempts = harness.boot_with_retry(argv, "BEGIN-x", "EXIT-x")
+    assert (completed.returncode, completed.stdout, attempts, runs(tmp_path)) == (5, "out", 1, 1)
+    assert 0 < completed.boot_seconds <= completed.total_seconds
+
+
+def test_a_boot_that_never_reaches_the_command_is_retried_once_then_reported(tmp_path):
+    argv = stand_in_for_qemu(tmp_path, "echo 'Booting from ROM..'; exit 124")
+    with pytest.raises(harness.VmError) as raised:
+        harness.boot_with_retry(argv, "BEGIN-x", "EXIT-x")
+    assert runs(tmp_path) == 2
+    assert "attempt 1: timed out" in str(raised.value) and "attempt 2: timed out" in str(raised.value)
+    assert "Booting from ROM.." in str(raised.value)  # the console's tail, for diagnosis
+
+
+def test_a_command_that_started_but_never_finished_is_not_retried(tmp_path):
+    argv = stand_in_for_qemu(tmp_path, "echo BEGIN-x; echo stuck; exit 1")
+    with pytest.raises(harness.VmError, match="attempt 1: qemu exited with 1") as raised:
+        harness.boot_with_retry(argv, "BEGIN-x", "EXIT-x")
+    assert runs(tmp_path) == 1
+    assert "attempt 2" not in str(raised.value)
