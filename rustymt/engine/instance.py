@@ -305,7 +305,7 @@ class Instance:
             "listening": tenant.listening,
             "memory": native.memory(slot), "cpu": native.cpu(slot), "io": native.io(slot),
             "buffer_pool": native.buffer_pool(slot),
-            "network": {"bytes_in": tenant.bytes_in, "bytes_out": tenant.bytes_out},
+            "network": tenant.network(),
             "sessions": sum(len(pdb.sessions) for pdb in tenant.pdbs.values()),
             "max_connections": tenant.quota.max_connections,
             "statements": tenant.statements.count,

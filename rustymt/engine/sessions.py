@@ -40,13 +40,18 @@ class StatementCounter:
 
 
 class TenantConnection(_core.Connection):
-    """An engine connection that counts the statements it compiles."""
+    """An engine connection that counts the statements it compiles, and that
+    an administrator can end: once `ended_with` is set, compiling anything
+    raises it (the wire layer passes a PgError through to the client as is)."""
 
     def __init__(self, path, tenant, readonly, vfs, counter: StatementCounter):
         super().__init__(path, tenant=tenant, readonly=readonly, vfs=vfs, create=False)
         self.counter = counter
+        self.ended_with: Exception | None = None
 
     def prepare(self, sql):
+        if self.ended_with is not None:
+            raise self.ended_with
         self.counter.count += 1  # GIL-protected increment: good enough for a statistic
         return _core.Connection.prepare(self, sql)
 
