@@ -286,6 +286,10 @@ def test_bad_requests_get_clear_errors(engine):
         codes.append(exc.value.code)
     assert codes == ["BAD_REQUEST", "BAD_REQUEST", "BAD_REQUEST", "NOT_FOUND", "NOT_FOUND", "NOT_FOUND"]
     port, pdb_id, name = tenant(engine, "path")
+    assert sqlstate_of(lambda: execute(engine, pdb_id, "SELECT ?1 + ?2", [1])) == "08P01"
+    assert sqlstate_of(lambda: execute(engine, pdb_id, "SELECT ?1", [[1, 2]])) == "22023"
+    assert sqlstate_of(lambda: execute(engine, pdb_id, "SELEC 1")) == "42601"
+    assert execute(engine, pdb_id, "SELECT ?1 || ?2, x'00ff'", ["a", "b"])["rows"] == [["ab", "\\x00ff"]]
     with pytest.raises(ControlError) as outside:
         engine.request("open_pdb", {"pdb_id": "p2", "tenant_id": "t_path", "pdb_name": "P2", "path": "/tmp", "mode": "READ_WRITE"})
     assert outside.value.code == "BAD_REQUEST"
