@@ -132,14 +132,16 @@ def test_sessions_reach_only_their_own_files(engine, tmp_path):
     assert execute(engine, pdb_id, "INSERT INTO hist.events VALUES (5)")["command"] == "INSERT 0 1"
     outside = str(tmp_path / "outside.db")
     other = os.path.join(engine.data_dir, "pdbs", "seed", "users.db")
-    for sql in (f"ATTACH DATABASE '{outside}' AS x", f"ATTACH DATABASE '{other}' AS x", "DETACH DATABASE hist",
+    catalog = os.path.join(engine.data_dir, "catalog.db")
+    for sql in (f"ATTACH DATABASE '{outside}' AS x", f"ATTACH DATABASE '{other}' AS x",
+                f"ATTACH DATABASE '{catalog}' AS c", "DETACH DATABASE hist",
                 f"VACUUM INTO '{outside}'", "SELECT load_extension('libc.so.6')", "PRAGMA database_list",
                 "PRAGMA writable_schema=ON", "PRAGMA journal_mode=DELETE"):
         assert sqlstate_of(lambda: execute(engine, pdb_id, sql)) == "42501", sql
     with connect(port, name, autocommit=True) as client:
         assert sqlstate_of(lambda: client.execute(f"ATTACH DATABASE '{outside}' AS x")) == "42501"
         assert client.execute("SELECT x FROM hist.events").fetchall() == [(5,)]
-    assert not os.path.exists(outside)
+    assert not os.path.exists(outside) and not os.path.exists(catalog)
 
 
 def test_max_connections_refuses_with_53300(engine):
@@ -350,3 +352,17 @@ def test_sigkill_restart_reopens_pdbs_and_refuses_cleanly_meanwhile(tmp_path):
         if gate["event"] is not None:
             engine.loop.call_soon_threadsafe(gate["event"].set)
         engine.stop()
+
+
+def test_a_reused_slot_starts_from_zero(engine):
+    port, pdb_id, name = tenant(engine, "first")
+    slot = engine.request("stats", {"tenant_id": "t_first"})["tenants"]["t_first"]["slot"]
+    execute(engine, pdb_id, "CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    assert engine.stats("t_first")["memory"]["allocation_count"] > 0
+    engine.request("detach_tenant", {"tenant_id": "t_first"})
+    engine.create_pdb("p_second", "PDB_SECOND")
+    engine.request("attach_tenant", {"tenant_id": "t_second", "slot": slot, "port": 0})
+    fresh = engine.stats("t_second")
+    assert fresh["memory"]["allocation_count"] == 0 and fresh["cpu"]["used_cpu_ns"] == 0
+    assert fresh["io"]["reads"] == fresh["io"]["writes"] == 0 and fresh["buffer_pool"]["hits"] == 0
+    assert fresh["network"] == {"bytes_in": 0, "bytes_out": 0} and fresh["statements"] == 0
