@@ -300,9 +300,21 @@ class TenantRuntime:
             conn = await asyncio.to_thread(pdb.open_connection)
         finally:
             self.reserved -= 1
+        error = self.changed_meanwhile(pdb)
+        if error is not None:
+            conn.close()
+            raise SqlError(error.code, error.message)
         session = EngineSession(conn, user, pdb)
         pdb.add_session(session)
         return session
+
+    def changed_meanwhile(self, pdb: OpenPdb):
+        """After a connection was opened off the loop: was the PDB closed or the
+        tenant suspended in the meantime? (a PgError, or None)"""
+        if pdb.closing or self.pdbs.get(pdb.pdb_id) is not pdb or self.state == "suspended":
+            return self.admission_error(self.pdb_by_name(pdb.name), pdb.name) or \
+                fatal(S.CANNOT_CONNECT_NOW, f'database "{pdb.name}" is closing')
+        return None
 
 
 class TenantBackend(Backend):
@@ -338,10 +350,10 @@ class TenantBackend(Backend):
             conn = await asyncio.to_thread(pdb.open_connection)
         finally:
             tenant.reserved -= 1
-        if pdb.closing or tenant.pdbs.get(pdb.pdb_id) is not pdb or tenant.state == "suspended":
-            conn.close()  # closed or suspended while the connection was being opened
-            raise tenant.admission_error(tenant.pdb_by_name(database), database) or \
-                fatal(S.CANNOT_CONNECT_NOW, f'database "{database}" is closing')
+        error = tenant.changed_meanwhile(pdb)
+        if error is not None:
+            conn.close()
+            raise error
         admin = bool(pdb.dictionary()["users"].get(user, {}).get("is_admin"))
         session = DatabaseSession(conn, readonly=pdb.readonly, tenant=tenant.slot, write_lock=pdb.write_lock,
                                   parameters={"is_superuser": "on" if admin else "off"})
