@@ -138,6 +138,7 @@ class Instance:
             pdb.closing = True
             await tenant.wait_sessions_gone(pdb, CLOSE_GRACE_SECONDS)
             self._forget_pdb(pdb)
+            await asyncio.to_thread(storage.record_open_mode, pdb.folder, "CLOSED")
         await tenant.pg.close()
         del self.tenants[tenant.tenant_id]
         self.native.release(tenant.slot)

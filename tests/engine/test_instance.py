@@ -270,6 +270,8 @@ def test_detach_closes_the_listener(engine):
     with pytest.raises(ControlError) as gone:
         engine.request("stats", {"tenant_id": "t_gone"})
     assert gone.value.code == "NOT_FOUND"
+    history = storage.open_mode_history(storage.pdb_dir(engine.data_dir, pdb_id))
+    assert [mode for _, mode in history] == ["READ_WRITE", "CLOSED"]
 
 
 def test_bad_requests_get_clear_errors(engine):
