@@ -95,7 +95,6 @@ async def serve(settings: Any) -> int:
     catalog = prepare_data_dir(settings)
     services = Services(catalog, settings, EventBus())
     app = create_app(services, settings)
-    app["event_bus"] = services.bus
     access_log = logging.getLogger("aiohttp.access") if settings.server.log_level == "debug" else None
     runner = web.AppRunner(app, access_log=access_log, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
     await runner.setup()

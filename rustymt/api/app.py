@@ -20,6 +20,7 @@ import importlib
 import logging
 import pkgutil
 import secrets
+import warnings
 from typing import Any, Iterable
 
 from aiohttp import web
@@ -90,11 +91,14 @@ def _middlewares() -> list:
 def create_app(services: Any, settings: Any, routes: Iterable[Route] | None = None) -> web.Application:
     routes = list(collect_routes() if routes is None else routes)
     app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=_middlewares())
-    app["services"] = services
-    app["settings"] = settings
-    app["routes"] = routes
-    app["route_by_handler"] = {}
-    app["tier_of"] = services.tenants.tier_of
+    with warnings.catch_warnings():
+        # API_CONTRACTS.md fixes these string keys (middlewares and GraphQL read them).
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        app["services"] = services
+        app["settings"] = settings
+        app["routes"] = routes
+        app["route_by_handler"] = {}
+        app["tier_of"] = services.tenants.tier_of
     seen: set[tuple[str, str]] = set()
     for route in routes:
         key = (route.method, route.path)

@@ -102,14 +102,6 @@ def test_signals_stop_gracefully_with_exit_0(tmp_path, signum):
         daemon.kill()
 
 
-def test_tenant_ports_env_alias(tmp_path):
-    daemon = Daemon.start(str(tmp_path / "d"), env={"RUSTYMT_TENANT_PORTS": "24000-24009"})
-    try:
-        assert daemon.create_tenant("ported")["resources"]["network_port"] == 24000
-    finally:
-        daemon.stop()
-
-
 def test_rustymtd_entry_point_is_serve(tmp_path):
     code = "import sys; sys.argv = ['rustymtd', '--listen', 'bogus']; from rustymt.cli import daemon_main; raise SystemExit(daemon_main())"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=clean_env(), cwd=REPO_ROOT, timeout=60)

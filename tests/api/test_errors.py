@@ -83,7 +83,7 @@ def test_cpu_guarantees_beyond_the_host_are_insufficient_resources(api_daemon, t
 
 
 def test_port_range_exhausted_then_freed_by_terminate(daemon_factory):
-    daemon = daemon_factory(env={"RUSTYMT_TENANT_PORTS": "31000-31001"})
+    daemon = daemon_factory(env={"RUSTYMT_TENANT_PORTS": "31000-31001"})  # the contract's env alias
     ports = {daemon.create_tenant(f"p{i}")["resources"]["network_port"] for i in range(2)}
     assert ports == {31000, 31001}
     body = {"tenant_name": "p2", "admin_user": "p2@x", "admin_password": "long enough", "service_tier": "bronze"}

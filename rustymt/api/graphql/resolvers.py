@@ -300,47 +300,42 @@ async def m_create_tenant(_root, info, input: dict) -> dict:
     return await _tenant_after(context, body["tenant_id"])
 
 
+async def _tenant_op(info, operation: str, tenant_id: str, *args) -> dict:
+    """services.tenants.<operation>(caller, tenant_id, *args), then the tenant as it is now."""
+    context = ctx(info)
+    await getattr(context.services.tenants, operation)(context.caller(), tenant_id, *args)
+    return await _tenant_after(context, tenant_id)
+
+
 @returns_union("Tenant", "TenantError")
 async def m_suspend_tenant(_root, info, tenantId: str, reason: str) -> dict:
-    context = ctx(info)
-    await context.services.tenants.suspend(context.caller(), tenantId, reason)
-    return await _tenant_after(context, tenantId)
+    return await _tenant_op(info, "suspend", tenantId, reason)
 
 
 @returns_union("Tenant", "TenantError")
 async def m_resume_tenant(_root, info, tenantId: str) -> dict:
-    context = ctx(info)
-    await context.services.tenants.resume(context.caller(), tenantId)
-    return await _tenant_after(context, tenantId)
+    return await _tenant_op(info, "resume", tenantId)
 
 
 @returns_union("Tenant", "TenantError")
 async def m_upgrade_tier(_root, info, tenantId: str, newTier: str) -> dict:
-    context = ctx(info)
-    await context.services.tenants.change_tier(context.caller(), tenantId, lower(newTier), "immediate")
-    return await _tenant_after(context, tenantId)
+    return await _tenant_op(info, "change_tier", tenantId, lower(newTier), "immediate")
 
 
 @returns_union("Tenant", "TenantError")
 async def m_update_priority(_root, info, tenantId: str, priority: str) -> dict:
-    context = ctx(info)
-    await context.services.tenants.set_priority(context.caller(), tenantId, lower(priority))
-    return await _tenant_after(context, tenantId)
+    return await _tenant_op(info, "set_priority", tenantId, lower(priority))
 
 
 @returns_union("Tenant", "TenantError")
 async def m_update_quota(_root, info, tenantId: str, quota: dict) -> dict:
-    context = ctx(info)
     changes = {snake(name): value for name, value in quota.items() if value is not None}
-    await context.services.tenants.update_quota(context.caller(), tenantId, changes)
-    return await _tenant_after(context, tenantId)
+    return await _tenant_op(info, "update_quota", tenantId, changes)
 
 
 @returns_union("Tenant", "TenantError")
 async def m_terminate_tenant(_root, info, tenantId: str) -> dict:
-    context = ctx(info)
-    await context.services.tenants.terminate(context.caller(), tenantId)
-    return await _tenant_after(context, tenantId)
+    return await _tenant_op(info, "terminate", tenantId)
 
 
 async def _pdb_call(info, name: str, what: str, *args, **kwargs) -> dict:
