@@ -87,7 +87,7 @@ def test_min_percent_under_contention(benchmark):
                                  "weight_share_would_be": round(100 * 2 * 1 / 11, 2)})
     print(f"\nmin_percent 40 weight 1 vs weight 10: {of_capacity:.2f}% of a core of the delivered CPU "
           f"({of_wall:.2f}% of wall time; by weight alone it would be {200 / 11:.2f}%)")
-    assert of_capacity >= 40 * 0.97
+    assert of_capacity >= 40
 
 
 def test_progress_handler_overhead(benchmark):
