@@ -2,7 +2,7 @@
 only be installed before SQLite's first initialization, so the baseline with
 SQLite's stock pcache1 + system malloc needs a process of its own).
 
-  python bench/native_workers.py sqlite hooked|stock ROWS REPS
+  python bench/native_workers.py sqlite hooked|stock ROWS REPS [CACHE_KIB]
       -> JSON list of {wall, cpu, digest of all results} per repetition
   python bench/native_workers.py isolation partitioned|solo|global
       -> JSON {"hit_ratio": B's hit ratio, ...}
@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,21 +24,28 @@ from rustymt._native import _core  # noqa: E402
 from tests.native.workload import run_engine, script  # noqa: E402
 
 
-def sqlite_workload(mode: str, rows: int, reps: int) -> list[dict]:
+def sqlite_workload(mode: str, rows: int, reps: int, cache_kib: int = 0) -> list[dict]:
+    """cache_kib > 0: both sides get PRAGMA cache_size=-cache_kib and the pool
+    that many KiB of 4 KiB frames, so neither side's cache size decides the IO
+    and the ratio measures the mechanisms alone."""
     if mode == "hooked":
-        _core.install(pool_frames=8192)
+        _core.install(pool_frames=max(8192, cache_kib // 4 + 1024))
         _core.canary()
         tenant = 1
     else:
         _core.initialize_without_hooks()
         tenant = 0
-    vfs = os.environ.get("RUSTYMT_BENCH_VFS") or None  # "rustymt" once iovfs lands
+    # The hooked side opens through the IO-metering VFS too (unlimited
+    # tenant: counted, never throttled); RUSTYMT_BENCH_VFS= (empty) leaves it out.
+    vfs = os.environ.get("RUSTYMT_BENCH_VFS", "rustymt") or None
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(reps):
             path = os.path.join(tmp, f"w{rep}.db")
             wall, cpu = time.perf_counter(), time.process_time()
             conn = _core.Connection(path, tenant=tenant, vfs=vfs if mode == "hooked" else None)
+            if cache_kib:
+                run_engine(conn, [f"PRAGMA cache_size=-{cache_kib}"])
             results = run_engine(conn, script(rows))
             # Point selects through one prepared statement: page-fetch bound.
             stmt, _ = conn.prepare("SELECT note, amount FROM orders WHERE id = ?")
@@ -130,10 +138,17 @@ def isolation(mode: str) -> dict:
     return result
 
 
+def run(*args):
+    """Run one worker in a fresh process (for the bench tests); its JSON answer."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), *map(str, args)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
 if __name__ == "__main__":
     what = sys.argv[1]
     if what == "sqlite":
-        print(json.dumps(sqlite_workload(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))))
+        print(json.dumps(sqlite_workload(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]) if len(sys.argv) > 5 else 0)))
     elif what == "isolation":
         print(json.dumps(isolation(sys.argv[2])))
     else:

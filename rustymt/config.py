@@ -168,6 +168,19 @@ KEYS: list[Key] = [
     Key("pgwire", "idle_in_transaction_timeout_seconds", int_in(0, 86400), 600, "close sessions idle inside a transaction this long (0 = never)"),
     Key("pgwire", "tls_cert", parse_str, "", "PEM certificate for TLS on tenant ports (empty = SSLRequest declined)"),
     Key("pgwire", "tls_key", parse_str, "", "PEM private key for tls_cert"),
+    Key("graphql", "max_depth", int_in(2, 100), 10, "deepest field nesting a GraphQL operation may select"),
+    Key("graphql", "max_cost", int_in(10, 10_000_000), 20000, "GraphQL cost limit: 1 per field, list fields multiply by their page size"),
+    Key("graphql", "max_aliases", int_in(0, 10000), 30, "most aliased fields in one GraphQL operation"),
+    Key("graphql", "max_batch", int_in(1, 100), 10, "most operations in one batched (JSON array) GraphQL request"),
+    Key("graphql", "max_request_bytes", int_in(1024, 64 << 20), 64 << 10, "largest GraphQL request (HTTP body, websocket message); larger -> 413 / close 1009"),
+    Key("graphql", "max_tokens", int_in(100, 1_000_000), 5000, "most lexical tokens in one GraphQL document"),
+    Key("graphql", "usage_interval_seconds", float_in(0.1, 3600), 5.0, "period of the tenantResourceUsage subscription's samples"),
+    Key("graphql", "subscriber_queue", int_in(1, 100000), 256, "events a subscription may fall behind before it is dropped with an error"),
+    Key("graphql", "connection_init_timeout_seconds", float_in(0.1, 600), 10.0, "websocket clients must send connection_init this soon (else close 4408)"),
+    Key("graphql", "max_operations_per_socket", int_in(1, 100000), 100, "operations one websocket may run at once; more are refused with an error"),
+    Key("graphql", "explorer_assets_url", parse_str, "https://unpkg.com", "base URL GraphiQL's assets load from (package@version/file under it)"),
+    Key("graphql", "explorer_assets_dir", parse_str, "", "local node_modules directory holding graphiql, react, react-dom; when set the daemon serves the assets itself (offline hosts)"),
+    Key("engine", "pool_frames", int_in(64, 1 << 24), 8192, "page frames in each engine instance's buffer pool (4 KiB pages; tenants get partitions of it)"),
 ]
 
 # Names fixed by the contract that do not follow the SECTION_KEY rule.

@@ -32,3 +32,33 @@ def wait_for(condition, timeout: float = 10.0, interval: float = 0.02, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)  # polling interval of a deadline-bounded wait, not synchronisation
+
+
+# ---- a real rustymt daemon (tests/daemon.py), appended by api-core
+
+
+@pytest.fixture(scope="module")
+def api_daemon(tmp_path_factory):
+    """One `rustymt serve` per test module: .port, .base_url, .admin_token, .request(...)."""
+    from tests.daemon import Daemon
+
+    daemon = Daemon.start(str(tmp_path_factory.mktemp("rustymtd") / "data"))
+    yield daemon
+    daemon.stop()
+
+
+@pytest.fixture
+def daemon_factory(tmp_path):
+    """start(env=None, data_dir=None) -> Daemon; every daemon started is stopped at teardown."""
+    from tests.daemon import Daemon
+
+    started = []
+
+    def start(env=None, data_dir=None):
+        daemon = Daemon.start(data_dir or str(tmp_path / f"data{len(started)}"), env)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop()

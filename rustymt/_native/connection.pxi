@@ -142,6 +142,8 @@ cdef class Connection:
     cdef sqlite3 *db
     cdef rmt_exec_ctx ctx
     cdef auth_table *auth
+    cdef int running          # threads inside SQLite (GIL released) on this handle
+    cdef bint close_pending   # close() came while running: the last one out closes
     cdef readonly int tenant
     cdef readonly object path
     cdef object statements
@@ -282,10 +284,14 @@ cdef class Connection:
             raise _error(dst, sqlite3_errcode(dst))
         try:
             while True:
-                with nogil:
-                    rmt_exec_enter(&self.ctx)
-                    rc = sqlite3_backup_step(backup, pages_per_step)
-                    rmt_exec_leave(&self.ctx)
+                self._enter_sqlite()
+                try:
+                    with nogil:
+                        rmt_exec_enter(&self.ctx)
+                        rc = sqlite3_backup_step(backup, pages_per_step)
+                        rmt_exec_leave(&self.ctx)
+                finally:
+                    self.running -= 1  # a pending close waits for finish below
                 if progress is not None:
                     progress(sqlite3_backup_remaining(backup), sqlite3_backup_pagecount(backup))
                 if rc == SQLITE_DONE:
@@ -300,15 +306,30 @@ cdef class Connection:
                     break
         finally:
             finish_rc = sqlite3_backup_finish(backup)
+            if self.close_pending and self.running == 0:
+                self._close_now()
         if rc != SQLITE_DONE:
             raise _error(dst, rc)
         if finish_rc != SQLITE_OK:
             raise _error(dst, finish_rc)
 
     def close(self):
-        """Finalize this connection's statements and close it (idempotent)."""
+        """Finalize this connection's statements and close it (idempotent).
+
+        If another thread is inside SQLite on this connection (a step, a
+        backup), the running statement is interrupted and the thread that
+        leaves SQLite last does the close: the handle is never freed under it.
+        """
         if self.db == NULL:
             return
+        if self.running > 0:
+            self.close_pending = True
+            sqlite3_interrupt(self.db)
+            return
+        self._close_now()
+
+    cdef _close_now(self):
+        self.close_pending = False
         for stmt in list(self.statements):
             (<Statement>stmt).finalize()
         rmt_tenant_set_current(self.tenant)
@@ -316,6 +337,18 @@ cdef class Connection:
         self.db = NULL
         _free_auth_table(self.auth)
         self.auth = NULL
+
+    cdef _enter_sqlite(self):
+        """Called with the GIL before releasing it to run SQLite."""
+        if self.close_pending:
+            raise SQLiteError(SQLITE_MISUSE, SQLITE_MISUSE, "connection is closing")
+        self.running += 1
+
+    cdef _leave_sqlite(self):
+        """Called with the GIL after SQLite returned; performs a pending close."""
+        self.running -= 1
+        if self.close_pending and self.running == 0:
+            self._close_now()
 
     def __enter__(self):
         return self
@@ -333,6 +366,7 @@ cdef class Statement:
     cdef sqlite3_stmt *stmt
     cdef Connection conn
     cdef bint done            # ran to SQLITE_DONE; step() answers False until reset()
+    cdef bint stepping        # a thread is inside sqlite3_step on it
     cdef readonly str sql
     cdef readonly int param_count
     cdef readonly int column_count
@@ -444,18 +478,25 @@ cdef class Statement:
         cdef rmt_exec_ctx *ctx = &self.conn.ctx
         if self.done:
             return 0
+        self.conn._enter_sqlite()
+        self.stepping = True
         with nogil:
             rmt_exec_enter(ctx)
             rc = sqlite3_step(s)
             rmt_exec_leave(ctx)
-        if rc == SQLITE_ROW:
-            return 1
+        self.stepping = False
+        err = None
         if rc == SQLITE_DONE:
             self.done = True
-            return 0
-        err = _error(self.conn.db, rc)
-        sqlite3_reset(s)
-        raise err
+        elif rc != SQLITE_ROW:
+            err = _error(self.conn.db, rc)
+            sqlite3_reset(s)
+        self.conn._leave_sqlite()  # may close the connection (close() came meanwhile)
+        if err is not None:
+            raise err
+        if self.stmt == NULL:
+            raise SQLiteError(SQLITE_MISUSE, SQLITE_MISUSE, "connection closed while the statement ran")
+        return 1 if rc == SQLITE_ROW else 0
 
     def step(self):
         """Run to the next row: True when a row is ready, False when done."""
@@ -509,7 +550,10 @@ cdef class Statement:
         self._reset(self._stmt())
 
     def finalize(self):
-        """Destroy the statement (idempotent; also done on garbage collection)."""
+        """Destroy the statement (idempotent; also done on garbage collection).
+        Refused while another thread is stepping it (interrupt it first)."""
+        if self.stepping:
+            raise SQLiteError(SQLITE_MISUSE, SQLITE_MISUSE, "statement is running; interrupt it first")
         if self.stmt != NULL:
             rmt_tenant_set_current(self.conn.tenant)
             sqlite3_finalize(self.stmt)

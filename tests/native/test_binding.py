@@ -232,3 +232,30 @@ def test_tenant_is_charged_and_released(tmp_path, slot):
     c.close()
     assert _core.memory_stats(slot)["allocated_bytes"] == 0
     assert _core.pool_stats(slot)["resident"] == 0
+
+
+def test_close_during_a_running_statement_interrupts_and_closes_after_it(conn):
+    stmt, _ = conn.prepare(
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT count(*) FROM c"
+    )
+    errors = []
+    started = threading.Event()
+
+    def runner():
+        started.set()
+        try:
+            stmt.step()
+        except _core.SQLiteError as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=runner)
+    t.start()
+    started.wait(10)
+    # Keep closing until the runner reports: close() either closes at once (the
+    # step had not started) or interrupts it and lets the runner close.
+    wait_for(lambda: (conn.close(), errors)[1], timeout=20, what="closed statement")
+    t.join(10)
+    assert errors[0].code in (9, 21)  # SQLITE_INTERRUPT, or MISUSE if closed first
+    wait_for(lambda: conn.closed, timeout=10, what="deferred close")
+    with pytest.raises(_core.SQLiteError):
+        stmt.step()

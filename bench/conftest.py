@@ -1,0 +1,64 @@
+"""Bench fixtures: the full stack (a real daemon with tenants) and the bare baseline.
+
+Both servers are separate processes on loopback, driven by the same load
+generator (wrk, C, 2 threads) with the same headers, in the same run, so host
+contention affects both alike and the ratio is what the stack costs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.daemon import REPO_ROOT, Daemon
+
+TENANTS = 20  # enough rows that listing is real work (one page of 20)
+
+
+@dataclasses.dataclass
+class Stack:
+    daemon: Daemon
+    tenant_id: str
+    token: str
+
+
+@dataclasses.dataclass
+class Server:
+    url: str
+    pid: int
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    daemon = Daemon.start(str(tmp_path_factory.mktemp("bench") / "data"))
+    try:
+        tenants = [daemon.create_tenant(f"bench_{index}", tier="gold") for index in range(TENANTS)]
+        # An operator token: operators are not tenant-rate-limited, so every request is served.
+        yield Stack(daemon, tenants[0]["tenant_id"], daemon.admin_token)
+    finally:
+        daemon.stop()
+
+
+@pytest.fixture(scope="session")
+def bare(stack, tmp_path_factory):
+    """The baseline server, answering what the daemon answers for the benched paths."""
+    paths = [f"/api/v1/tenants/{stack.tenant_id}", "/api/v1/tenants"]
+    bodies = {}
+    for path in paths:
+        response = stack.daemon.request("GET", path, token=stack.token)
+        assert response.status == 200, response.text
+        bodies[path] = response.json
+    bodies_file = tmp_path_factory.mktemp("bare") / "bodies.json"
+    bodies_file.write_text(json.dumps(bodies))
+    process = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "bench", "bare_server.py"), str(bodies_file)],
+                               stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+    try:
+        port = int(process.stdout.readline())  # printed once listening; EOF (ValueError) if it died
+        yield Server(f"http://127.0.0.1:{port}", process.pid)
+    finally:
+        process.kill()
+        process.wait(10)

@@ -1,0 +1,112 @@
+"""The aiohttp application: route table, middlewares, error rendering.
+
+Middlewares, outermost first (API_CONTRACTS.md):
+
+    error rendering (here) -> auth (rustymt.api.auth) -> rate limit (rustymt.api.ratelimit) -> handler
+
+Every failure leaves the server as the spec's one error shape,
+
+    {"error": {"code": "...", "message": "...", "details": ...}}
+
+with the status of rustymt.service.errors.HTTP_STATUS: a ServiceError as it
+is, aiohttp's own refusals (unknown route, wrong method, body too large)
+mapped to NOT_FOUND / METHOD_NOT_ALLOWED / PAYLOAD_TOO_LARGE, and anything
+unexpected as a 500 INTERNAL_ERROR that carries a request id and nothing of
+the exception (the traceback goes to the log under the same id).
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+import secrets
+import warnings
+from typing import Any, Iterable
+
+from aiohttp import web
+
+from rustymt.api.routing import Route
+from rustymt.service.errors import ServiceError
+
+log = logging.getLogger("rustymt.api")
+
+# aiohttp's own HTTP errors -> our codes.
+HTTP_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}
+
+
+def error_response(error: ServiceError, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": error.to_dict()}, status=error.http_status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    limit = request.app["settings"].server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return error_response(ServiceError("PAYLOAD_TOO_LARGE", f"request body is larger than {limit} bytes",
+                                           details={"max_body_bytes": limit}))
+    try:
+        return await handler(request)
+    except ServiceError as exc:
+        return error_response(exc, headers=getattr(exc, "headers", None))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = HTTP_ERROR_CODES.get(exc.status, "INVALID_REQUEST" if exc.status < 500 else "INTERNAL_ERROR")
+        message = {
+            "NOT_FOUND": f"no such endpoint: {request.method} {request.path}",
+            "METHOD_NOT_ALLOWED": f"{request.method} is not allowed on {request.path}",
+            "PAYLOAD_TOO_LARGE": f"request body is larger than {limit} bytes",
+        }.get(code, exc.reason)
+        details = {"allowed_methods": sorted(exc.allowed_methods)} if isinstance(exc, web.HTTPMethodNotAllowed) else None
+        # Keep headers others put on the exception (Allow, X-RateLimit-*), not its body's.
+        headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
+        return error_response(ServiceError(code, message, details=details), headers=headers)
+    except Exception:
+        request_id = secrets.token_hex(8)
+        log.exception("internal error handling %s %s (request_id=%s)", request.method, request.path, request_id)
+        return error_response(ServiceError("INTERNAL_ERROR", "internal error; the server log has the details",
+                                           details={"request_id": request_id}))
+
+
+def collect_routes(package: str = "rustymt.api.rest") -> list[Route]:
+    """Every `ROUTES` list of the modules in `package`, in module-name order.
+
+    A new route module is picked up by being dropped into the package.
+    """
+    routes: list[Route] = []
+    root = importlib.import_module(package)
+    for info in sorted(pkgutil.iter_modules(root.__path__), key=lambda info: info.name):
+        module = importlib.import_module(f"{package}.{info.name}")
+        routes.extend(getattr(module, "ROUTES", ()))
+    return routes
+
+
+def _middlewares() -> list:
+    from rustymt.api.auth import auth_middleware
+    from rustymt.api.ratelimit import ratelimit_middleware
+
+    return [error_middleware, auth_middleware, ratelimit_middleware]
+
+
+def create_app(services: Any, settings: Any, routes: Iterable[Route] | None = None) -> web.Application:
+    routes = list(collect_routes() if routes is None else routes)
+    app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=_middlewares())
+    with warnings.catch_warnings():
+        # API_CONTRACTS.md fixes these string keys (middlewares and GraphQL read them).
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        app["services"] = services
+        app["settings"] = settings
+        app["routes"] = routes
+        app["route_by_handler"] = {}
+        app["tier_of"] = services.tenants.tier_of
+    seen: set[tuple[str, str]] = set()
+    for route in routes:
+        key = (route.method, route.path)
+        if key in seen or route.handler in app["route_by_handler"]:
+            raise ValueError(f"route declared twice: {route.method} {route.path}")
+        seen.add(key)
+        app["route_by_handler"][route.handler] = route
+        app.router.add_route(route.method, route.path, route.handler)
+    from rustymt.api.graphql import setup_graphql  # /graphql (HTTP, websocket, explorer)
+    setup_graphql(app)
+    return app

@@ -1,0 +1,37 @@
+"""The service layer's front door: what REST and GraphQL are given.
+
+    services = Services(catalog, settings, bus)
+    await services.tenants.create(principal, tenant_name=..., ...)
+    await services.cdb.status(principal)
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from rustymt.catalog.db import Catalog
+from rustymt.events.bus import EventBus
+from rustymt.service.capacity import HostCapacity
+from rustymt.service.cdb import CdbService
+from rustymt.service.tenants import TenantService
+
+
+class Services:
+    def __init__(self, catalog: Catalog, settings: Any, bus: EventBus, capacity: HostCapacity | None = None):
+        self.catalog = catalog
+        self.settings = settings
+        self.bus = bus
+        self.capacity = capacity or HostCapacity.detect()
+        self.tenants = TenantService(catalog, settings, bus, self.capacity)
+        self.cdb = CdbService(catalog, settings)
+
+    async def ready(self) -> bool:
+        """True when the catalog answers (readiness probe)."""
+        def probe():
+            with self.catalog.read() as conn:
+                return conn.execute("SELECT count(*) FROM cdb").fetchone()[0] == 1
+
+        try:
+            return await asyncio.to_thread(probe)
+        except Exception:  # noqa: BLE001 - any failure means "not ready", reported by the probe
+            return False

@@ -1,0 +1,608 @@
+"""Tenant operations: the only code that changes tenant state.
+
+Every public coroutine takes the acting Principal first, checks its
+permission (and tenant scope) itself, runs its catalog work as one
+transaction in a worker thread, publishes events after the commit, and
+returns a plain dict shaped like the REST body of the spec. GraphQL calls the
+same coroutines. Refusals are ServiceError with the spec's codes.
+
+Admission control: a tenant is guaranteed a CPU minimum (its tier's
+cpu_min_percent, scaled with its CPU quota); creating a tenant, raising its
+quota or changing its tier is refused with INSUFFICIENT_RESOURCES (507) when
+the guarantees of all live tenants would exceed the host's CPU. Ceilings
+(cpu_percent, memory, storage, ...) may overcommit, as in any shared pool.
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sqlite3
+import weakref
+from typing import Any, Callable
+
+from rustymt.catalog import cdb as cdb_rows
+from rustymt.catalog import tenants as rows
+from rustymt.catalog.db import Catalog
+from rustymt.events.bus import EventBus
+from rustymt.model import timeutil
+from rustymt.model.tenants import STATE_NAMES, TenantState, check_mutable, check_transition
+from rustymt.model.tiers import PRIORITY_NAMES, QUOTA_FIELDS, TIER_NAMES, TIERS, cpu_shares, guaranteed_cpu_percent
+from rustymt.service import authz, inputs
+from rustymt.service.authz import Principal
+from rustymt.service.capacity import HostCapacity
+from rustymt.service.errors import ServiceError
+from rustymt.service.passwords import hash_password
+
+# The permission each operation needs; the REST route table reads it from here.
+PERMISSION = {
+    "create": "tenant:admin",
+    "list": "tenant:read",
+    "get": "tenant:read",
+    "suspend": "tenant:admin",
+    "resume": "tenant:admin",
+    "change_tier": "tenant:admin",
+    "set_priority": "tenant:admin",
+    "terminate": "tenant:admin",
+    "update_quota": "resources:update",
+    "resources": "resources:read",
+    "isolation": "resources:read",
+}
+
+TENANT_NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_]{0,62}"
+MIN_PASSWORD_LENGTH = 8
+MAX_PAGE_SIZE = 100
+# Upper bounds of a quota field; beyond them the request is malformed (400),
+# below them but beyond what the host can guarantee it is refused (507).
+QUOTA_LIMITS = {
+    "cpu_percent": 100 * 1024,
+    "memory_mb": 1 << 31,
+    "storage_gb": 1 << 31,
+    "iops": 1 << 31,
+    "network_mbps": 1 << 31,
+    "max_connections": 100_000,
+}
+
+NOT_MEASURED = "not measured yet: no engine instance serves this tenant, so usage counters are 0"
+SLA_SOURCE = ("uptime_percent: share of the tenant's lifetime spent in state active (catalog state history); "
+              "response times are not measured until the engine serves the tenant")
+
+
+def pdb_name_for(tenant_name: str) -> str:
+    return f"PDB_{tenant_name.upper()}"
+
+
+class TenantService:
+    def __init__(self, catalog: Catalog, settings: Any, bus: EventBus, capacity: HostCapacity,
+                 clock: Callable[[], Any] = timeutil.utc_now):
+        self.catalog = catalog
+        self.settings = settings
+        self.bus = bus
+        self.capacity = capacity
+        self.clock = clock
+        self._tier_cache: dict[str, str | None] = {}
+        self._create_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    # ---- helpers
+
+    async def _in_thread(self, function, *args):
+        return await asyncio.to_thread(function, *args)
+
+    def _now(self) -> str:
+        return timeutil.to_iso(self.clock())
+
+    def _publish(self, events: list[tuple[str, str | None, dict]]) -> None:
+        for event_type, tenant_id, data in events:
+            self.bus.publish(event_type, tenant_id, data)
+
+    @staticmethod
+    def _require_tenant(conn: sqlite3.Connection, tenant_id: str) -> dict[str, Any]:
+        record = rows.get(conn, tenant_id)
+        if record is None:
+            raise ServiceError("TENANT_NOT_FOUND", f"tenant {tenant_id} does not exist", details={"tenant_id": tenant_id})
+        return record
+
+    def _check_admission(self, conn: sqlite3.Connection, tenant_id: str | None, tier: str, cpu_percent: int) -> None:
+        """Refuse when the CPU guarantees of all live tenants would exceed the host."""
+        others = sum(guaranteed_cpu_percent(t, cpu) for t, cpu in rows.live_cpu_quotas(conn, exclude=tenant_id))
+        wanted = guaranteed_cpu_percent(tier, cpu_percent)
+        if others + wanted > self.capacity.cpu_percent:
+            raise ServiceError(
+                "INSUFFICIENT_RESOURCES",
+                "the host cannot guarantee this tenant's CPU minimum",
+                details={"resource": "cpu", "requested_guarantee_percent": wanted,
+                         "available_percent": max(0, self.capacity.cpu_percent - others),
+                         "host_cpu_percent": self.capacity.cpu_percent},
+            )
+
+    def _allocate_port(self, conn: sqlite3.Connection) -> int:
+        low, high = self.settings.tenant.ports
+        used = rows.used_ports(conn)
+        for port in range(low, high + 1):
+            if port not in used:
+                return port
+        raise ServiceError("INSUFFICIENT_RESOURCES", f"no free tenant port left in {low}-{high}",
+                           details={"resource": "network_port", "range": f"{low}-{high}"})
+
+    # ---- create
+
+    async def create(self, principal: Principal, *, tenant_name: str, admin_user: str, admin_password: str,
+                     service_tier: str, organization: str | None = None, tags: dict[str, str] | None = None) -> dict:
+        authz.require(principal, PERMISSION["create"])
+        tenant_name = inputs.text("tenant_name", tenant_name, max_length=63, pattern=TENANT_NAME_PATTERN)
+        admin_user = inputs.text("admin_user", admin_user, max_length=256)
+        inputs.text("admin_password", admin_password, max_length=1024)
+        if len(admin_password) < MIN_PASSWORD_LENGTH:
+            raise inputs.invalid("admin_password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+        tier = inputs.choice("service_tier", service_tier, TIER_NAMES)
+        if organization is not None:
+            organization = inputs.text("organization", organization, max_length=256, allow_empty=True)
+        tags = inputs.string_map("tags", tags)
+        # Creates of one name queue here so that the losers of a race are refused
+        # by the cheap check below instead of each spending a scrypt hash (~0.1 s
+        # of CPU). The transaction in _create_tx is still what guarantees
+        # uniqueness (several processes, or names differing only in case).
+        lock = self._create_locks.setdefault(tenant_name.lower(), asyncio.Lock())
+        async with lock:
+            await self._in_thread(self._refuse_duplicate_name, tenant_name)
+            password_hash = await self._in_thread(hash_password, admin_password)
+            body = await self._in_thread(self._create_tx, tenant_name, admin_user, password_hash, tier, organization, tags)
+        self._tier_cache[body["tenant_id"]] = tier
+        self._publish([
+            ("tenant.created", body["tenant_id"], {"tenant_name": tenant_name, "service_tier": tier, "pdb_id": body["pdb_id"],
+                                                   "network_port": body["resources"]["network_port"]}),
+            ("pdb.created", body["tenant_id"], {"pdb_id": body["pdb_id"], "pdb_name": pdb_name_for(tenant_name), "state": "created"}),
+        ])
+        return body
+
+    def _refuse_duplicate_name(self, tenant_name: str) -> None:
+        with self.catalog.read() as conn:
+            if rows.get_live_by_name(conn, tenant_name) is not None:
+                raise self._name_taken(tenant_name)
+
+    @staticmethod
+    def _name_taken(tenant_name: str) -> ServiceError:
+        return ServiceError("TENANT_ALREADY_EXISTS", f"tenant_name: a tenant named {tenant_name} already exists",
+                            details={"tenant_name": tenant_name}, field="tenant_name")
+
+    def _create_tx(self, tenant_name, admin_user, password_hash, tier, organization, tags) -> dict:
+        spec = TIERS[tier]
+        now = self._now()
+        with self.catalog.write() as conn:
+            if rows.get_live_by_name(conn, tenant_name) is not None:
+                raise self._name_taken(tenant_name)
+            if rows.get_live_by_admin(conn, admin_user) is not None:
+                raise ServiceError("CONFLICT", "admin_user: already the administrator of another tenant", field="admin_user")
+            pdb_name = pdb_name_for(tenant_name)
+            if cdb_rows.live_pdb_name_taken(conn, pdb_name):
+                raise ServiceError("CONFLICT", f"tenant_name: its PDB name {pdb_name} is taken", field="tenant_name")
+            if cdb_rows.count_pdbs(conn)["total"] >= self.settings.cdb.max_pdbs:
+                raise ServiceError("INSUFFICIENT_RESOURCES", f"the CDB already holds its maximum of {self.settings.cdb.max_pdbs} PDBs",
+                                   details={"resource": "pdbs", "max_pdbs": self.settings.cdb.max_pdbs})
+            self._check_admission(conn, None, tier, spec.quota.cpu_percent)
+            port = self._allocate_port(conn)
+            tenant_id = f"tenant_{secrets.token_hex(6)}"
+            pdb_id = f"pdb_{secrets.token_hex(6)}"
+            rows.insert(conn, {
+                "tenant_id": tenant_id, "tenant_name": tenant_name, "admin_user": admin_user,
+                "admin_password": password_hash, "organization": organization, "tags": tags,
+                "service_tier": tier, "state": TenantState.ACTIVE.value, "priority": spec.priority.value,
+                **spec.quota.as_dict(), "network_port": port, "created_at": now, "updated_at": now,
+                "state_changed_at": now,
+            })
+            # The PDB's catalog row; its files are created by the engine (state "created" until then).
+            cdb_rows.insert_pdb(conn, pdb_id, pdb_name, tenant_id, "created", now)
+            rows.log_state(conn, tenant_id, None, TenantState.ACTIVE.value, "created", now)
+        return {
+            "tenant_id": tenant_id,
+            "pdb_id": pdb_id,
+            "status": TenantState.ACTIVE.value,
+            "created_at": now,
+            "resources": {"cpu_cores": spec.quota.cpu_cores, "memory_mb": spec.quota.memory_mb,
+                          "storage_gb": spec.quota.storage_gb, "network_port": port},
+        }
+
+    # ---- read
+
+    async def list(self, principal: Principal, page: int = 1, page_size: int = 20, tier: str | None = None,
+                   state: str | None = None) -> dict:
+        authz.require(principal, PERMISSION["list"])
+        page = inputs.integer("page", page, minimum=1, maximum=1 << 31)
+        page_size = inputs.integer("page_size", page_size, minimum=1, maximum=MAX_PAGE_SIZE)
+        tier = inputs.choice("tier", tier, TIER_NAMES) if tier is not None else None
+        state = inputs.choice("state", state, STATE_NAMES) if state is not None else None
+
+        def query():
+            with self.catalog.read() as conn:
+                # A tenant-scoped caller sees only its own tenant, never others' metadata.
+                return rows.page(conn, offset=(page - 1) * page_size, limit=page_size, tier=tier, state=state,
+                                 tenant_id=principal.tenant_id)
+
+        total, records = await self._in_thread(query)
+        return {
+            "tenants": [{key: record[key] for key in ("tenant_id", "tenant_name", "service_tier", "state", "created_at")}
+                        for record in records],
+            "total": total,
+            "page": page,
+            "page_size": page_size,
+        }
+
+    async def describe(self, principal: Principal, tenant_id: str) -> dict:
+        """Everything known about a tenant (GraphQL's Tenant); REST's GET is a projection of it."""
+        authz.require(principal, PERMISSION["get"], tenant_id)
+
+        def query():
+            with self.catalog.read() as conn:
+                record = self._require_tenant(conn, tenant_id)
+                return record, cdb_rows.pdbs_of_tenant(conn, tenant_id), rows.state_history(conn, tenant_id), \
+                    rows.pending_tier_change(conn, tenant_id)
+
+        return self._describe_body(*await self._in_thread(query))
+
+    async def describe_many(self, principal: Principal, tenant_ids: list[str]) -> dict[str, dict | ServiceError]:
+        """describe() of many tenants in one catalog read (GraphQL lists): {tenant_id: body or refusal}.
+
+        Each id is checked as describe() checks it; a refusal or a missing
+        tenant is that id's value, so one bad id does not fail the others.
+        """
+        answers: dict[str, dict | ServiceError] = {}
+        allowed = []
+        for tenant_id in dict.fromkeys(tenant_ids):
+            try:
+                authz.require(principal, PERMISSION["get"], tenant_id)
+                allowed.append(tenant_id)
+            except ServiceError as exc:
+                answers[tenant_id] = exc
+
+        def query():
+            found = {}
+            with self.catalog.read() as conn:
+                for tenant_id in allowed:
+                    record = rows.get(conn, tenant_id)
+                    found[tenant_id] = record and (record, cdb_rows.pdbs_of_tenant(conn, tenant_id),
+                                                   rows.state_history(conn, tenant_id), rows.pending_tier_change(conn, tenant_id))
+            return found
+
+        for tenant_id, parts in (await self._in_thread(query)).items():
+            answers[tenant_id] = self._describe_body(*parts) if parts else ServiceError(
+                "TENANT_NOT_FOUND", f"tenant {tenant_id} does not exist", details={"tenant_id": tenant_id})
+        return answers
+
+    def _describe_body(self, record: dict, pdbs: list, history: list, pending: dict | None) -> dict:
+        return {
+            "tenant_id": record["tenant_id"],
+            "tenant_name": record["tenant_name"],
+            "service_tier": record["service_tier"],
+            "state": record["state"],
+            "priority": record["priority"],
+            "cpu_shares": cpu_shares(record["service_tier"], record["priority"]),
+            "quota": rows.quota_of(record),
+            "usage": self._usage(record),
+            "sla": self._sla(record, history),
+            "admin_user": record["admin_user"],
+            "organization": record["organization"],
+            "tags": record["tags"],
+            "network_port": record["network_port"],
+            "pdb_id": pdbs[0]["pdb_id"] if pdbs else None,
+            "pdb_ids": [pdb["pdb_id"] for pdb in pdbs],
+            "created_at": record["created_at"],
+            "updated_at": record["updated_at"],
+            "pending_tier_change": ({"new_tier": pending["new_tier"], "effective_date": pending["effective_at"]}
+                                    if pending else None),
+        }
+
+    async def get(self, principal: Principal, tenant_id: str) -> dict:
+        """The spec's GET /api/v1/tenants/{id} body, plus created_at, pdb_id and network_port."""
+        full = await self.describe(principal, tenant_id)
+        quota = full["quota"]
+        usage = full["usage"]
+        return {
+            "tenant_id": full["tenant_id"],
+            "tenant_name": full["tenant_name"],
+            "service_tier": full["service_tier"],
+            "state": full["state"],
+            "priority": full["priority"],
+            "quota": {key: quota[key] for key in ("cpu_percent", "memory_mb", "storage_gb", "iops", "max_connections")},
+            "usage": {key: usage[key] for key in ("cpu_percent", "memory_mb", "storage_gb", "iops", "active_connections", "source")},
+            "sla": {key: full["sla"][key] for key in ("uptime_percent", "avg_response_time_ms", "violations", "source")},
+            "created_at": full["created_at"],
+            "pdb_id": full["pdb_id"],
+            "network_port": full["network_port"],
+        }
+
+    async def get_by_name(self, principal: Principal, tenant_name: str) -> dict:
+        """describe() of the live tenant called `tenant_name` (GraphQL tenantByName)."""
+        authz.require(principal, PERMISSION["get"])
+
+        def query():
+            with self.catalog.read() as conn:
+                return rows.get_live_by_name(conn, tenant_name)
+
+        record = await self._in_thread(query)
+        # A scoped caller learns nothing about names that are not its own.
+        if record is None or (principal.tenant_id is not None and record["tenant_id"] != principal.tenant_id):
+            raise ServiceError("TENANT_NOT_FOUND", f"no tenant named {tenant_name}", details={"tenant_name": tenant_name})
+        return await self.describe(principal, record["tenant_id"])
+
+    def _usage(self, record: dict) -> dict:
+        # Until the engine serves tenants there is nothing to sample: report 0
+        # and say so, rather than inventing numbers.
+        return {"cpu_percent": 0.0, "memory_mb": 0, "storage_gb": 0, "iops": 0, "network_mbps": 0,
+                "active_connections": 0, "last_updated": self._now(), "source": NOT_MEASURED}
+
+    def _sla(self, record: dict, history: list[tuple[str, str]]) -> dict:
+        return {"uptime_percent": self._uptime_percent(history), "avg_response_time_ms": 0.0,
+                "p95_response_time_ms": 0.0, "p99_response_time_ms": 0.0, "error_rate_percent": 0.0,
+                "violations": [], "source": SLA_SOURCE}
+
+    def _uptime_percent(self, history: list[tuple[str, str]]) -> float:
+        if not history:
+            return 0.0
+        now = self.clock()
+        start = timeutil.from_iso(history[0][1])
+        active_seconds = 0.0
+        for index, (state, at) in enumerate(history):
+            until = timeutil.from_iso(history[index + 1][1]) if index + 1 < len(history) else now
+            if state == TenantState.ACTIVE.value:
+                active_seconds += (until - timeutil.from_iso(at)).total_seconds()
+        lifetime = (now - start).total_seconds()
+        if lifetime <= 0:  # created within this second
+            return 100.0 if history[-1][0] == TenantState.ACTIVE.value else 0.0
+        return round(100.0 * active_seconds / lifetime, 3)
+
+    # ---- lifecycle
+
+    def _transition_tx(self, tenant_id: str, target: TenantState, reason: str | None) -> tuple[dict, str, list[dict]]:
+        """(old record, time, PDB rows dropped) after moving the tenant to `target`."""
+        now = self._now()
+        dropped = []
+        with self.catalog.write() as conn:
+            record = self._require_tenant(conn, tenant_id)
+            check_transition(record["state"], target)
+            changes = {"state": target.value, "state_reason": reason, "updated_at": now, "state_changed_at": now}
+            if target is TenantState.TERMINATED:
+                changes["network_port"] = None  # the port goes back to the pool
+                rows.cancel_tier_change(conn, tenant_id)
+                dropped = [pdb for pdb in cdb_rows.pdbs_of_tenant(conn, tenant_id) if pdb["state"] != "dropped"]
+                for pdb in dropped:
+                    cdb_rows.set_pdb_state(conn, pdb["pdb_id"], "dropped", now)
+            rows.update(conn, tenant_id, changes)
+            rows.log_state(conn, tenant_id, record["state"], target.value, reason, now)
+        return record, now, dropped
+
+    async def _transition(self, principal: Principal, permission: str, tenant_id: str, target: TenantState,
+                          reason: str | None, extra_event_data: dict | None = None) -> str:
+        authz.require(principal, permission, tenant_id)
+        record, now, dropped = await self._in_thread(self._transition_tx, tenant_id, target, reason)
+        if target is TenantState.TERMINATED:
+            self._tier_cache.pop(tenant_id, None)
+        self._publish([("tenant.state.changed", tenant_id,
+                        {"old_state": record["state"], "new_state": target.value, "reason": reason, **(extra_event_data or {})})]
+                      + [("pdb.dropped", tenant_id, {"pdb_id": pdb["pdb_id"], "pdb_name": pdb["pdb_name"]}) for pdb in dropped])
+        return now
+
+    async def suspend(self, principal: Principal, tenant_id: str, reason: str, notify_admin: bool = False) -> dict:
+        reason = inputs.text("reason", reason, max_length=1024)
+        if not isinstance(notify_admin, bool):
+            raise inputs.invalid("notify_admin", "must be a boolean")
+        now = await self._transition(principal, PERMISSION["suspend"], tenant_id, TenantState.SUSPENDED, reason,
+                                     {"notify_admin": notify_admin})
+        return {"tenant_id": tenant_id, "state": TenantState.SUSPENDED.value, "suspended_at": now, "reason": reason}
+
+    async def resume(self, principal: Principal, tenant_id: str) -> dict:
+        now = await self._transition(principal, PERMISSION["resume"], tenant_id, TenantState.ACTIVE, None)
+        return {"tenant_id": tenant_id, "state": TenantState.ACTIVE.value, "resumed_at": now}
+
+    async def terminate(self, principal: Principal, tenant_id: str) -> dict:
+        """Final: frees the tenant's port and name, drops its PDB rows."""
+        now = await self._transition(principal, PERMISSION["terminate"], tenant_id, TenantState.TERMINATED, "terminated")
+        return {"tenant_id": tenant_id, "state": TenantState.TERMINATED.value, "terminated_at": now}
+
+    # ---- tier, priority, quota
+
+    async def change_tier(self, principal: Principal, tenant_id: str, new_tier: str, effective_date: str = "immediate") -> dict:
+        """Immediate, or scheduled for an ISO date/date-time (applied by the daemon when due).
+
+        The answer has "scheduled": true (REST: 202) when the change is pending.
+        """
+        authz.require(principal, PERMISSION["change_tier"], tenant_id)
+        new_tier = inputs.choice("new_tier", new_tier, TIER_NAMES)
+        inputs.text("effective_date", effective_date, max_length=64)
+        if effective_date.strip().lower() == "immediate":
+            when = None
+        else:
+            try:
+                when = timeutil.parse_instant(effective_date)
+            except ValueError as exc:
+                raise inputs.invalid("effective_date", f'must be "immediate" or an ISO-8601 date or date-time ({exc})') from None
+            if when <= self.clock():
+                when = None  # already due: apply now
+        if when is None:
+            record, now = await self._in_thread(self._apply_tier_tx, tenant_id, new_tier, None)
+            self._after_tier_change(tenant_id, record, new_tier)
+            return self._tier_body(tenant_id, record["service_tier"], new_tier, now)
+        record = await self._in_thread(self._schedule_tier_tx, tenant_id, new_tier, timeutil.to_iso(when))
+        return {**self._tier_body(tenant_id, record["service_tier"], new_tier, timeutil.to_iso(when)), "scheduled": True}
+
+    @staticmethod
+    def _tier_body(tenant_id: str, old_tier: str, new_tier: str, at: str) -> dict:
+        quota = TIERS[new_tier].quota
+        return {"tenant_id": tenant_id, "old_tier": old_tier, "new_tier": new_tier, "upgraded_at": at,
+                "new_quota": {"cpu_cores": quota.cpu_cores, "memory_mb": quota.memory_mb, "storage_gb": quota.storage_gb}}
+
+    def _schedule_tier_tx(self, tenant_id: str, new_tier: str, effective_at: str) -> dict:
+        with self.catalog.write() as conn:
+            record = self._require_tenant(conn, tenant_id)
+            check_mutable(record["state"])
+            if record["service_tier"] == new_tier:
+                raise inputs.invalid("new_tier", f"the tenant is already on tier {new_tier}")
+            rows.schedule_tier_change(conn, tenant_id, new_tier, effective_at, self._now())
+        return record
+
+    def _apply_tier_tx(self, tenant_id: str, new_tier: str, conn: sqlite3.Connection | None) -> tuple[dict, str]:
+        if conn is None:
+            with self.catalog.write() as conn:
+                return self._apply_tier_tx(tenant_id, new_tier, conn)
+        now = self._now()
+        record = self._require_tenant(conn, tenant_id)
+        check_mutable(record["state"])
+        if record["service_tier"] == new_tier:
+            raise inputs.invalid("new_tier", f"the tenant is already on tier {new_tier}")
+        spec = TIERS[new_tier]
+        self._check_admission(conn, tenant_id, new_tier, spec.quota.cpu_percent)
+        changes = {"service_tier": new_tier, **spec.quota.as_dict(), "updated_at": now}
+        if not record["priority_is_explicit"]:
+            changes["priority"] = spec.priority.value
+        rows.update(conn, tenant_id, changes)
+        rows.cancel_tier_change(conn, tenant_id)
+        return record, now
+
+    def _after_tier_change(self, tenant_id: str, record: dict, new_tier: str) -> None:
+        self._tier_cache[tenant_id] = new_tier
+        self._publish([("tenant.tier.changed", tenant_id,
+                        {"old_tier": record["service_tier"], "new_tier": new_tier, "new_quota": TIERS[new_tier].quota.as_dict()})])
+
+    async def apply_due_tier_changes(self) -> list[dict]:
+        """Apply every scheduled tier change whose time has come (the daemon calls this).
+
+        A change that can no longer be applied (tenant terminated, host full)
+        is dropped and reported as a system.alert event instead of retried forever.
+        """
+        def apply():
+            applied, failed = [], []
+            with self.catalog.read() as conn:  # the usual case, every second: nothing due, no write lock
+                earliest = rows.earliest_tier_change(conn)
+            if earliest is None or earliest > self._now():
+                return applied, failed
+            with self.catalog.write() as conn:
+                for change in rows.due_tier_changes(conn, self._now()):
+                    conn.execute("SAVEPOINT tier_change")
+                    try:
+                        record, _ = self._apply_tier_tx(change["tenant_id"], change["new_tier"], conn)
+                    except ServiceError as exc:
+                        conn.execute("ROLLBACK TO tier_change")
+                        rows.cancel_tier_change(conn, change["tenant_id"])
+                        failed.append((change, exc))
+                    else:
+                        applied.append((change, record))
+                    conn.execute("RELEASE tier_change")
+            return applied, failed
+
+        applied, failed = await self._in_thread(apply)
+        for change, record in applied:
+            self._after_tier_change(change["tenant_id"], record, change["new_tier"])
+        self._publish([("system.alert", change["tenant_id"],
+                        {"alert": "scheduled tier change dropped", "new_tier": change["new_tier"],
+                         "effective_date": change["effective_at"], "code": exc.code, "message": exc.message})
+                       for change, exc in failed])
+        return [{"tenant_id": change["tenant_id"], "new_tier": change["new_tier"]} for change, _ in applied]
+
+    async def set_priority(self, principal: Principal, tenant_id: str, priority: str) -> dict:
+        authz.require(principal, PERMISSION["set_priority"], tenant_id)
+        priority = inputs.choice("priority", priority, PRIORITY_NAMES)
+
+        def tx():
+            now = self._now()
+            with self.catalog.write() as conn:
+                record = self._require_tenant(conn, tenant_id)
+                check_mutable(record["state"])
+                rows.update(conn, tenant_id, {"priority": priority, "priority_is_explicit": 1, "updated_at": now})
+            return record, now
+
+        record, now = await self._in_thread(tx)
+        shares = cpu_shares(record["service_tier"], priority)
+        self._publish([("tenant.priority.changed", tenant_id,
+                        {"old_priority": record["priority"], "new_priority": priority, "cpu_shares": shares})])
+        return {"tenant_id": tenant_id, "old_priority": record["priority"], "priority": priority,
+                "cpu_shares": shares, "updated_at": now}
+
+    async def update_quota(self, principal: Principal, tenant_id: str, quota: dict[str, int]) -> dict:
+        """Change some fields of the quota vector; the others keep their values."""
+        authz.require(principal, PERMISSION["update_quota"], tenant_id)
+        if not isinstance(quota, dict) or not quota:
+            raise inputs.invalid("quota", f"give at least one of {', '.join(QUOTA_FIELDS)}")
+        for name in quota:
+            if name not in QUOTA_FIELDS:
+                raise inputs.invalid(name, "unknown quota field")
+        quota = {name: inputs.integer(name, value, minimum=1, maximum=QUOTA_LIMITS[name]) for name, value in quota.items()}
+
+        def tx():
+            now = self._now()
+            with self.catalog.write() as conn:
+                record = self._require_tenant(conn, tenant_id)
+                check_mutable(record["state"])
+                if "cpu_percent" in quota:
+                    self._check_admission(conn, tenant_id, record["service_tier"], quota["cpu_percent"])
+                rows.update(conn, tenant_id, {**quota, "updated_at": now})
+            return record
+
+        record = await self._in_thread(tx)
+        old = rows.quota_of(record)
+        self._publish([("tenant.quota.changed", tenant_id, {"old_quota": old, "new_quota": {**old, **quota}})])
+        return {"tenant_id": tenant_id, "quota_updated": True, "effective_immediately": True}
+
+    # ---- resources and isolation statistics
+
+    async def resources(self, principal: Principal, tenant_id: str) -> dict:
+        authz.require(principal, PERMISSION["resources"], tenant_id)
+        record = await self._in_thread(self._read_tenant, tenant_id)
+        usage = self._usage(record)
+        quota = rows.quota_of(record)
+
+        def share(used: float, limit: float) -> str:
+            return f"{100.0 * used / limit:.1f}%" if limit else "0.0%"
+
+        return {
+            "tenant_id": tenant_id,
+            "current_usage": {key: usage[key] for key in ("cpu_percent", "memory_mb", "storage_gb", "iops", "network_mbps",
+                                                          "active_connections", "source")},
+            "quota": quota,
+            "utilization": {
+                "cpu": share(usage["cpu_percent"], quota["cpu_percent"]),
+                "memory": share(usage["memory_mb"], quota["memory_mb"]),
+                "storage": share(usage["storage_gb"], quota["storage_gb"]),
+                "connections": share(usage["active_connections"], quota["max_connections"]),
+            },
+        }
+
+    def _read_tenant(self, tenant_id: str) -> dict:
+        with self.catalog.read() as conn:
+            return self._require_tenant(conn, tenant_id)
+
+    async def isolation_memory(self, principal: Principal, tenant_id: str) -> dict:
+        """The engine allocator's per-tenant counters; the quota is real, the counters 0 until the engine runs."""
+        authz.require(principal, PERMISSION["isolation"], tenant_id)
+        record = await self._in_thread(self._read_tenant, tenant_id)
+        return {"tenant_id": tenant_id, "allocated_bytes": 0, "quota_bytes": record["memory_mb"] << 20,
+                "peak_usage_bytes": 0, "oom_count": 0, "allocation_count": 0, "deallocation_count": 0,
+                "source": NOT_MEASURED}
+
+    async def isolation_cpu(self, principal: Principal, tenant_id: str) -> dict:
+        """The scheduler's parameters (real, from tier/priority/quota) and counters (0 until the engine runs)."""
+        authz.require(principal, PERMISSION["isolation"], tenant_id)
+        record = await self._in_thread(self._read_tenant, tenant_id)
+        return {"tenant_id": tenant_id, "shares": cpu_shares(record["service_tier"], record["priority"]),
+                "min_percent": guaranteed_cpu_percent(record["service_tier"], record["cpu_percent"]),
+                "max_percent": record["cpu_percent"], "used_cpu_ns": 0, "throttled_ns": 0, "throttle_ratio": 0.0,
+                "allocation_percent": 0.0, "source": NOT_MEASURED}
+
+    # ---- lookups for the auth and rate-limit middlewares (synchronous, fast)
+
+    def admin_credentials(self, username: str) -> tuple[str, str] | None:
+        """(tenant_id, scrypt hash) of the live tenant whose admin_user is `username`."""
+        if not isinstance(username, str) or not username:
+            return None
+        with self.catalog.read() as conn:
+            record = rows.get_live_by_admin(conn, username)
+        return (record["tenant_id"], record["admin_password"]) if record else None
+
+    def tier_of(self, tenant_id: str) -> str | None:
+        """The tenant's tier, None when unknown or terminated (cached; updated on change)."""
+        if tenant_id in self._tier_cache:
+            return self._tier_cache[tenant_id]
+        with self.catalog.read() as conn:
+            record = rows.get(conn, tenant_id)
+        tier = record["service_tier"] if record and record["state"] != TenantState.TERMINATED.value else None
+        if record is not None:
+            self._tier_cache[tenant_id] = tier
+        return tier
+

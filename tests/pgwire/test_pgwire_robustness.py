@@ -1,0 +1,142 @@
+"""Hostile and broken clients over real sockets: each gets a protocol error or a
+closed connection; the listener keeps serving everybody else."""
+import socket
+import struct
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from conftest import PASSWORD, ServerThread
+from pgwire_client import (ScramClient, error_fields, msg, query, read_until, split_messages, ssl_request, startup)
+from tests.conftest import wait_for
+
+
+@pytest.fixture(scope="module")
+def strict(tmp_path_factory):
+    """A server with small limits so the tests run fast."""
+    server = ServerThread(tmp_path_factory.mktemp("strict"), max_message_bytes=64 * 1024,
+                          idle_in_transaction_timeout=1, auth_timeout=2)
+    server.backend.create_database("app")
+    yield server
+    server.stop()
+
+
+def connect(server):
+    sock = socket.create_connection((server.host, server.port), timeout=15)
+    return sock
+
+
+def login(server, sock):
+    sock.sendall(startup("alice", "app"))
+    data = read_until(sock, lambda d: len(d) >= 9)
+    client = ScramClient(PASSWORD)
+    sock.sendall(client.initial_response())
+    data = read_until(sock, lambda d: len(d) >= 5 and len(d) >= 1 + struct.unpack("!i", d[1:5])[0])
+    sock.sendall(client.final_response(split_messages(data)[0][1][4:]))
+    read_until(sock, lambda d: d.endswith(b"Z\x00\x00\x00\x05I"))
+
+
+def fatal_then_closed(sock) -> dict:
+    data = read_until(sock, lambda d: False)  # until EOF
+    kinds = split_messages(data)
+    assert kinds and kinds[-1][0] == b"E", data
+    fields = error_fields(kinds[-1][1])
+    assert fields["S"] == "FATAL"
+    return fields
+
+
+def still_serves(server):
+    with psycopg.connect(server.dsn("app"), autocommit=True) as conn:
+        assert conn.execute("SELECT 1 + 1").fetchone() == (2,)
+
+
+@pytest.mark.parametrize("payload, code", [
+    (b"Q\x00\x00\x00\x01", "08P01"),                                  # length below 4
+    (b"Q" + struct.pack("!i", 10 << 20), "54000"),                   # larger than max_message_bytes
+    (msg(b"\x01", b"junk"), "08P01"),                                 # unknown message type
+    (msg(b"P", b"no terminators"), "08P01"),                          # malformed body
+    (msg(b"d", b"copy data"), "0A000"),                               # COPY: not supported
+])
+def test_malformed_messages_after_login_are_fatal(strict, payload, code):
+    with connect(strict) as sock:
+        login(strict, sock)
+        sock.sendall(payload)
+        assert fatal_then_closed(sock)["C"] == code
+    still_serves(strict)
+
+
+@pytest.mark.parametrize("payload", [struct.pack("!ii", 3, 196608), struct.pack("!ii", 1 << 20, 196608),
+                                     b"\x00\x00\x00\x08\x00\x00\x00\x00", startup("", "app")])
+def test_malformed_startup_is_fatal(strict, payload):
+    with connect(strict) as sock:
+        sock.sendall(payload)
+        assert fatal_then_closed(sock)["C"] in ("08P01", "0A000", "28000")
+    still_serves(strict)
+
+
+def test_half_a_message_then_stall_is_dropped_and_others_are_served(strict):
+    with connect(strict) as stalled:
+        stalled.sendall(startup("alice", "app")[:7])  # half a startup packet, then nothing
+        still_serves(strict)                          # the listener is not blocked by it
+        fields = fatal_then_closed(stalled)           # auth_timeout (2 s) closes it
+        assert fields["C"] == "08006"
+
+
+def test_half_a_query_then_stall_blocks_only_that_session(strict):
+    with connect(strict) as sock:
+        login(strict, sock)
+        sock.sendall(query("SELECT 1")[:6])
+        still_serves(strict)
+        sock.sendall(query("SELECT 1")[6:])
+        data = read_until(sock, lambda d: d.endswith(b"Z\x00\x00\x00\x05I"))
+        assert [k for k, _ in split_messages(data)] == [b"T", b"D", b"C", b"Z"]
+
+
+def test_ssl_request_is_declined_with_n_then_startup_works(strict):
+    with connect(strict) as sock:
+        sock.sendall(ssl_request())
+        assert sock.recv(1) == b"N"
+        login(strict, sock)
+
+
+def test_thousand_connections_opened_and_dropped(strict):
+    garbage = [b"", startup("alice", "app"), b"\x00\x00", ssl_request(), b"GET / HTTP/1.1\r\n\r\n"]
+    for i in range(1000):
+        sock = socket.create_connection((strict.host, strict.port), timeout=15)
+        payload = garbage[i % len(garbage)]
+        if payload:
+            sock.sendall(payload)
+        sock.close()
+    still_serves(strict)
+    wait_for(lambda: not strict.server._tasks and strict.session_count() == 0, timeout=30,
+             what="every dropped connection's task to end")
+
+
+def test_idle_in_transaction_timeout_closes_the_session(strict):
+    conn = psycopg.connect(strict.dsn("app"))
+    conn.execute("SELECT 1")                 # psycopg opened a transaction block: idle in transaction
+    wait_for(lambda: strict.session_count() == 0, timeout=15, what="the idle session to be closed")
+    with pytest.raises(errors.IdleInTransactionSessionTimeout) as info:
+        conn.execute("SELECT 1")
+    assert info.value.sqlstate == "25P03"
+    conn.close()
+    still_serves(strict)
+
+
+def test_large_result_is_streamed_in_chunks(strict):
+    # ~6 MB of DataRows: written while produced (FLUSH_BYTES chunks), not buffered whole.
+    with psycopg.connect(strict.dsn("app"), autocommit=True) as conn:
+        rows = conn.execute("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 200000) "
+                            "SELECT i, 'row-' || i FROM s").fetchall()
+        assert len(rows) == 200000 and rows[-1] == (200000, "row-200000")
+
+
+def test_server_limits_come_from_the_pgwire_config_section(tmp_path):
+    from rustymt import config
+    from rustymt.engine.pgwire.backend import FileBackend
+    from rustymt.engine.pgwire.server import PgServer
+    cfg = config.load(env={"RUSTYMT_PGWIRE_MAX_MESSAGE_BYTES": "4096",
+                           "RUSTYMT_PGWIRE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS": "7"})
+    server = PgServer.from_config(cfg, FileBackend(str(tmp_path)))
+    assert (server.max_message_bytes, server.idle_in_transaction_timeout, server.ssl_context) == (4096, 7, None)
