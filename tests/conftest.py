@@ -72,3 +72,10 @@ def _no_daemon_outlives_the_run():
 
     for daemon in STARTED:
         daemon.kill()
+
+
+def examples(count: int) -> int:
+    """Hypothesis example count, scaled down by RUSTYMT_EXAMPLES_SCALE (the
+    sanitizer run sets it: instrumented native code runs several times slower)."""
+    scale = float(os.environ.get("RUSTYMT_EXAMPLES_SCALE", "1"))
+    return max(10, int(count * scale))
