@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import secrets
+import socket
 import sqlite3
 import weakref
 from typing import Any, Callable
@@ -83,6 +84,16 @@ NETWORK_SOURCE = ("bytes: every protocol byte on the tenant's port, counted by i
                   "packets_dropped: drops happen in the host's tc shaping, not counted here")
 
 
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the instance's listener binds
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def pdb_name_for(tenant_name: str) -> str:
     return f"PDB_{tenant_name.upper()}"
 
@@ -136,7 +147,9 @@ class TenantService:
         low, high = self.settings.tenant.ports
         used = rows.used_ports(conn)
         for port in range(low, high + 1):
-            if port not in used:
+            # A port some other program already holds would leave the tenant
+            # without a listener: skip it (checked again when the instance binds).
+            if port not in used and (self.fleet is None or port_is_free(self.settings.tenant.listen_host, port)):
                 return port
         raise ServiceError("INSUFFICIENT_RESOURCES", f"no free tenant port left in {low}-{high}",
                            details={"resource": "network_port", "range": f"{low}-{high}"})
