@@ -24,6 +24,9 @@ class Services:
         self.capacity = capacity or HostCapacity.detect()
         self.tenants = TenantService(catalog, settings, bus, self.capacity)
         self.cdb = CdbService(catalog, settings)
+        # metering, billing, SLA, webhooks (rustymt/metering, rustymt/sla, rustymt/events/webhooks.py)
+        from rustymt.metering.wiring import attach_metering
+        attach_metering(self)
 
     async def ready(self) -> bool:
         """True when the catalog answers (readiness probe)."""
