@@ -121,8 +121,10 @@ class MeteringSampler:
 
     def _live_tenants(self) -> list[dict[str, Any]]:
         with self.catalog.read() as conn:
-            rows = conn.execute("SELECT tenant_id, service_tier, state, cpu_percent, memory_mb, storage_gb, iops, "
-                                "network_mbps, max_connections FROM tenants WHERE state != 'terminated'").fetchall()
+            rows = conn.execute(
+                "SELECT tenant_id, service_tier, state, cpu_percent, memory_mb, storage_gb, iops, network_mbps, max_connections, "
+                "(SELECT count(*) FROM pdbs p WHERE p.tenant_id = t.tenant_id AND p.state = 'open') AS open_pdbs "
+                "FROM tenants t WHERE state != 'terminated'").fetchall()
         return [dict(row) for row in rows]
 
     async def tick(self) -> list[dict[str, Any]]:
@@ -138,7 +140,7 @@ class MeteringSampler:
                     return {"available": False}
 
         samples = await asyncio.gather(*(one(t["tenant_id"]) for t in tenants))
-        now = self.clock()
+        now = float(round(self.clock()))  # whole seconds: records answer in ISO-8601 seconds
         api_counts = self.api_requests.drain()
         records = await asyncio.to_thread(self._record, tenants, samples, now, api_counts)
         for tenant in tenants:
@@ -156,6 +158,8 @@ class MeteringSampler:
             live.add(tenant_id)
             usage = Usage.from_stats(stats)
             before = self.previous.get(tenant_id)
+            if before is not None and before[0] >= now:
+                continue  # two ticks within one second: the next one covers it
             self.previous[tenant_id] = (now, usage)
             quota = {key: tenant[key] for key in ("cpu_percent", "memory_mb", "storage_gb", "iops", "network_mbps",
                                                   "max_connections")}
@@ -166,7 +170,9 @@ class MeteringSampler:
             since, earlier = before
             seconds = max(0.0, now - since)
             delta = usage.delta(earlier)
-            self.sla.observe(tenant_id, tenant["service_tier"], tenant["state"], delta, seconds, now)
+            # A tenant whose PDBs the operator closed is not "down": its time counts as excluded.
+            sla_state = tenant["state"] if tenant["open_pdbs"] else "closed"
+            self.sla.observe(tenant_id, tenant["service_tier"], sla_state, delta, seconds, now)
             records.append({
                 "tenant_id": tenant_id, "resolution": store.RAW, "period_start": since, "period_end": now,
                 "tier": tenant["service_tier"], "cpu_seconds": delta.cpu_ns / 1e9,

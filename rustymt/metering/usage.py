@@ -17,9 +17,9 @@ since the instance started; Usage.delta() turns two samples into what
 happened between them and treats a counter that went backwards as a restart
 (the new value is then the delta).
 
-ServiceUsageSource is the fallback until the daemon provides the engine's
-stats: it reads the service layer's resources() answer, which says
-"not measured" in this build, so it answers None for every tenant.
+FleetUsageSource is the daemon's: the engine instances' stats. ServiceUsageSource
+is the fallback without engine instances (in-process apps): it reads the service
+layer's resources() answer and answers None while that says "not measured".
 """
 from __future__ import annotations
 
@@ -61,6 +61,21 @@ class ServiceUsageSource:
             "storage_bytes": int(usage["storage_gb"]) << 30,
             "sessions": int(usage["active_connections"]),
         }
+
+
+class FleetUsageSource:
+    """Usage from the engine instances (rustymt.service.fleet.Fleet.stats): the daemon's real source.
+
+    The fleet answers None while the tenant's instance is down or has not
+    attached it: that is the platform being unavailable, so {"available": False}.
+    """
+
+    def __init__(self, fleet: Any):
+        self.fleet = fleet
+
+    async def sample(self, tenant_id: str) -> dict | None:
+        stats = await self.fleet.stats(tenant_id)
+        return {"available": False} if stats is None else stats
 
 
 COUNTERS = ("cpu_ns", "wait_ns", "cpu_throttled_ns", "io_throttled_ns", "reads", "writes", "bytes_in", "bytes_out",

@@ -2,8 +2,8 @@
 
     attach_metering(services)            # Services.__init__: services.metering, .webhooks, .observability
     obs = services.observability
-    obs.usage_source = my_source         # the daemon's engine stats (rustymt.metering.usage.UsageSource)
-    obs.instance_restarts = lambda: {"shared": 2}
+    obs.usage_source                     # engine stats via services.fleet (FleetUsageSource); replaceable
+    obs.instance_restarts()              # {"shared": 2} from fleet.status()
     obs.install(app)                     # before the app starts: API metrics middleware
     tasks = obs.start()                  # sampler + webhook dispatcher; cancel them to stop
 """
@@ -18,15 +18,17 @@ from rustymt.events.webhooks import WebhookDispatcher, WebhookService
 from rustymt.metering.prometheus import Metrics, api_metrics_middleware
 from rustymt.metering.sampler import ApiRequestCounter, MeteringSampler
 from rustymt.metering.service import MeteringService
-from rustymt.metering.usage import ServiceUsageSource, UsageSource
+from rustymt.metering.usage import FleetUsageSource, ServiceUsageSource, UsageSource
 from rustymt.sla.tracker import SlaTracker
 
 
 class Observability:
     def __init__(self, services: Any):
         catalog, settings, bus = services.catalog, services.settings, services.bus
-        self.usage_source: UsageSource = ServiceUsageSource(services)
-        self.instance_restarts: Callable[[], dict[str, int]] = lambda: {}
+        fleet = getattr(services, "fleet", None)
+        self.usage_source: UsageSource = FleetUsageSource(fleet) if fleet is not None else ServiceUsageSource(services)
+        self.instance_restarts: Callable[[], dict[str, int]] = (
+            (lambda: {i["name"]: i["restarts"] for i in fleet.status()}) if fleet is not None else (lambda: {}))
         self.api_requests = ApiRequestCounter()
         self.sla = SlaTracker(catalog, bus, settings.sla.latency_min_statements)
         self.sampler = MeteringSampler(catalog, settings, bus, _Deferred(self), self.sla, self.api_requests)

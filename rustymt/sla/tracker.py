@@ -42,7 +42,7 @@ WINDOW_TICKS = 60
 MIN_JUDGED_TICKS = 10  # uptime is judged once this many ticks of known availability were seen
 RECENT_VIOLATIONS = 20  # shown in GET tenant `sla`
 ERROR_RATE_TARGET = {"bronze": 1.0, "silver": 0.5, "gold": 0.1, "platinum": 0.05}  # percent of statements
-EXCLUDED_STATES = frozenset({"suspended", "maintenance", "migrating"})
+EXCLUDED_STATES = frozenset({"suspended", "maintenance", "migrating", "closed"})  # closed: no PDB meant to be open
 REMEDIATION = {
     "uptime": "the platform restarts the instance automatically; check /api/v1/cdb/status and the daemon log",
     "latency": "statements wait behind other tenants: rebalance priorities or move the tenant to a dedicated instance",
