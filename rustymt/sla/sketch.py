@@ -21,6 +21,8 @@ folded together (only the low tail loses accuracy, never p99).
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from typing import Any
 
@@ -114,6 +116,13 @@ class LatencySketch:
             return self.zero_count
         limit = self.key(value)
         return self.zero_count + sum(count for key, count in self.bins.items() if key <= limit)
+
+    def cumulative(self, bounds) -> list[int]:
+        """count_at_most for each of the ascending `bounds` (one sort, one bisect each)."""
+        keys = sorted(self.bins)
+        prefix = list(itertools.accumulate((self.bins[key] for key in keys), initial=self.zero_count))
+        return [prefix[bisect.bisect_right(keys, self.key(bound))] if bound >= MIN_VALUE else self.zero_count
+                for bound in bounds]
 
     @property
     def mean(self) -> float:
