@@ -77,3 +77,23 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def tenant_ports(count: int = 40) -> dict[str, str]:
+    """RUSTYMT_TENANT_PORTS: a random free range, so parallel daemons (other developers') do not collide."""
+    import random
+
+    while True:
+        low = random.randrange(30000, 60000 - count)
+        try:
+            probes = []
+            for port in range(low, low + count):
+                probe = socket.socket()
+                probes.append(probe)
+                probe.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+        return {"RUSTYMT_TENANT_PORTS": f"{low}-{low + count - 1}"}

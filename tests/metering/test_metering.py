@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import wait_for
 from tests.daemon import Daemon
 from tests.metering import crafted
-from tests.metering.receiver import Receiver
+from tests.metering.receiver import Receiver, tenant_ports
 
 PASSWORD = "correct horse battery"
 _names = iter(range(1, 10_000))
@@ -26,7 +26,8 @@ _names = iter(range(1, 10_000))
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
     running = Daemon.start(str(tmp_path_factory.mktemp("metering") / "data"),
-                           {"RUSTYMT_METERING_INTERVAL_SECONDS": "1", "RUSTYMT_WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true"})
+                           {"RUSTYMT_METERING_INTERVAL_SECONDS": "1", "RUSTYMT_WEBHOOKS_ALLOW_PRIVATE_TARGETS": "true",
+                            **tenant_ports()})
     yield running
     running.stop()
 

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.daemon import Daemon
-from tests.metering.receiver import Receiver
+from tests.metering.receiver import Receiver, tenant_ports
 
 SECRET = "webhook_secret_key_1"
 FAST_RETRIES = {
@@ -25,7 +25,7 @@ _names = iter(range(1, 10_000))
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    running = Daemon.start(str(tmp_path_factory.mktemp("webhooks") / "data"), FAST_RETRIES)
+    running = Daemon.start(str(tmp_path_factory.mktemp("webhooks") / "data"), {**FAST_RETRIES, **tenant_ports()})
     yield running
     running.stop()
 
@@ -117,7 +117,7 @@ def test_never_reachable_target_is_dead_lettered_and_visible(daemon):
 
 def test_kill_9_between_enqueue_and_delivery_delivers_after_restart(tmp_path):
     data_dir = str(tmp_path / "data")
-    first = Daemon.start(data_dir, {**FAST_RETRIES, "RUSTYMT_WEBHOOKS_MAX_AGE_SECONDS": "600"})
+    first = Daemon.start(data_dir, {**FAST_RETRIES, "RUSTYMT_WEBHOOKS_MAX_AGE_SECONDS": "600", **tenant_ports()})
     receiver = Receiver(SECRET)
     second = None
     try:
@@ -141,7 +141,7 @@ def test_kill_9_between_enqueue_and_delivery_delivers_after_restart(tmp_path):
 
 
 def test_unsafe_urls_and_bad_registrations_are_refused(tmp_path):
-    daemon = Daemon.start(str(tmp_path / "data"))  # webhooks.allow_private_targets off (the default)
+    daemon = Daemon.start(str(tmp_path / "data"), tenant_ports())  # webhooks.allow_private_targets off (the default)
     try:
         for url in ("http://127.0.0.1:8080/hook", "http://localhost/hook", "http://10.0.0.7/hook", "http://[::1]/hook",
                     "http://169.254.169.254/latest/meta-data", "http://192.168.1.10/x", "ftp://example.com/x",
