@@ -12,6 +12,7 @@ A tenant-scoped token sees only its own tenant's series.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Iterable
 
@@ -57,15 +58,22 @@ FAMILY_NAMES = [family[0] for family in TENANT_FAMILIES]
 
 
 def _num(value) -> str:
-    return str(value) if type(value) is int else floatToGoString(value)
+    if type(value) is int:
+        return str(value)
+    return repr(value) if math.isfinite(value) else floatToGoString(value)
 
 
 def _label(value: str) -> str:
+    if "\\" not in value and '"' not in value and "\n" not in value:
+        return value  # ids, tiers, states: nothing to escape
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _tenant_lines(tenant_id: str, entry: dict) -> dict[str, str]:
-    """One tenant's lines per family; cached in the sampler's entry until its next sample."""
+def prepare(tenant_id: str, entry: dict) -> dict[str, str]:
+    """One tenant's lines per family, cached in the sampler's entry until its next sample.
+
+    The sampler calls this in its worker thread right after sampling, so a
+    scrape only joins strings."""
     cached = entry.get("_exposition")
     if cached is not None:
         return cached
@@ -101,7 +109,7 @@ HEADERS = (
 def render_tenants(latest: dict[str, dict], only_tenant: str | None = None) -> str:
     items = sorted(latest.items()) if only_tenant is None else \
         [(only_tenant, latest[only_tenant])] if only_tenant in latest else []
-    per_tenant = [_tenant_lines(tenant_id, entry) for tenant_id, entry in items]
+    per_tenant = [prepare(tenant_id, entry) for tenant_id, entry in items]
     out = []
     for name, kind, text in HEADERS:
         out.append(f"# HELP {name} {text}\n# TYPE {name} {kind}\n")  # counters: as prometheus-client writes them

@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Any
 
-from rustymt.metering import store
+from rustymt.metering import prometheus, store
 from rustymt.metering.usage import Usage, UsageSource, sample_of
 from rustymt.model import timeutil
 from rustymt.sla.tracker import SlaTracker
@@ -163,8 +163,9 @@ class MeteringSampler:
             self.previous[tenant_id] = (now, usage)
             quota = {key: tenant[key] for key in ("cpu_percent", "memory_mb", "storage_gb", "iops", "network_mbps",
                                                   "max_connections")}
-            self.latest[tenant_id] = {"usage": usage, "quota": quota, "tier": tenant["service_tier"],
-                                      "state": tenant["state"], "at": now}
+            entry = {"usage": usage, "quota": quota, "tier": tenant["service_tier"], "state": tenant["state"], "at": now}
+            prometheus.prepare(tenant_id, entry)  # here, off the event loop, not at scrape time
+            self.latest[tenant_id] = entry
             if before is None:
                 continue  # a baseline: nothing known about the time before it
             since, earlier = before
