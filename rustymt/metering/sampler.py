@@ -143,8 +143,7 @@ class MeteringSampler:
         now = float(round(self.clock()))  # whole seconds: records answer in ISO-8601 seconds
         api_counts = self.api_requests.drain()
         records = await asyncio.to_thread(self._record, tenants, samples, now, api_counts)
-        for tenant in tenants:
-            await asyncio.to_thread(self.sla.evaluate, tenant["tenant_id"])
+        await asyncio.to_thread(lambda: [self.sla.evaluate(tenant["tenant_id"]) for tenant in tenants])
         if now - self._last_maintenance >= MAINTENANCE_EVERY_SECONDS:
             self._last_maintenance = now
             await asyncio.to_thread(self.maintain, now)

@@ -103,6 +103,12 @@ def test_records_every_second_match_the_engine_workload(daemon):
         assert sum(r[field] for r in rows) == tenant_value(samples, name, tenant_id, **labels), field
     assert sum(r["write_ops"] for r in rows) >= 40 * 50_000 // 4096  # the blobs were written to the datafile
     assert sum(r["api_requests"] for r in rows) >= 1  # these GETs name the tenant
+    graphql = daemon.request("POST", "/graphql", json={
+        "query": "query($t: ID!, $s: DateTime!, $e: DateTime!) { tenantMeteringRecords(tenantId: $t, startDate: $s, endDate: $e)"
+                 " { periodStart periodEnd statements writeOps } }",
+        "variables": {"t": tenant_id, "s": rows[0]["period_start"], "e": rows[-1]["period_end"]}}).json["data"]
+    assert [(r["periodStart"], r["writeOps"]) for r in graphql["tenantMeteringRecords"]] == \
+        [(r["period_start"], r["write_ops"]) for r in rows]
 
 
 def test_metering_range_is_validated_and_scoped(daemon):
@@ -187,6 +193,11 @@ def test_engine_outage_is_an_uptime_violation_with_its_event(daemon):
         finally:
             os.kill(pid, signal.SIGCONT)
         assert violations[0]["violation_type"] == "uptime" and violations[0]["severity"] in ("critical", "high")
+        sla = daemon.request("POST", "/graphql", json={
+            "query": "query($t: ID!) { tenantSla(tenantId: $t) { uptimePercent violations { violationType severity } } }",
+            "variables": {"t": tenant_id}}).json["data"]["tenantSla"]
+        assert sla["uptimePercent"] < 99.5
+        assert sla["violations"][0] == {"violationType": "uptime", "severity": violations[0]["severity"].upper()}
         wait_for(lambda: receiver.events(), 20, what="tenant.sla.violated delivered")
         event = receiver.events()[0]
         assert event["event_type"] == "tenant.sla.violated" and event["tenant_id"] == tenant_id
