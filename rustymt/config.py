@@ -198,7 +198,7 @@ KEYS += [
     Key("billing", "price_book", _price_book, "", "JSON (env) or TOML table: per tier monthly_base, included and overage rates, sla_credits; empty = built-in book (docs/metering.md)"),
     Key("sla", "latency_min_statements", int_in(1, 1_000_000), 100, "a window needs this many statements before its p99 and error rate are judged"),
     Key("webhooks", "timeout_seconds", float_in(0.5, 120), 10.0, "one delivery attempt's deadline (connect + response)"),
-    Key("webhooks", "retry_base_seconds", float_in(0.05, 3600), 2.0, "first retry delay; doubles per attempt, with full jitter"),
+    Key("webhooks", "retry_base_seconds", float_in(0.05, 3600), 2.0, "first retry delay; doubles per attempt, jittered within its upper half"),
     Key("webhooks", "retry_max_seconds", float_in(0.1, 86400), 3600.0, "longest delay between two attempts"),
     Key("webhooks", "max_age_seconds", int_in(1, 7 * 86400), 86400, "a delivery still failing this long after its event is dead-lettered"),
 ]

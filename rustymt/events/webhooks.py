@@ -55,7 +55,7 @@ from typing import Any
 import aiohttp
 from aiohttp.abc import AbstractResolver
 
-from rustymt.events.bus import EVENT_TYPES, Event
+from rustymt.events.bus import EVENT_TYPES, Event, SubscriberDropped
 from rustymt.model import timeutil
 from rustymt.service import authz, inputs
 from rustymt.service.authz import Principal
@@ -405,12 +405,22 @@ class WebhookDispatcher:
         return len(targets)
 
     async def _consume(self, subscription) -> None:
-        async for event in subscription:
+        while True:
             try:
-                if await asyncio.to_thread(self.enqueue, event):
-                    self._wake.set()
-            except Exception:
-                log.exception("could not queue event %s for webhooks", event.event_id)
+                async for event in subscription:
+                    try:
+                        if await asyncio.to_thread(self.enqueue, event):
+                            self._wake.set()
+                    except Exception:
+                        log.exception("could not queue event %s for webhooks", event.event_id)
+                return
+            except SubscriberDropped:
+                # 100,000 events behind the bus: those are lost to webhooks; say so and carry on
+                log.error("webhook dispatcher fell behind the event bus; events were dropped")
+                subscription = self.subscribe()
+            except asyncio.CancelledError:
+                subscription.close()
+                raise
 
     # 2.-4. outbox -> HTTP
 
