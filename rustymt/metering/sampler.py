@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import logging
 import time
 from typing import Any
@@ -202,3 +203,4 @@ class MeteringSampler:
             horizon = now - m.hour_retention_days * 86400
             store.prune(conn, store.HOUR, horizon)
             conn.execute("DELETE FROM sla_hours WHERE hour < ?", (horizon,))
+            conn.execute("DELETE FROM sla_violations WHERE at < ?", (timeutil.to_iso(datetime.datetime.fromtimestamp(horizon, timeutil.UTC)),))
