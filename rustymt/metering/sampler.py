@@ -153,19 +153,24 @@ class MeteringSampler:
     def _record(self, tenants: list[dict], samples: list[dict | None], now: float, api_counts) -> list[dict]:
         records = []
         live = set()
+        # /metrics reads `latest` on the event loop while this runs in a worker thread:
+        # build a new dict and swap it in at the end, never mutate the one being read.
+        latest = {}
         for tenant, stats in zip(tenants, samples):
             tenant_id = tenant["tenant_id"]
             live.add(tenant_id)
             usage = Usage.from_stats(stats)
             before = self.previous.get(tenant_id)
             if before is not None and before[0] >= now:
+                if tenant_id in self.latest:
+                    latest[tenant_id] = self.latest[tenant_id]
                 continue  # two ticks within one second: the next one covers it
             self.previous[tenant_id] = (now, usage)
             quota = {key: tenant[key] for key in ("cpu_percent", "memory_mb", "storage_gb", "iops", "network_mbps",
                                                   "max_connections")}
             entry = {"usage": usage, "quota": quota, "tier": tenant["service_tier"], "state": tenant["state"], "at": now}
             prometheus.prepare(tenant_id, entry)  # here, off the event loop, not at scrape time
-            self.latest[tenant_id] = entry
+            latest[tenant_id] = entry
             if before is None:
                 continue  # a baseline: nothing known about the time before it
             since, earlier = before
@@ -187,7 +192,7 @@ class MeteringSampler:
             })
         for gone in set(self.previous) - live:  # terminated since the last tick
             self.previous.pop(gone, None)
-            self.latest.pop(gone, None)
+        self.latest = latest
         hours = self.sla.pending_hours()
         with self.catalog.write() as conn:
             store.insert(conn, records)
