@@ -267,7 +267,11 @@ class Fleet:
         record, slot = await asyncio.to_thread(self._record_and_slot, tenant_id)
         if record is None:
             return False
-        ok = await self._best_effort(tenant_id, "attach_tenant", self._attach_args(record, slot))
+        try:
+            ok = await self._best_effort(tenant_id, "attach_tenant", self._attach_args(record, slot))
+        except ControlError as exc:  # e.g. its port is held by another program
+            raise ServiceError("INSUFFICIENT_RESOURCES", f"tenant {tenant_id} cannot be attached: {exc.message}",
+                               details={"resource": "network_port", "port": record["network_port"]}) from None
         if ok:
             self.home[tenant_id] = name
         return ok

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import os
 import secrets
+import socket
 import sqlite3
 import weakref
 from typing import Any, Callable
@@ -69,8 +70,8 @@ QUOTA_LIMITS = {
 }
 
 NOT_MEASURED = "not measured: no engine instance serves this tenant right now, so usage counters are 0"
-MEASURED = "engine instance {instance}: allocator, scheduler, iovfs and session counters; rates over the last {window}s"
-FIRST_WINDOW = "engine instance {instance}: counters measured; rates (cpu_percent, iops, network_mbps) need a second sample"
+MEASURED = ("engine instance {instance}: allocator, scheduler, iovfs and session counters; cpu_percent, iops and "
+            "network_mbps over the sampler's last window (0 until it has two samples)")
 SLA_SOURCE = ("uptime_percent: share of the tenant's lifetime spent in state active (catalog state history); "
               "response times are not measured until the engine serves the tenant")
 
@@ -79,8 +80,19 @@ MIB, GIB = 1 << 20, 1 << 30
 MEMORY_FIELDS = ("allocated_bytes", "quota_bytes", "peak_usage_bytes", "oom_count", "allocation_count", "deallocation_count")
 IO_FIELDS = ("reads", "writes", "bytes", "read_bytes", "write_bytes", "throttled_ns")
 POOL_FIELDS = ("hits", "misses", "evictions", "resident", "min_frames", "max_frames", "frame_bytes")
+ENGINE_COUNTERS = "engine instance {instance}: native counters, cumulative since the tenant's slot was attached there"
 NETWORK_SOURCE = ("bytes: every protocol byte on the tenant's port, counted by its engine instance; "
                   "packets_dropped: drops happen in the host's tc shaping, not counted here")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the instance's listener binds
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def pdb_name_for(tenant_name: str) -> str:
@@ -138,7 +150,9 @@ class TenantService:
         low, high = self.settings.tenant.ports
         used = rows.used_ports(conn)
         for port in range(low, high + 1):
-            if port not in used:
+            # A port some other program already holds would leave the tenant
+            # without a listener: skip it (checked again when the instance binds).
+            if port not in used and (self.fleet is None or port_is_free(self.settings.tenant.listen_host, port)):
                 return port
         raise ServiceError("INSUFFICIENT_RESOURCES", f"no free tenant port left in {low}-{high}",
                            details={"resource": "network_port", "range": f"{low}-{high}"})
@@ -403,10 +417,8 @@ class TenantService:
             return {"cpu_percent": 0.0, "memory_mb": 0, "storage_gb": round(storage_bytes / GIB), "iops": 0,
                     "network_mbps": 0, "active_connections": 0, "storage_bytes": storage_bytes,
                     "last_updated": self._now(), "source": NOT_MEASURED}
-        rates = measured["rates"]
-        source = (MEASURED.format(instance=measured["instance"], window=rates["window_seconds"]) if rates
-                  else FIRST_WINDOW.format(instance=measured["instance"]))
-        rates = rates or {"cpu_percent": 0.0, "iops": 0, "network_mbps": 0}
+        source = MEASURED.format(instance=measured["instance"])  # constant: an idle tenant's usage does not change
+        rates = measured["rates"] or {"cpu_percent": 0.0, "iops": 0, "network_mbps": 0}
         return {"cpu_percent": float(rates["cpu_percent"]), "memory_mb": round(stats["memory"]["allocated_bytes"] / MIB),
                 "storage_gb": round(storage_bytes / GIB), "iops": int(rates["iops"]),
                 "network_mbps": round(rates["network_mbps"]), "active_connections": stats["sessions"],
@@ -681,11 +693,15 @@ class TenantService:
         stats = await self.fleet.stats(tenant_id) if self.fleet is not None else None
         return record, (stats[block] if stats else None)
 
+    def _source(self, tenant_id: str) -> str:
+        instance = self.fleet.home.get(tenant_id) or self.fleet.instance_for(tenant_id)
+        return ENGINE_COUNTERS.format(instance=instance)
+
     async def isolation_memory(self, principal: Principal, tenant_id: str) -> dict:
         """The engine allocator's per-tenant counters (0 with a `source` while no instance serves the tenant)."""
         record, memory = await self._engine_block(principal, tenant_id, "memory")
         if memory is not None:
-            return {"tenant_id": tenant_id, **{key: int(memory[key]) for key in MEMORY_FIELDS}}
+            return {"tenant_id": tenant_id, **{key: int(memory[key]) for key in MEMORY_FIELDS}, "source": self._source(tenant_id)}
         return {"tenant_id": tenant_id, "allocated_bytes": 0, "quota_bytes": record["memory_mb"] << 20,
                 "peak_usage_bytes": 0, "oom_count": 0, "allocation_count": 0, "deallocation_count": 0,
                 "source": NOT_MEASURED}
@@ -696,7 +712,8 @@ class TenantService:
         if cpu is not None:
             return {"tenant_id": tenant_id, **{key: int(cpu[key]) for key in ("shares", "min_percent", "max_percent",
                                                                               "used_cpu_ns", "throttled_ns")},
-                    "throttle_ratio": float(cpu["throttle_ratio"]), "allocation_percent": float(cpu["allocation_percent"])}
+                    "throttle_ratio": float(cpu["throttle_ratio"]), "allocation_percent": float(cpu["allocation_percent"]),
+                    "source": self._source(tenant_id)}
         return {"tenant_id": tenant_id, "shares": cpu_shares(record["service_tier"], record["priority"]),
                 "min_percent": guaranteed_cpu_percent(record["service_tier"], record["cpu_percent"]),
                 "max_percent": record["cpu_percent"], "used_cpu_ns": 0, "throttled_ns": 0, "throttle_ratio": 0.0,
@@ -707,14 +724,14 @@ class TenantService:
         record, io = await self._engine_block(principal, tenant_id, "io")
         body = {"tenant_id": tenant_id, **{key: int((io or {}).get(key, 0)) for key in IO_FIELDS}}
         body["iops_limit"] = int(io["iops_limit"]) if io else record["iops"]
-        return body if io else {**body, "source": NOT_MEASURED}
+        return {**body, "source": self._source(tenant_id) if io else NOT_MEASURED}
 
     async def isolation_buffer_pool(self, principal: Principal, tenant_id: str) -> dict:
         """The tenant's partition of its instance's page buffer pool."""
         record, pool = await self._engine_block(principal, tenant_id, "buffer_pool")
         body = {"tenant_id": tenant_id, **{key: int((pool or {}).get(key, 0)) for key in POOL_FIELDS},
                 "hit_ratio": float((pool or {}).get("hit_ratio", 0.0))}
-        return body if pool else {**body, "source": NOT_MEASURED}
+        return {**body, "source": self._source(tenant_id) if pool else NOT_MEASURED}
 
     async def isolation_network(self, principal: Principal, tenant_id: str) -> dict:
         """Bytes on the tenant's PostgreSQL port (counted by its instance) and its rate limit."""
