@@ -44,7 +44,7 @@ def api_daemon(tmp_path_factory):
 
     daemon = Daemon.start(str(tmp_path_factory.mktemp("rustymtd") / "data"))
     yield daemon
-    daemon.stop()
+    daemon.stop_all()
 
 
 @pytest.fixture
@@ -61,4 +61,4 @@ def daemon_factory(tmp_path):
 
     yield start
     for daemon in started:
-        daemon.stop()
+        daemon.stop_all()  # and the daemons its restart() started

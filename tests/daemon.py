@@ -123,6 +123,13 @@ class Daemon:
                 self.kill()
         return self.process.returncode
 
+    def stop_all(self) -> None:
+        """Stop this daemon and every daemon restart() started after it."""
+        daemon: Daemon | None = self
+        while daemon is not None:
+            daemon.stop()
+            daemon = getattr(daemon, "successor", None)
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
@@ -132,7 +139,8 @@ class Daemon:
         """Stop (gracefully) and start a new daemon on the same data dir."""
         code = self.stop()
         assert code == 0, f"daemon exited with {code} on SIGTERM:\n{self.log()}"
-        return Daemon.start(self.data_dir, self.env)
+        self.successor = Daemon.start(self.data_dir, self.env)  # fixtures stop it too (no leaked daemons)
+        return self.successor
 
     def log(self) -> str:
         try:
