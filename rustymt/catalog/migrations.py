@@ -99,8 +99,8 @@ MIGRATIONS: list[str] = [
     );
     """,
     # 3 (metering branch): metering records at three resolutions, SLA hourly
-    #    aggregates and violations, the tier log billing prorates with, and
-    #    webhooks with their durable delivery outbox. IF NOT EXISTS so that the
+    #    aggregates, violations and declared maintenance windows, the tier log
+    #    billing prorates with, and webhooks with their durable delivery outbox. IF NOT EXISTS so that the
     #    order of parallel branches' appended migrations cannot break a merge.
     """
     CREATE TABLE IF NOT EXISTS metering_records (
@@ -185,6 +185,16 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox(state, next_attempt_at);
     CREATE INDEX IF NOT EXISTS webhook_outbox_hook ON webhook_outbox(webhook_id, delivery_id);
+    CREATE TABLE IF NOT EXISTS sla_maintenance (  -- declared maintenance: excluded from uptime
+        window_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id    TEXT NOT NULL,
+        starts_at    REAL NOT NULL,             -- unix seconds
+        ends_at      REAL NOT NULL,
+        reason       TEXT NOT NULL,
+        declared_by  TEXT NOT NULL,
+        declared_at  TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS sla_maintenance_time ON sla_maintenance(ends_at, starts_at);
     """,
 ]
 

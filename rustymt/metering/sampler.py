@@ -120,16 +120,18 @@ class MeteringSampler:
 
     # ---- one tick
 
-    def _live_tenants(self) -> list[dict[str, Any]]:
+    def _live_tenants(self, now: float) -> list[dict[str, Any]]:
         with self.catalog.read() as conn:
             rows = conn.execute(
                 "SELECT tenant_id, service_tier, state, cpu_percent, memory_mb, storage_gb, iops, network_mbps, max_connections, "
                 "(SELECT count(*) FROM pdbs p WHERE p.tenant_id = t.tenant_id AND p.state = 'open') AS open_pdbs "
                 "FROM tenants t WHERE state != 'terminated'").fetchall()
-        return [dict(row) for row in rows]
+            in_maintenance = {row[0] for row in conn.execute(
+                "SELECT DISTINCT tenant_id FROM sla_maintenance WHERE starts_at <= ? AND ends_at > ?", (now, now))}
+        return [{**dict(row), "maintenance": row["tenant_id"] in in_maintenance} for row in rows]
 
     async def tick(self) -> list[dict[str, Any]]:
-        tenants = await asyncio.to_thread(self._live_tenants)
+        tenants = await asyncio.to_thread(self._live_tenants, self.clock())
         limit = asyncio.Semaphore(SAMPLE_CONCURRENCY)
 
         async def one(tenant_id: str) -> dict | None:
@@ -177,7 +179,8 @@ class MeteringSampler:
             seconds = max(0.0, now - since)
             delta = usage.delta(earlier)
             # A tenant whose PDBs the operator closed is not "down": its time counts as excluded.
-            sla_state = tenant["state"] if tenant["open_pdbs"] else "closed"
+            # Declared maintenance likewise.
+            sla_state = "maintenance" if tenant["maintenance"] else tenant["state"] if tenant["open_pdbs"] else "closed"
             self.sla.observe(tenant_id, tenant["service_tier"], sla_state, delta, seconds, now)
             records.append({
                 "tenant_id": tenant_id, "resolution": store.RAW, "period_start": since, "period_end": now,

@@ -22,7 +22,9 @@ from rustymt.service.errors import ServiceError
 
 DEFAULT_RANGE = datetime.timedelta(hours=1)
 MAX_RECORDS = 10_000  # one answer; "truncated" + "next_start" say where to continue
-PERMISSION = {"records": "resources:read", "billing": "resources:read"}
+PERMISSION = {"records": "resources:read", "billing": "resources:read",
+              "declare_maintenance": "tenant:admin", "maintenance": "sla:read"}
+MAX_MAINTENANCE = datetime.timedelta(days=7)
 SLA_SOURCE = ("measured by the metering sampler: uptime = up / (up + down) time this month (suspensions and "
               "maintenance excluded), latency and error rate over the last 60 samples")
 
@@ -120,6 +122,47 @@ class MeteringService:
         lifetime, tiers, rows, uptime = await asyncio.to_thread(gather)
         return billing.bill(tenant_id, period, self.settings.billing.price_book, self.settings.billing.currency,
                             lifetime, tiers, rows, uptime)
+
+    async def declare_maintenance(self, principal: Principal, tenant_id: str, *, start: Any, end: Any, reason: Any) -> dict:
+        """An operator's declared maintenance window: its time counts neither up nor down."""
+        authz.require(principal, PERMISSION["declare_maintenance"], tenant_id)
+        start, end = _instant("start", start), _instant("end", end)
+        reason = inputs.text("reason", reason, max_length=1024)
+        if end <= start:
+            raise inputs.invalid("end", "must be after start")
+        if end - start > MAX_MAINTENANCE:
+            raise inputs.invalid("end", "a maintenance window lasts at most 7 days")
+        if end <= self.clock():
+            raise inputs.invalid("end", "is in the past: maintenance is declared ahead, not after the fact")
+        now = timeutil.to_iso(self.clock())
+
+        def tx():
+            with self.catalog.write() as conn:
+                self._require_tenant(conn, tenant_id)
+                cursor = conn.execute("INSERT INTO sla_maintenance (tenant_id, starts_at, ends_at, reason, declared_by, declared_at) "
+                                      "VALUES (?, ?, ?, ?, ?, ?)", (tenant_id, start.timestamp(), end.timestamp(), reason,
+                                                                    principal.username, now))
+                return cursor.lastrowid
+
+        window_id = await asyncio.to_thread(tx)
+        return {"tenant_id": tenant_id, "window_id": window_id, "start": timeutil.to_iso(start), "end": timeutil.to_iso(end),
+                "reason": reason, "declared_at": now}
+
+    async def maintenance(self, principal: Principal, tenant_id: str) -> dict:
+        authz.require(principal, PERMISSION["maintenance"], tenant_id)
+
+        def query():
+            with self.catalog.read() as conn:
+                self._require_tenant(conn, tenant_id)
+                return [dict(row) for row in conn.execute(
+                    "SELECT * FROM sla_maintenance WHERE tenant_id = ? ORDER BY starts_at DESC LIMIT 100", (tenant_id,))]
+
+        def iso(seconds: float) -> str:
+            return timeutil.to_iso(datetime.datetime.fromtimestamp(seconds, timeutil.UTC))
+
+        return {"tenant_id": tenant_id, "windows": [
+            {"window_id": row["window_id"], "start": iso(row["starts_at"]), "end": iso(row["ends_at"]), "reason": row["reason"],
+             "declared_at": row["declared_at"]} for row in await asyncio.to_thread(query)]}
 
     def sla_metrics(self, tenant_id: str) -> dict | None:
         """The measured SLA block for TenantService (None: not observed by this daemon)."""

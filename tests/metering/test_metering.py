@@ -160,6 +160,35 @@ def test_crafted_month_bills_to_the_cent(daemon):
         assert (refused.status, refused.error_code) == (400, "INVALID_REQUEST"), (period, refused.text)
 
 
+def test_declared_maintenance_is_excluded_time(daemon):
+    tenant_id = new_tenant(daemon)["tenant_id"]
+    now = datetime.datetime.now(datetime.timezone.utc)
+    path = f"/api/v1/tenants/{tenant_id}/maintenance"
+    window = {"start": iso(now - datetime.timedelta(minutes=1)), "end": iso(now + datetime.timedelta(hours=1)), "reason": "upgrade"}
+    declared = daemon.request("POST", path, json=window)
+    assert declared.status == 201, declared.text
+    assert daemon.request("GET", path).json["windows"] == [{key: declared.json[key] for key in
+                                                            ("window_id", "start", "end", "reason", "declared_at")}]
+    for bad, field in (({"end": window["start"]}, "end"), ({"end": iso(now + datetime.timedelta(days=8))}, "end"),
+                       ({"start": iso(now - datetime.timedelta(hours=3)), "end": iso(now - datetime.timedelta(hours=2))}, "end"),
+                       ({"start": "soon"}, "start")):
+        refused = daemon.request("POST", path, json={**window, **bad})
+        assert (refused.status, refused.json["error"]["details"]["field"]) == (400, field), refused.text
+    tenant_token = daemon.token("tenant_admin", tenant_id=tenant_id)  # a tenant cannot excuse its own downtime
+    assert daemon.request("POST", path, json=window, token=tenant_token).error_code == "PERMISSION_DENIED"
+
+    def excluded_and_up():
+        conn = sqlite3.connect(os.path.join(daemon.data_dir, "catalog.db"), timeout=10)
+        try:
+            return conn.execute("SELECT coalesce(sum(excluded_seconds), 0), coalesce(sum(up_seconds), 0) FROM sla_hours "
+                                "WHERE tenant_id = ?", (tenant_id,)).fetchone()
+        finally:
+            conn.close()
+
+    wait_for(lambda: excluded_and_up()[0] >= 3, 20, what="maintenance seconds excluded")
+    assert excluded_and_up()[1] == 0  # none of its time counted as up (nor down)
+
+
 def test_metrics_parse_and_tenant_tokens_see_only_their_series(daemon):
     tenant = new_tenant(daemon, "gold")
     other = new_tenant(daemon)
