@@ -138,25 +138,32 @@ int rmt_iovfs_reset_stats(int tenant) {
   return 0;
 }
 
-/* Steps 1-3 of the essay: count, reserve, wait with the CPU slot freed. */
-static void metered_io(int tenant, int is_write, int amount) {
+/* Steps 1-2 of the essay: count the IO and reserve its tokens at `now`;
+** returns the wait the IO owes (already added to throttled_ns). Separate
+** from the sleep so tests can drive it on explicit time against the twin. */
+int64_t rmt_iovfs_account(int tenant, int is_write, int amount, int64_t now) {
   io_tenant *t = &tenants[tenant];
   __atomic_fetch_add(is_write ? &t->writes : &t->reads, 1, __ATOMIC_RELAXED);
   __atomic_fetch_add(is_write ? &t->write_bytes : &t->read_bytes, amount, __ATOMIC_RELAXED);
-  if (!__atomic_load_n(&t->limited, __ATOMIC_RELAXED)) return;
+  if (!__atomic_load_n(&t->limited, __ATOMIC_RELAXED)) return 0;
   pthread_mutex_lock(&buckets_mu);
-  int64_t now = mono_ns();
   int64_t wait_ops = rmt_iobucket_admit(&t->iops, 1, now);
   int64_t wait_bytes = rmt_iobucket_admit(&t->bytes, amount, now);
   pthread_mutex_unlock(&buckets_mu);
   int64_t wait = wait_ops > wait_bytes ? wait_ops : wait_bytes;
+  if (wait > 0) __atomic_fetch_add(&t->throttled_ns, wait, __ATOMIC_RELAXED);
+  return wait > 0 ? wait : 0;
+}
+
+/* Step 3: wait out what the IO owes, with the CPU slot freed meanwhile. */
+static void metered_io(int tenant, int is_write, int amount) {
+  int64_t wait = rmt_iovfs_account(tenant, is_write, amount, mono_ns());
   if (wait <= 0) return;
   rmt_wfq_pause();
   struct timespec ts = {(time_t)(wait / 1000000000LL), (long)(wait % 1000000000LL)};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
   rmt_wfq_resume();
-  __atomic_fetch_add(&t->throttled_ns, wait, __ATOMIC_RELAXED);
 }
 
 /* ---- sqlite3_io_methods: meter reads and writes, forward the rest ------ */

@@ -49,6 +49,12 @@ int rmt_iovfs_get_stats(int tenant, rmt_iovfs_stats *out);
 /* Zero a tenant's counters (limits kept). */
 int rmt_iovfs_reset_stats(int tenant);
 
+/* Count one read or write of `amount` bytes for `tenant` at time `now` (ns)
+** and reserve its tokens; returns the wait it owes (0 when within limits),
+** already counted in throttled_ns. The VFS calls it and then sleeps; tests
+** call it on explicit time to compare with the Python twin. */
+int64_t rmt_iovfs_account(int tenant, int is_write, int amount, int64_t now);
+
 /* Reserve `cost` units at time now_ns; returns how long the caller must wait
 ** (0 when within rate + burst). Exposed for tests against the twin. */
 int64_t rmt_iobucket_admit(rmt_iobucket *b, int64_t cost, int64_t now_ns);

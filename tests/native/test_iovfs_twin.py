@@ -41,6 +41,36 @@ def test_twin_meter_holds_the_iops_rate(iops, sizes):
     assert meter.read_bytes + meter.write_bytes == sum(sizes)
 
 
+IO_SLOT = 253  # a slot no other test uses (native-pool's tests use 200-252)
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(
+    iops=st.integers(0, 5000),
+    bytes_per_sec=st.integers(0, 50_000_000),
+    ios=st.lists(st.tuples(st.booleans(), st.sampled_from([0, 512, 4096, 65536]), st.integers(0, 20_000_000)), max_size=300),
+)
+def test_vfs_meter_counts_and_waits_agree_with_the_twin(iops, bytes_per_sec, ios):
+    """The C VFS's per-tenant accounting (what xRead/xWrite call before they
+    sleep) and the twin's: same waits, same reads/writes/bytes/throttled_ns."""
+    _core.iovfs_set_limits(IO_SLOT, iops, bytes_per_sec)
+    _core.iovfs_reset_stats(IO_SLOT)
+    meter = twin.TenantIo()
+    meter.set_limits(iops, bytes_per_sec)
+    now = 10**12
+    try:
+        for is_write, amount, gap in ios:
+            now += gap
+            assert _core.iovfs_account(IO_SLOT, is_write, amount, now) == meter.io(is_write, amount, now)
+        stats = _core.iovfs_stats(IO_SLOT)
+        assert {k: stats[k] for k in ("reads", "writes", "read_bytes", "write_bytes", "throttled_ns")} == {
+            "reads": meter.reads, "writes": meter.writes, "read_bytes": meter.read_bytes,
+            "write_bytes": meter.write_bytes, "throttled_ns": meter.throttled_ns}
+    finally:
+        _core.iovfs_set_limits(IO_SLOT, 0, 0)
+        _core.iovfs_reset_stats(IO_SLOT)
+
+
 def test_bad_input_is_refused():
     for cls in (_core.IoBucket, twin.IoBucket):
         with pytest.raises(ValueError):
