@@ -83,6 +83,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -169,7 +170,10 @@ int64_t rmt_wfq_thread_cpu_ns(void) { return clock_ns(CLOCK_THREAD_CPUTIME_ID); 
 
 /* ---- create / configure ---------------------------------------------------- */
 
+/* Cores this process may run on (its affinity mask), not all online ones. */
 static int usable_cores(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
   long n = sysconf(_SC_NPROCESSORS_ONLN);
   return n > 0 ? (int)n : 1;
 }
@@ -230,7 +234,7 @@ int rmt_wfq_sim_set_tokens(rmt_wfq *q, int tokens, int64_t now_ns) { return set_
 
 int rmt_wfq_configure(rmt_wfq *q, int tenant, int shares, int min_percent, int max_percent) {
   if (!valid_tenant(tenant) || shares < 1 || shares > RMT_WFQ_MAX_SHARES) return -1;
-  if (min_percent < 0 || max_percent < 0 || min_percent > 100 * RMT_WFQ_MAX_TENANTS) return -1;
+  if (min_percent < 0 || max_percent < 0) return -1;
   if (max_percent > 0 && min_percent > max_percent) return -1;
   pthread_mutex_lock(&q->mu);
   wfq_tenant *t = &q->t[tenant];

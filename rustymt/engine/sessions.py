@@ -124,9 +124,16 @@ class EngineSession:
         return self.conn
 
     def end(self, error: SqlError) -> None:
-        """Terminate from another thread: interrupt, then refuse further work."""
+        """Terminate from another thread: an idle session is rolled back and
+        closed now; a running statement is interrupted and its thread closes
+        the session. Further work is refused with `error`."""
         self.ended = error
         self.conn.interrupt()
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close_locked()
+            finally:
+                self._lock.release()
 
     def close(self) -> None:
         with self._lock:

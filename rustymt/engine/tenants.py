@@ -160,7 +160,7 @@ class _CountingProtocol(asyncio.StreamReaderProtocol):
 
 
 class TenantRuntime:
-    def __init__(self, tenant_id: str, slot: int, quota: Quota, state: str, vfs: str | None):
+    def __init__(self, tenant_id: str, slot: int, quota: Quota, state: str, vfs: str | None, make_wire_server=PgServer):
         self.tenant_id, self.slot, self.quota, self.state, self.vfs = tenant_id, slot, quota, state, vfs
         self.port: int | None = None
         self.listen_host = "127.0.0.1"
@@ -171,7 +171,7 @@ class TenantRuntime:
         self.statements = StatementCounter()
         self.reserved = 0                      # sessions being opened (counted against the limit)
         self.backend = TenantBackend(self)
-        self.pg = PgServer(self.backend)
+        self.pg = make_wire_server(self.backend)
         self._listener: asyncio.AbstractServer | None = None
 
     # ---- listener

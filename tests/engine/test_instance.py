@@ -112,7 +112,10 @@ def test_memory_quota_gives_53200_rolls_back_and_session_survives(engine):
     memory = engine.stats("t_mem")["memory"]
     assert memory["quota_bytes"] == 8 << 20 and memory["oom_count"] >= 2
     # set_quota applies live: with 64 MB the same statement runs
-    engine.request("set_quota", {"tenant_id": "t_mem", "quota": {"memory_mb": 128}})
+    applied = engine.request("set_quota", {"tenant_id": "t_mem", "quota": {"memory_mb": 128, "cpu_shares": 2048}})["applied"]
+    now = engine.stats("t_mem")  # the native core reports the new settings at once
+    assert now["memory"]["quota_bytes"] == 128 << 20 and now["cpu"]["shares"] == 2048
+    assert now["buffer_pool"]["max_frames"] == applied["max_frames"] > 4 * 1000
     assert execute(engine, pdb_id, BIG)["rows"] == [[40000000]]
 
 
@@ -182,14 +185,17 @@ def test_close_immediate_rolls_back_an_open_transaction(engine):
     with pytest.raises(ControlError) as busy:
         engine.request("close_pdb", {"pdb_id": pdb_id, "mode": "NORMAL", "timeout_seconds": 0.3})
     assert busy.value.code == "BUSY"
+    execute(engine, pdb_id, "BEGIN", session="tx")           # an engine-API session inside a (read) transaction
+    execute(engine, pdb_id, "SELECT count(*) FROM t", session="tx")
     result = engine.request("close_pdb", {"pdb_id": pdb_id, "mode": "IMMEDIATE"})
-    assert result["sessions_ended"] == 1
+    assert result["sessions_ended"] == 2
     with pytest.raises(psycopg.OperationalError):
         conn.execute("SELECT 1")
     conn.close()
     assert startup_error(port, name)["C"] == "3D000"  # closed: not served
     engine.open(pdb_id, "t_close", name)
-    assert execute(engine, pdb_id, "SELECT count(*) FROM t")["rows"] == [[0]]
+    assert execute(engine, pdb_id, "SELECT count(*) FROM t")["rows"] == [[0]]  # the insert was rolled back
+    execute(engine, pdb_id, "INSERT INTO t VALUES (3)")  # and no lock was left behind
     with pytest.raises(ControlError) as missing:
         engine.request("close_pdb", {"pdb_id": "p_nope", "mode": "NORMAL"})
     assert missing.value.code == "NOT_FOUND"
@@ -292,13 +298,19 @@ def _free_port() -> int:
 
 
 def test_sigkill_restart_reopens_pdbs_and_refuses_cleanly_meanwhile(tmp_path):
+    import asyncio
     import signal
     port = _free_port()
     desired = {"modes": {}}
+    gate = {"event": None, "attached": threading.Event()}
 
     async def reapply(supervisor):  # what the daemon does from its catalog
         await supervisor.client.request("attach_tenant", {"tenant_id": "t_k", "slot": 1, "port": port,
                                                           "listen_host": "127.0.0.1", "quota": {"memory_mb": 32}})
+        if supervisor.restarts:  # hold the restart between attach and reopen, to look at that window
+            gate["event"] = asyncio.Event()
+            gate["attached"].set()
+            await gate["event"].wait()
         for pdb_id, (name, mode) in desired["modes"].items():
             await supervisor.client.request("open_pdb", {"pdb_id": pdb_id, "tenant_id": "t_k", "pdb_name": name,
                                                          "path": storage.pdb_dir(str(tmp_path), pdb_id), "mode": mode})
@@ -319,11 +331,10 @@ def test_sigkill_restart_reopens_pdbs_and_refuses_cleanly_meanwhile(tmp_path):
         with pytest.raises(ControlError) as down:
             engine.request("health")
         assert down.value.code == "UNAVAILABLE"
-        # meanwhile a client is refused (connection refused or a clean FATAL), never hung
-        try:
-            connect(port, "PDB_K").close()
-        except psycopg.OperationalError:
-            pass
+        # restarted, tenant attached, PDBs not reopened yet: a clean FATAL, not a hang
+        assert gate["attached"].wait(20)
+        assert startup_error(port, "PDB_K")["C"] == "3D000"
+        engine.loop.call_soon_threadsafe(gate["event"].set)
         engine.call(engine.supervisor.wait_ready(20))
         status = engine.supervisor.status()
         assert status["pid"] != old_pid and status["restarts"] == 1
@@ -332,4 +343,6 @@ def test_sigkill_restart_reopens_pdbs_and_refuses_cleanly_meanwhile(tmp_path):
         assert engine.stats("t_k")["pdbs"]["p_r"]["open_mode"] == "READ_ONLY"
         assert [kind for kind, _ in engine.events].count("instance.crashed") == 1
     finally:
+        if gate["event"] is not None:
+            engine.loop.call_soon_threadsafe(gate["event"].set)
         engine.stop()

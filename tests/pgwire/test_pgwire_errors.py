@@ -51,6 +51,9 @@ def test_sql_errors_map_to_postgresql_sqlstates(pg, db):
             with pytest.raises(expected) as info:
                 conn.execute(sql, params)
             assert info.value.diag.severity == "ERROR" and info.value.diag.message_primary
+        with pytest.raises(errors.SyntaxError) as info:
+            conn.execute("SELECT 1 FROM u WHERE id = 1 garbage")
+        assert info.value.diag.statement_position == "30"  # ErrorResponse P: where "garbage" starts
         # The session is still usable after errors.
         assert conn.execute("SELECT count(*) FROM u").fetchone() == (1,)
 
