@@ -165,4 +165,4 @@ def denied_message(profile: str | None, sqlite_message: str) -> str:
     """The 42501 message of a statement the authorizer refused, naming the profile."""
     if not profile:
         return sqlite_message
-    return f"{sqlite_message}: disabled by lockdown profile {profile}"
+    return f"{sqlite_message} (lockdown profile {profile} applies to this PDB)"

@@ -291,6 +291,7 @@ def test_lockdown_profile_enforced_on_live_session(engine):
                 refused[sql] = None
             except psycopg.Error as exc:
                 refused[sql] = exc.sqlstate
+                assert "TENANT_STRICT" in str(exc), exc
         assert set(refused.values()) == {"42501"}, refused
         assert conn.execute("PRAGMA table_info(a)").fetchall()  # on the allow-list
         conn.execute("INSERT INTO a VALUES (1)")                 # not disabled
