@@ -283,7 +283,7 @@ def stage_plug(data_dir: str, manifest: dict, datafiles_dir: str, pdb_id: str, p
     before that leaves the unplugged set as it was); system.db alone is
     copied because giving the PDB its new id writes to it.
     Keeps the GUID (a plug is the same database, unlike a clone)."""
-    from rustymt.engine import clone  # clone imports storage only; no cycle at import time
+    from rustymt.engine import clone, recovery  # they import storage only; no cycle at import time
     stage = storage._new_stage(data_dir, f"plug-{pdb_id}")
     try:
         for entry in manifest["datafiles"]:
@@ -301,6 +301,9 @@ def stage_plug(data_dir: str, manifest: dict, datafiles_dir: str, pdb_id: str, p
                 shutil.copyfile(source, target)
             os.chmod(target, 0o600)
         clone.set_identity(stage, pdb_id, pdb_name, guid=manifest["guid"])
+        if not copy_datafiles:  # what to unlink once published (recovery finishes it after a crash)
+            recovery.write_release_list(stage, [os.path.join(os.path.abspath(datafiles_dir), entry["name"])
+                                                for entry in manifest["datafiles"]])
         storage._fsync_tree(stage)
     except BaseException:
         storage.discard(stage)
@@ -308,9 +311,7 @@ def stage_plug(data_dir: str, manifest: dict, datafiles_dir: str, pdb_id: str, p
     return stage
 
 
-def release_sources(manifest: dict, datafiles_dir: str) -> None:
-    """After an in-place plug committed: the unplugged names go (the data lives on in the PDB)."""
-    for entry in manifest["datafiles"]:
-        path = os.path.join(datafiles_dir, entry["name"])
-        if os.path.exists(path):
-            os.unlink(path)
+def release_sources(folder: str) -> None:
+    """After an in-place plug was published: the unplugged names go (the data lives on in the PDB)."""
+    from rustymt.engine import recovery
+    recovery.finish_release(folder)

@@ -235,8 +235,8 @@ def test_plug_in_place_links_then_releases(engine, tmp_path):
     parsed = manifest.read(xml_path)
     stage = manifest.stage_plug(engine.data_dir, parsed, folder, "p_inplace2", "PDB_INPLACE2", copy_datafiles=False)
     assert os.stat(os.path.join(stage, "users.db")).st_ino == os.stat(os.path.join(folder, "users.db")).st_ino
-    storage.publish(engine.data_dir, stage, "p_inplace2")
-    manifest.release_sources(parsed, folder)
+    published = storage.publish(engine.data_dir, stage, "p_inplace2")
+    manifest.release_sources(published)
     assert not os.path.exists(os.path.join(folder, "users.db"))
     engine.open("p_inplace2", tenant_id, "PDB_INPLACE2")
     with connect(port, "PDB_INPLACE2") as conn:
