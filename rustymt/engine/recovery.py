@@ -63,8 +63,12 @@ def finish_release(folder: str) -> bool:
     return True
 
 
-def recover(data_dir: str, catalog_states: dict[str, str]) -> list[tuple[str, str]]:
-    """Finish or roll back every interrupted operation; returns [(stage or folder, action)]."""
+def recover(data_dir: str, catalog_states: dict[str, str],
+            kinds: tuple[str, ...] = (*BUILD_KINDS, "drop")) -> list[tuple[str, str]]:
+    """Finish or roll back every interrupted operation of `kinds` (stages of
+    other kinds are left alone, and so are names of no operation unless all
+    kinds are handled); returns [(stage or folder, action)]."""
+    everything = set(kinds) >= {*BUILD_KINDS, "drop"}
     root = storage.staging_dir(data_dir)
     os.makedirs(root, mode=0o700, exist_ok=True)
     os.makedirs(storage.pdbs_dir(data_dir), mode=0o700, exist_ok=True)
@@ -73,6 +77,8 @@ def recover(data_dir: str, catalog_states: dict[str, str]) -> list[tuple[str, st
         path = os.path.join(root, name)
         parsed = parse_stage(name)
         kind, pdb_id = parsed if parsed else ("", "")
+        if kind not in kinds and not everything:
+            continue
         live = pdb_id in catalog_states and catalog_states[pdb_id] not in GONE_STATES
         has_folder = bool(pdb_id) and os.path.exists(storage.pdb_dir(data_dir, pdb_id))
         if kind in BUILD_KINDS and live and not has_folder and os.path.isfile(os.path.join(path, storage.DICTIONARY_FILE)):

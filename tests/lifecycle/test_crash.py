@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -26,7 +27,7 @@ from rustymt._native import _core
 from rustymt.catalog.db import Catalog, catalog_path
 from rustymt.engine import manifest, pdbops, recovery, scram, storage
 
-POINTS = int(os.environ.get("RUSTYMT_CRASH_POINTS", "20"))
+POINTS = int(os.environ.get("RUSTYMT_CRASH_POINTS", "10"))  # 20 per op: ~2.5 min alone; set the env for the full run
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -76,17 +77,20 @@ class Scenario:
         manifest.checkpoint_datafiles(folder)
         return pdb_id
 
-    def run(self, op: str, args: dict, kill_after: float | None) -> bool:
-        """Run the op in a child; SIGKILL it kill_after seconds after it starts. True if it finished."""
+    def run(self, op: str, args: dict, kill_after: float | None) -> tuple[bool, float]:
+        """Run the op in a child; SIGKILL it kill_after seconds after it starts.
+        (finished, seconds from the op's start to the child's exit)."""
         child = subprocess.Popen([sys.executable, "-m", "tests.lifecycle.crash_driver", self.data_dir, op, json.dumps(args)],
                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert child.stdout.readline().strip() == "go", child.stderr.read()
+            started = time.monotonic()
             timer = None
             if kill_after is not None:
                 timer = threading.Timer(kill_after, lambda: child.poll() is None and os.kill(child.pid, signal.SIGKILL))
                 timer.start()
             out, err = child.communicate(timeout=120)
+            seconds = time.monotonic() - started
             if timer is not None:
                 timer.cancel()
         finally:
@@ -94,9 +98,9 @@ class Scenario:
                 child.kill()
                 child.wait()
         if child.returncode == -signal.SIGKILL:
-            return False
+            return False, seconds
         assert child.returncode == 0 and "done" in out, err
-        return True
+        return True, seconds
 
     def recover_and_check(self) -> None:
         catalog_states = states(self.catalog)
@@ -124,17 +128,14 @@ class Scenario:
 
 def _points(scenario: Scenario, prepare, op: str):
     """A measured unkilled run, then POINTS killed runs, recovery and checks after each."""
-    import time
-    args = prepare()
-    started = time.monotonic()
-    assert scenario.run(op, args, None)
-    duration = time.monotonic() - started
+    finished, duration = scenario.run(op, prepare(), None)
+    assert finished
     scenario.recover_and_check()
     rng = random.Random(f"{op}-{POINTS}")
     killed = 0
     for _ in range(POINTS):
         args = prepare()
-        if not scenario.run(op, args, rng.uniform(0, duration * 1.2)):
+        if not scenario.run(op, args, rng.uniform(0, duration * 1.2))[0]:
             killed += 1
         scenario.recover_and_check()
     return killed
