@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from rustymt.catalog.migrations import _statements as statements
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     job_id               TEXT PRIMARY KEY,
@@ -60,9 +62,8 @@ _COLUMNS = ("job_id", "kind", "tenant_id", "source_pdb_id", "target_pdb_id", "st
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    for statement in SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    for statement in statements(SCHEMA):
+        conn.execute(statement)
 
 
 def _row(row: sqlite3.Row | None) -> dict | None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from rustymt.catalog.migrations import _statements as statements
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS common_users (
     username    TEXT PRIMARY KEY COLLATE NOCASE,   -- starts with C##
@@ -37,9 +39,8 @@ CREATE TABLE IF NOT EXISTS pdb_lockdown (
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
-    for statement in SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    for statement in statements(SCHEMA):
+        conn.execute(statement)
 
 
 def common_users(conn: sqlite3.Connection) -> list[dict]:

@@ -76,9 +76,15 @@ class JobRunner:
             for job in job_rows.active(conn):
                 if job["job_id"] in self._running:
                     continue
+                now = storage.now_iso()
+                made = job["target_pdb_id"] and conn.execute(
+                    "SELECT 1 FROM pdbs WHERE pdb_id = ? AND state != 'dropped'", (job["target_pdb_id"],)).fetchone()
+                if made:  # its PDB was committed before the restart: the work is done
+                    job_rows.update(conn, job["job_id"], status="completed", progress=1.0, updated_at=now,
+                                    finished_at=now, estimated_completion=now, stage=None)
+                    continue
                 if job["stage"]:
                     storage.discard(job["stage"])
-                now = storage.now_iso()
                 job_rows.update(conn, job["job_id"], status="failed", error=RESTART_ERROR,
                                 updated_at=now, finished_at=now, stage=None)
                 failed.append(job["job_id"])

@@ -189,10 +189,11 @@ class LifecycleService:
                 now = self._now()
                 with self.catalog.write() as conn:
                     self.pdbs.insert_rows(conn, target_id, target_name, row["tenant_id"], guid["value"], now)
-                    job_rows.update(conn, job["job_id"], status="completed", progress=1.0, stage=None,
+                    # Same transaction as the PDB row: a restart from here on finds the job's
+                    # PDB committed and completes the job instead of failing it (JobRunner.recover).
+                    job_rows.update(conn, job["job_id"], progress=1.0, stage=None, updated_at=now,
                                     result={"pdb_id": target_id, "pdb_name": target_name, "method": facts["method"],
-                                            "bytes": facts["bytes"]}, updated_at=now, finished_at=now,
-                                    estimated_completion=now)
+                                            "bytes": facts["bytes"], "state": "mounted"})
 
             try:
                 _folder, facts = pdbops.clone_from(self.data_dir, source, target_id, target_name, clone_type, commit,

@@ -58,6 +58,7 @@ TRANSITIONS = {
     "open": {"closed"},
     "closed": {"open", "dropped"},
     "dropped": set(),
+    "unplugged": {"dropped"},  # lifecycle: an unplugged PDB can only be dropped (its files stay for a plug)
 }
 
 
@@ -87,6 +88,7 @@ class PdbService:
         self.fleet = fleet  # rustymt.service.fleet.Fleet; None: files and catalog only (no engine)
         self.clock = clock
         self.data_dir = settings.server.data_dir
+        self.staged_hooks: list[Callable[[str, str, str], Any]] = []  # (stage, pdb_id, pdb_name), before the commit
 
     def _now(self) -> str:
         return timeutil.to_iso(self.clock())
@@ -120,7 +122,10 @@ class PdbService:
         """(staged folder, guid): the seed's copy with the admin user's SCRAM verifier (sync)."""
         guid = uuid.uuid4().hex.upper()
         verifier = scram_verifier(admin_password)
-        return storage.stage_pdb_from_seed(self.data_dir, pdb_id, pdb_name, admin_user, verifier, guid=guid), guid
+        folder = storage.stage_pdb_from_seed(self.data_dir, pdb_id, pdb_name, admin_user, verifier, guid=guid)
+        for hook in self.staged_hooks:
+            hook(folder, pdb_id, pdb_name)
+        return folder, guid
 
     def check_capacity(self, conn) -> None:
         limit = self.settings.cdb.max_pdbs
