@@ -290,8 +290,8 @@ class LifecycleService:
         return parsed, manifest.check_plug_compatibility(parsed, source_dir, names, guids, pdb_name)
 
     async def plug(self, principal, *, xml_path: str, pdb_name: str | None = None, copy_datafiles: bool = True,
-                   target_path: str | None = None, tenant_id: str | None = None, dry_run: bool = False) -> tuple[int, dict]:
-        """(status, body): 200 {"violations"} for dry_run, 201 the plugged PDB."""
+                   target_path: str | None = None, tenant_id: str | None = None, dry_run: bool = False) -> dict:
+        """dry_run: {"violations"} only (REST 200); else the plugged PDB (REST 201)."""
         authz.require(principal, "pdb:manage", tenant_id)
         xml = confine_path("xml_path", xml_path, export_roots(self.settings))
         if pdb_name is not None:
@@ -307,7 +307,7 @@ class LifecycleService:
                                      "give that directory or leave target_path out")
         parsed, violations = await asyncio.to_thread(self._plug_checks, xml, pdb_name, not copy_datafiles)
         if dry_run:
-            return 200, {"violations": violations}
+            return {"violations": violations}
         if any(v["severity"] == "ERROR" for v in violations):
             raise ServiceError("INVALID_REQUEST", f"the PDB cannot be plugged: {len(violations)} violation(s)",
                                details={"violations": violations})
@@ -345,16 +345,19 @@ class LifecycleService:
         _folder, now = await asyncio.to_thread(run)
         self.bus.publish("pdb.created", owner, {"pdb_id": pdb_id, "pdb_name": name, "state": "mounted",
                                                 "plugged_from": xml})
-        return 201, {"pdb_id": pdb_id, "pdb_name": name, "state": "mounted", "plugged_at": now,
+        return {"pdb_id": pdb_id, "pdb_name": name, "state": "mounted", "plugged_at": now,
                      "tenant_id": owner, "guid": parsed["guid"], "violations": violations}
 
     # ---- lockdown profiles
 
-    async def create_lockdown_profile(self, principal, spec: dict) -> dict:
+    async def create_lockdown_profile(self, principal, name: str, disabled_statements: list | None = None,
+                                      pragma_allow: list | None = None, disabled_features: list | None = None,
+                                      rules: list | None = None) -> dict:
         authz.require(principal, "cdb:admin")
-        name = inputs.text("name", spec.get("name"), max_length=64, pattern=PROFILE_PATTERN)
-        body = {k: spec.get(k) for k in ("disabled_statements", "pragma_allow", "disabled_features", "rules")
-                if spec.get(k) is not None}
+        name = inputs.text("name", name, max_length=64, pattern=PROFILE_PATTERN)
+        given = {"disabled_statements": disabled_statements, "pragma_allow": pragma_allow,
+                 "disabled_features": disabled_features, "rules": rules}
+        body = {k: v for k, v in given.items() if v}
         try:
             rules = lockdown.compile_profile(body)
         except ValueError as exc:
@@ -367,11 +370,16 @@ class LifecycleService:
                     raise ServiceError("CONFLICT", f"a lockdown profile named {name} exists", field="name")
 
         await asyncio.to_thread(insert)
-        return {"name": name, **body, "rule_count": len(rules), "created_at": now, "applied_to": []}
+        return self._profile_body(None, {"name": name, "spec": body, "rules": rules, "created_at": now})
 
-    def _profile_body(self, conn, profile: dict) -> dict:
-        return {"name": profile["name"], **profile["spec"], "rule_count": len(profile["rules"]),
-                "created_at": profile["created_at"], "applied_to": shared_rows.profile_users(conn, profile["name"])}
+    @staticmethod
+    def _profile_body(conn, profile: dict) -> dict:
+        applied = shared_rows.profile_users(conn, profile["name"]) if conn is not None else []
+        spec = profile["spec"]
+        return {"name": profile["name"], "disabled_statements": spec.get("disabled_statements", []),
+                "pragma_allow": spec.get("pragma_allow", []), "disabled_features": spec.get("disabled_features", []),
+                "rules": spec.get("rules", []), "rule_count": len(profile["rules"]),
+                "created_at": profile["created_at"], "applied_to": applied, "pdbs": applied}
 
     async def list_lockdown_profiles(self, principal) -> dict:
         authz.require(principal, "cdb:admin")
@@ -380,7 +388,7 @@ class LifecycleService:
             with self.catalog.read() as conn:
                 return [self._profile_body(conn, p) for p in shared_rows.profiles(conn)]
 
-        return {"profiles": await asyncio.to_thread(read)}
+        return {"lockdown_profiles": await asyncio.to_thread(read)}
 
     async def get_lockdown_profile(self, principal, name: str) -> dict:
         authz.require(principal, "cdb:admin")
@@ -478,13 +486,13 @@ class LifecycleService:
                     granted.append(row["pdb_id"])
 
         await asyncio.to_thread(write_all)
-        return {"username": username, "pdbs": pdbs if pdbs is not None else "ALL", "created_at": now,
+        return {"username": username, "pdbs": pdbs or [], "all_pdbs": pdbs is None, "created_at": now,
                 "granted_to": granted}
 
     async def list_common_users(self, principal) -> dict:
         authz.require(principal, "common_user:manage")
         users = await asyncio.to_thread(self._common_users)
-        return {"common_users": [{"username": u["username"], "pdbs": u["pdbs"] if u["pdbs"] is not None else "ALL",
+        return {"common_users": [{"username": u["username"], "pdbs": u["pdbs"] or [], "all_pdbs": u["pdbs"] is None,
                                   "created_at": u["created_at"]} for u in users]}
 
     def sync_common_users(self, folder: str, pdb_id: str, pdb_name: str) -> int:

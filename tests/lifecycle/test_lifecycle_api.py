@@ -188,7 +188,7 @@ def test_lockdown_profiles_and_common_users(daemon):
     assert created.status == 201 and created.json["rule_count"] > 4
     assert acme.call("POST", profiles, spec).error_code == "CONFLICT"
     assert acme.call("POST", profiles, {"name": "BAD", "disabled_statements": ["FROB"]}).status == 400
-    assert [p["name"] for p in acme.call("GET", profiles).json["profiles"]] == ["TENANT_SAFE"]
+    assert [p["name"] for p in acme.call("GET", profiles).json["lockdown_profiles"]] == ["TENANT_SAFE"]
     with acme.connect(autocommit=True) as conn:
         conn.execute("CREATE TABLE keep(x)")
         applied = acme.call("POST", f"/api/v1/pdbs/{acme.pdb_id}/lockdown", {"profile_name": "TENANT_SAFE"})

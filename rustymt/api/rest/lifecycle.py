@@ -106,15 +106,15 @@ PROFILE_REQUEST = obj({
 }, required=("name",))
 PROFILE = obj({"name": string(), "disabled_statements": NAMES, "pragma_allow": NAMES, "disabled_features": NAMES,
                "rules": array(obj({}, extra=True)), "rule_count": integer(0), "created_at": TIMESTAMP,
-               "applied_to": NAMES}, required=("name", "rule_count", "created_at", "applied_to"))
+               "applied_to": NAMES, "pdbs": NAMES}, required=("name", "rule_count", "created_at", "applied_to"))
 APPLY_REQUEST = obj({"profile_name": string(64, nullable=True, description="null removes the PDB's profile")},
                     required=("profile_name",))
 APPLY_RESPONSE = obj({"pdb_id": string(), "pdb_name": string(), "lockdown_profile": string(nullable=True),
                       "applied_at": TIMESTAMP, "live_sessions": integer(0, nullable=True)})
 COMMON_USER_REQUEST = obj({"username": string(128, description="starts with C##"), "password": string(1024),
                            "pdbs": array(string(128))}, required=("username", "password"))
-COMMON_USER = obj({"username": string(), "pdbs": {"oneOf": [NAMES, {"type": "string", "enum": ["ALL"]}]},
-                   "created_at": TIMESTAMP, "granted_to": NAMES}, required=("username", "pdbs", "created_at"))
+COMMON_USER = obj({"username": string(), "pdbs": NAMES, "all_pdbs": boolean("every PDB, including later ones"),
+                   "created_at": TIMESTAMP, "granted_to": NAMES}, required=("username", "pdbs", "all_pdbs", "created_at"))
 
 
 def answers(ok_status: int, ok_schema: dict, *errors: int) -> dict[int, dict]:
@@ -151,11 +151,10 @@ async def plug_pdb(request: web.Request) -> web.Response:
     body = await json_body(request)
 
     async def run():
-        return await services(request).lifecycle.plug(principal(request), **body)
+        return 201, await services(request).lifecycle.plug(principal(request), **body)
 
     if body.get("dry_run"):
-        status, answer = await run()
-        return json_response(answer, status=status)
+        return json_response(await services(request).lifecycle.plug(principal(request), **body), status=200)
     return await idempotent(request, run)
 
 
@@ -163,7 +162,7 @@ async def create_profile(request: web.Request) -> web.Response:
     body = await json_body(request)
 
     async def run():
-        return 201, await services(request).lifecycle.create_lockdown_profile(principal(request), body)
+        return 201, await services(request).lifecycle.create_lockdown_profile(principal(request), **body)
 
     return await idempotent(request, run)
 
@@ -216,7 +215,7 @@ ROUTES = [
     Route("POST", PROFILES, create_profile, "cdb:admin", "Create a lockdown profile", PROFILE_REQUEST,
           answers(201, PROFILE, 409), tags=TAGS),
     Route("GET", PROFILES, list_profiles, "cdb:admin", "List lockdown profiles", None,
-          answers(200, obj({"profiles": array(PROFILE)})), tags=TAGS),
+          answers(200, obj({"lockdown_profiles": array(PROFILE)})), tags=TAGS),
     Route("GET", PROFILES + "/{name}", get_profile, "cdb:admin", "A lockdown profile", None,
           answers(200, PROFILE, 404), tags=TAGS),
     Route("DELETE", PROFILES + "/{name}", delete_profile, "cdb:admin", "Delete an unused lockdown profile", None,
