@@ -213,3 +213,41 @@ def test_lockdown_profiles_and_common_users(daemon):
     later = Tenant(daemon, "acmelater")  # created after the common user
     with later.connect(user="C##OPS", password="ops-password-1") as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_job_survives_daemon_kill(tmp_path):
+    """SIGKILL the daemon (its instance follows) mid-clone: after the restart the
+    job is failed (or completed, if its PDB committed), never in_progress, and
+    no staging or half PDB is left."""
+    from tests.daemon import Daemon
+
+    low = random.randrange(21000, 32000, 100)
+    env = {"RUSTYMT_TENANT_PORTS": f"{low}-{low + 99}"}
+    daemon = Daemon.start(str(tmp_path / "data"), env)
+    try:
+        acme = Tenant(daemon, "acmekill")
+        with acme.connect(autocommit=True) as conn:
+            conn.execute("CREATE TABLE big(b BLOB)")
+            conn.execute("INSERT INTO big SELECT randomblob(4000) FROM " + series(10000))
+        started = acme.call("POST", f"/api/v1/pdbs/{acme.pdb_id}/clone", {"target_name": "KILLED", "clone_type": "hot"})
+        assert started.status == 202, started.text
+        job_id = started.json["job_id"]
+        wait_for(lambda: daemon.request("GET", f"/api/v1/jobs/{job_id}").json["progress"] > 0, 30, what="copy under way")
+        daemon.kill()
+        daemon = Daemon.start(daemon.data_dir, env)
+        job = daemon.request("GET", f"/api/v1/jobs/{job_id}").json
+        assert job["status"] in ("failed", "completed"), job
+        target = daemon.request("GET", f"/api/v1/pdbs/{job['target_pdb_id']}")
+        if job["status"] == "failed":
+            assert "restart" in job["error"] and target.status == 404
+        else:
+            assert target.status == 200
+        assert os.listdir(os.path.join(daemon.data_dir, "staging")) == []
+        folders = set(os.listdir(os.path.join(daemon.data_dir, "pdbs"))) - {"seed"}
+        listed = {p["pdb_id"] for p in daemon.request("GET", "/api/v1/pdbs?page_size=100").json["pdbs"] if p["state"] != "dropped"}
+        assert folders == listed
+        wait_for(lambda: daemon.request("GET", f"/api/v1/pdbs/{acme.pdb_id}").json["state"] == "open", 30, what="source reopened")
+        with acme.connect() as conn:  # the instance's port is the same after the restart
+            assert conn.execute("SELECT count(*) FROM big").fetchone() == (10000,)
+    finally:
+        daemon.stop()
