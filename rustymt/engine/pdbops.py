@@ -2,14 +2,11 @@
 commit handed in as a callback (`commit()`: one catalog transaction).
 
 The order is what rustymt.engine.recovery relies on: build in staging and
-fsync, commit, rename into place (drop: rename out, commit, delete). The
+fsync, commit, rename into place (drop is the PDB service's: commit, then remove). The
 daemon's service layer and the crash tests both run these functions, so what
 the crash tests kill is the code that runs in production.
 """
 from __future__ import annotations
-
-import os
-import uuid
 
 from rustymt.engine import clone, manifest, recovery, storage
 
@@ -57,23 +54,3 @@ def unplug(folder: str, xml_path: str, tenant_id: str | None, commit) -> dict:
     commit(answer)
     return answer
 
-
-def drop(data_dir: str, pdb_id: str, keep_datafiles: bool, commit) -> None:
-    if keep_datafiles:
-        commit()
-        return
-    folder = storage.pdb_dir(data_dir, pdb_id)
-    doomed = None
-    if os.path.isdir(folder):
-        os.makedirs(storage.staging_dir(data_dir), mode=0o700, exist_ok=True)
-        doomed = os.path.join(storage.staging_dir(data_dir), f"drop-{pdb_id}-{uuid.uuid4().hex[:8]}")
-        os.rename(folder, doomed)
-        storage._fsync_dir(storage.pdbs_dir(data_dir))
-    try:
-        commit()
-    except BaseException:
-        if doomed is not None:
-            os.rename(doomed, folder)
-        raise
-    if doomed is not None:
-        storage.discard(doomed)

@@ -7,18 +7,15 @@ Every operation follows one protocol (rustymt.engine.storage):
                       3. rename the stage to pdbs/<pdb_id>
                       (plug in place: 4. unlink the unplugged names, listed in
                       the folder's RELEASE_FILE, then the list itself)
-  drop                1. rename pdbs/<pdb_id> to staging/drop-<pdb_id>-<rand>
-                      2. commit the catalog row as dropped (one transaction)
-                      3. delete the stage
+So after a crash the catalog decides, per build stage:
 
-So after a crash the catalog decides, per stage:
-
-  build stage, catalog has the PDB and no folder    -> finish: rename into place
-  build stage, anything else                        -> roll back: delete it
-  drop stage, catalog says dropped or has no row    -> finish: delete it
-  drop stage, catalog still has the PDB live        -> roll back: rename it back
+  catalog has the PDB and no folder exists   -> finish: rename into place
+  anything else                              -> roll back: delete the stage
 
 and a published folder that still holds RELEASE_FILE finishes its release.
+(Drop is the PDB service's — commit `dropped`, then remove the folder — and
+so is its reconcile, rustymt.service.pdbs.PdbService.reconcile_storage, which
+runs after this and removes every stage left.)
 `catalog_states` maps pdb_id -> catalog state for every row the catalog has.
 """
 from __future__ import annotations
@@ -64,11 +61,9 @@ def finish_release(folder: str) -> bool:
 
 
 def recover(data_dir: str, catalog_states: dict[str, str],
-            kinds: tuple[str, ...] = (*BUILD_KINDS, "drop")) -> list[tuple[str, str]]:
-    """Finish or roll back every interrupted operation of `kinds` (stages of
-    other kinds are left alone, and so are names of no operation unless all
-    kinds are handled); returns [(stage or folder, action)]."""
-    everything = set(kinds) >= {*BUILD_KINDS, "drop"}
+            kinds: tuple[str, ...] = BUILD_KINDS) -> list[tuple[str, str]]:
+    """Finish or roll back every interrupted build of `kinds` (other stages are
+    left alone); returns [(stage or folder, action)]."""
     root = storage.staging_dir(data_dir)
     os.makedirs(root, mode=0o700, exist_ok=True)
     os.makedirs(storage.pdbs_dir(data_dir), mode=0o700, exist_ok=True)
@@ -77,16 +72,13 @@ def recover(data_dir: str, catalog_states: dict[str, str],
         path = os.path.join(root, name)
         parsed = parse_stage(name)
         kind, pdb_id = parsed if parsed else ("", "")
-        if kind not in kinds and not everything:
+        if kind not in kinds:
             continue
         live = pdb_id in catalog_states and catalog_states[pdb_id] not in GONE_STATES
         has_folder = bool(pdb_id) and os.path.exists(storage.pdb_dir(data_dir, pdb_id))
         if kind in BUILD_KINDS and live and not has_folder and os.path.isfile(os.path.join(path, storage.DICTIONARY_FILE)):
             storage.publish(data_dir, path, pdb_id)
             actions.append((name, "finished"))
-        elif kind == "drop" and live and not has_folder:
-            storage.publish(data_dir, path, pdb_id)
-            actions.append((name, "rolled back"))
         else:
             storage.discard(path)
             actions.append((name, "removed"))

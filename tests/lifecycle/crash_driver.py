@@ -1,5 +1,6 @@
-"""Run one PDB lifecycle operation the way the daemon does (rustymt.engine.pdbops
-with the real catalog), so that a test can SIGKILL it at a random point.
+"""Run one PDB lifecycle operation the way the daemon does — the same sequence
+functions (rustymt.engine.pdbops) with the real catalog; drop through the PDB
+service itself — so that a test can SIGKILL it at a random point.
 
     python -m tests.lifecycle.crash_driver <data_dir> <op> <json args>
 
@@ -7,11 +8,16 @@ Prints "go" when the imports are done and the operation starts, "done" at the en
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 
+from rustymt import config
 from rustymt.catalog.db import Catalog, catalog_path
 from rustymt.engine import manifest, pdbops, scram, storage
+from rustymt.events.bus import EventBus
+from rustymt.service.authz import Principal
+from rustymt.service.pdbs import PdbService
 
 
 def insert_row(catalog, pdb_id: str, name: str, state: str) -> None:
@@ -47,7 +53,9 @@ def main() -> int:
         pdbops.plug(data_dir, parsed, parsed["datafiles_dir"], target, name, args["copy"],
                     lambda: insert_row(catalog, target, name, "mounted"))
     elif op == "drop":
-        pdbops.drop(data_dir, args["source"], False, lambda: set_state(catalog, args["source"], "dropped"))
+        service = PdbService(catalog, config.load(None, env={}, overrides={"server.data_dir": data_dir}), EventBus())
+        operator = Principal.from_claims({"roles": ["cdb_admin"]})
+        asyncio.run(service.drop(operator, args["source"], keep_datafiles=False))
     else:
         raise SystemExit(f"unknown op {op}")
     print("done", flush=True)

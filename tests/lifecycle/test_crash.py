@@ -24,8 +24,12 @@ import time
 import pytest
 
 from rustymt._native import _core
+from rustymt import config
 from rustymt.catalog.db import Catalog, catalog_path
 from rustymt.engine import manifest, pdbops, recovery, scram, storage
+from rustymt.events.bus import EventBus
+from rustymt.service.lifecycle import LifecycleService
+from rustymt.service.pdbs import PdbService
 
 POINTS = int(os.environ.get("RUSTYMT_CRASH_POINTS", "10"))  # 20 per op: ~2.5 min alone; set the env for the full run
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -103,8 +107,12 @@ class Scenario:
         return True, seconds
 
     def recover_and_check(self) -> None:
+        # The daemon's startup order: lifecycle recovery, then the PDB service's reconcile.
+        settings = config.load(None, env={}, overrides={"server.data_dir": self.data_dir})
+        pdbs = PdbService(self.catalog, settings, EventBus())
+        LifecycleService(self.catalog, settings, EventBus(), pdbs).recover()
+        pdbs.reconcile_storage()
         catalog_states = states(self.catalog)
-        recovery.recover(self.data_dir, catalog_states)
         assert os.listdir(storage.staging_dir(self.data_dir)) == [], "staging leftovers"
         folders = {n for n in os.listdir(storage.pdbs_dir(self.data_dir)) if n != storage.SEED_ID}
         live = {pdb_id for pdb_id, state in catalog_states.items() if state != "dropped"}

@@ -78,14 +78,15 @@ def test_snapshot_clone_shares_extents_and_is_independent(xfs_dir):
         assert os.path.getsize(os.path.join(source, "users.db-wal")) > 5000 * 4000
         before = _rows(source)
         stage, facts = clone.clone_pdb(data_dir, source, "p_snap", "PDB_SNAP", "snapshot")
+        assert facts["method"] == "reflink"
+        target = storage.publish(data_dir, stage, "p_snap")
+        # The extents are shared with the source (copy-on-write), not copied: the
+        # 20 MB are in the WAL, which the clone took along. (Checked while the
+        # source's WAL still exists: closing its writer checkpoints and deletes it.)
+        extents = _run("filefrag", "-v", os.path.join(target, "users.db-wal"))
+        assert "shared" in extents
     finally:
         writer.close()
-    assert facts["method"] == "reflink"
-    target = storage.publish(data_dir, stage, "p_snap")
-    # The extents are shared with the source (copy-on-write), not copied: the
-    # 20 MB are in the WAL, which the clone took along.
-    extents = _run("filefrag", "-v", os.path.join(target, "users.db-wal"))
-    assert "shared" in extents
     assert _rows(target) == before
     # Writing to the clone leaves the source as it was.
     conn = _core.Connection(os.path.join(target, "users.db"))

@@ -124,13 +124,19 @@ def answers(ok_status: int, ok_schema: dict, *errors: int) -> dict[int, dict]:
 # ---- handlers
 
 
-async def clone_pdb(request: web.Request) -> web.Response:
+async def _create(request: web.Request, status: int, call) -> web.Response:
+    """A creating POST: call(principal, **body) once per Idempotency-Key."""
     body = await json_body(request)
 
     async def run():
-        return 202, await services(request).lifecycle.clone(principal(request), request.match_info["pdb_id"], **body)
+        return status, await call(principal(request), **body)
 
     return await idempotent(request, run)
+
+
+async def clone_pdb(request: web.Request) -> web.Response:
+    lifecycle, pdb_id = services(request).lifecycle, request.match_info["pdb_id"]
+    return await _create(request, 202, lambda who, **body: lifecycle.clone(who, pdb_id, **body))
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -159,12 +165,7 @@ async def plug_pdb(request: web.Request) -> web.Response:
 
 
 async def create_profile(request: web.Request) -> web.Response:
-    body = await json_body(request)
-
-    async def run():
-        return 201, await services(request).lifecycle.create_lockdown_profile(principal(request), **body)
-
-    return await idempotent(request, run)
+    return await _create(request, 201, services(request).lifecycle.create_lockdown_profile)
 
 
 async def list_profiles(request: web.Request) -> web.Response:
@@ -186,12 +187,7 @@ async def apply_profile(request: web.Request) -> web.Response:
 
 
 async def create_common_user(request: web.Request) -> web.Response:
-    body = await json_body(request)
-
-    async def run():
-        return 201, await services(request).lifecycle.create_common_user(principal(request), **body)
-
-    return await idempotent(request, run)
+    return await _create(request, 201, services(request).lifecycle.create_common_user)
 
 
 async def list_common_users(request: web.Request) -> web.Response:
