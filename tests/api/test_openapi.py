@@ -40,7 +40,7 @@ def test_document_is_exactly_the_route_table(document):
 def test_every_described_operation_is_served(daemon, document):
     # Without a token: protected routes answer 401, public ones anything but 404/405.
     for (method, path), operation in _operations(document).items():
-        concrete = path.replace("{tenant_id}", "tenant_none").replace("{pdb_id}", "pdb_none")
+        concrete = path.replace("{tenant_id}", "tenant_none").replace("{pdb_id}", "pdb_none").replace("{job_id}", "job_none").replace("{name}", "none")
         response = daemon.request(method, concrete, token=None, json={} if "requestBody" in operation else None)
         if operation["security"]:
             assert response.status == 401, (method, path, response.status)

@@ -442,3 +442,5 @@ FIELDS = {
 FIELDS[("Tenant", "statistics")] = tenant_statistics
 FIELDS[("SharedServices", "commonUsers")] = shared_list
 FIELDS[("SharedServices", "lockdownProfiles")] = shared_list
+# The spec's PdbState has no UNPLUGGED: an unplugged PDB shows as MOUNTED, as in Oracle's V$PDBS (REST says "unplugged").
+FIELDS[("PDB", "state")] = lambda source, info: "mounted" if source.get("state") == "unplugged" else source.get("state")
