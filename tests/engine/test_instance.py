@@ -132,14 +132,16 @@ def test_sessions_reach_only_their_own_files(engine, tmp_path):
     assert execute(engine, pdb_id, "INSERT INTO hist.events VALUES (5)")["command"] == "INSERT 0 1"
     outside = str(tmp_path / "outside.db")
     other = os.path.join(engine.data_dir, "pdbs", "seed", "users.db")
-    for sql in (f"ATTACH DATABASE '{outside}' AS x", f"ATTACH DATABASE '{other}' AS x", "DETACH DATABASE hist",
+    catalog = os.path.join(engine.data_dir, "catalog.db")
+    for sql in (f"ATTACH DATABASE '{outside}' AS x", f"ATTACH DATABASE '{other}' AS x",
+                f"ATTACH DATABASE '{catalog}' AS c", "DETACH DATABASE hist",
                 f"VACUUM INTO '{outside}'", "SELECT load_extension('libc.so.6')", "PRAGMA database_list",
                 "PRAGMA writable_schema=ON", "PRAGMA journal_mode=DELETE"):
         assert sqlstate_of(lambda: execute(engine, pdb_id, sql)) == "42501", sql
     with connect(port, name, autocommit=True) as client:
         assert sqlstate_of(lambda: client.execute(f"ATTACH DATABASE '{outside}' AS x")) == "42501"
         assert client.execute("SELECT x FROM hist.events").fetchall() == [(5,)]
-    assert not os.path.exists(outside)
+    assert not os.path.exists(outside) and not os.path.exists(catalog)
 
 
 def test_max_connections_refuses_with_53300(engine):
@@ -167,7 +169,7 @@ def test_suspend_ends_sessions_with_57p01_and_refuses_new_ones(engine):
     assert result["sessions_ended"] == 1
     with pytest.raises(psycopg.OperationalError) as ended:
         conn.execute("SELECT 1")
-    assert ended.value.sqlstate == "57P01" or "administrator command" in str(ended.value)
+    assert ended.value.sqlstate == "57P01" and "suspended" in str(ended.value)
     conn.close()
     refused = startup_error(port, name)
     assert refused["C"] == "57P01" and "suspended" in refused["M"]
@@ -268,6 +270,8 @@ def test_detach_closes_the_listener(engine):
     with pytest.raises(ControlError) as gone:
         engine.request("stats", {"tenant_id": "t_gone"})
     assert gone.value.code == "NOT_FOUND"
+    history = storage.open_mode_history(storage.pdb_dir(engine.data_dir, pdb_id))
+    assert [mode for _, mode in history] == ["READ_WRITE", "CLOSED"]
 
 
 def test_bad_requests_get_clear_errors(engine):
@@ -286,6 +290,10 @@ def test_bad_requests_get_clear_errors(engine):
         codes.append(exc.value.code)
     assert codes == ["BAD_REQUEST", "BAD_REQUEST", "BAD_REQUEST", "NOT_FOUND", "NOT_FOUND", "NOT_FOUND"]
     port, pdb_id, name = tenant(engine, "path")
+    assert sqlstate_of(lambda: execute(engine, pdb_id, "SELECT ?1 + ?2", [1])) == "08P01"
+    assert sqlstate_of(lambda: execute(engine, pdb_id, "SELECT ?1", [[1, 2]])) == "22023"
+    assert sqlstate_of(lambda: execute(engine, pdb_id, "SELEC 1")) == "42601"
+    assert execute(engine, pdb_id, "SELECT ?1 || ?2, x'00ff'", ["a", "b"])["rows"] == [["ab", "\\x00ff"]]
     with pytest.raises(ControlError) as outside:
         engine.request("open_pdb", {"pdb_id": "p2", "tenant_id": "t_path", "pdb_name": "P2", "path": "/tmp", "mode": "READ_WRITE"})
     assert outside.value.code == "BAD_REQUEST"
@@ -346,3 +354,29 @@ def test_sigkill_restart_reopens_pdbs_and_refuses_cleanly_meanwhile(tmp_path):
         if gate["event"] is not None:
             engine.loop.call_soon_threadsafe(gate["event"].set)
         engine.stop()
+
+
+def test_a_reused_slot_starts_from_zero(engine):
+    port, pdb_id, name = tenant(engine, "first")
+    slot = engine.request("stats", {"tenant_id": "t_first"})["tenants"]["t_first"]["slot"]
+    execute(engine, pdb_id, "CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    assert engine.stats("t_first")["memory"]["allocation_count"] > 0
+    engine.request("detach_tenant", {"tenant_id": "t_first"})
+    engine.create_pdb("p_second", "PDB_SECOND")
+    engine.request("attach_tenant", {"tenant_id": "t_second", "slot": slot, "port": 0})
+    fresh = engine.stats("t_second")
+    assert fresh["memory"]["allocation_count"] == 0 and fresh["cpu"]["used_cpu_ns"] == 0
+    assert fresh["io"]["reads"] == fresh["io"]["writes"] == 0 and fresh["buffer_pool"]["hits"] == 0
+    assert fresh["network"] == {"bytes_in": 0, "bytes_out": 0} and fresh["statements"] == 0
+
+
+def test_storage_quota_gives_53100_and_the_session_survives(engine):
+    port, pdb_id, name = tenant(engine, "disk", storage_gb=2 / 1024)  # 2 MiB over the tenant's datafiles
+    execute(engine, pdb_id, "CREATE TABLE t(x)")
+    with connect(port, name, autocommit=True) as conn:
+        conn.execute("INSERT INTO t VALUES (randomblob(500000))")        # fits
+        assert sqlstate_of(lambda: conn.execute("INSERT INTO t VALUES (randomblob(3000000))")) == "53100"
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)  # the session still works
+    assert sqlstate_of(lambda: execute(engine, pdb_id, "INSERT INTO t VALUES (randomblob(3000000))")) == "53100"
+    engine.request("set_quota", {"tenant_id": "t_disk", "quota": {"storage_gb": 1}})  # new sessions see it
+    assert execute(engine, pdb_id, "INSERT INTO t VALUES (randomblob(3000000))")["command"] == "INSERT 0 1"

@@ -44,3 +44,28 @@ def test_split_frames_contract(split):
     assert split(bytearray(b"Q\x00\x00\x00\x02xx"), 1000) == ([], 0, 2)
     assert split(bytearray(frame(b"S", b"") + b"Q\x7f\xff\xff\xff"), 1000) == ([(b"S", b"")], 5, 0x7FFFFFFF)
     assert split(bytearray(b"Q\xff\xff\xff\xff"), 1000) == ([], 0, -1)
+
+
+def _outcome(parse, body):
+    try:
+        return parse(body)
+    except UnicodeDecodeError:
+        return "unicode"
+    except ValueError:
+        return "malformed"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80))
+def test_parse_bind_twins_agree_on_random_bodies(body):
+    assert _outcome(framing.parse_bind_c, body) == _outcome(framing.parse_bind_py, body)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=8).filter(lambda s: "\0" not in s), st.lists(st.integers(0, 1), max_size=4),
+       st.lists(st.one_of(st.none(), st.binary(max_size=12)), max_size=6), st.lists(st.integers(0, 1), max_size=4))
+def test_parse_bind_twins_agree_on_valid_binds(name, param_formats, params, result_formats):
+    from pgwire_client import bind
+    body = bind(name, "s" + name, params, param_formats, result_formats)[5:]
+    expected = (name, "s" + name, param_formats, params, result_formats)
+    assert framing.parse_bind_c(body) == framing.parse_bind_py(body) == expected

@@ -1,10 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""Compiled twins of the wire server's two hottest loops (profiled: framing
-and DataRow encoding dominated the per-query Python cost after SQLite itself).
+"""Compiled twins of the wire server's hottest loops (profiled: framing, Bind
+parsing and DataRow encoding dominated the per-query Python cost after SQLite
+itself).
 
 Each function has a pure-Python twin with the same contract (framing.py's
-split_frames_py, rows.py's encode_rows_py); the tests run both on the same
-inputs. Plain values in, plain values out: no protocol policy here.
+split_frames_py and parse_bind_py, rows.py's encode_rows_py); the tests run
+both on the same inputs. Plain values in, plain values out: no protocol policy here.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
@@ -68,3 +69,66 @@ def encode_rows(rows, list encoders):
         size = len(out) - start - 1
         _put_i32(out, start + 1, <unsigned int>size)
     return bytes(out)
+
+
+cdef inline int _i16(const unsigned char[:] b, Py_ssize_t at):
+    return <short>((<unsigned int>b[at] << 8) | <unsigned int>b[at + 1])
+
+
+cdef inline int _i32(const unsigned char[:] b, Py_ssize_t at):
+    return <int>((<unsigned int>b[at] << 24) | (<unsigned int>b[at + 1] << 16)
+                 | (<unsigned int>b[at + 2] << 8) | <unsigned int>b[at + 3])
+
+
+cdef str _cstr(const unsigned char[:] b, Py_ssize_t *pos):
+    cdef Py_ssize_t start = pos[0], n = b.shape[0], i = start
+    while i < n and b[i] != 0:
+        i += 1
+    if i >= n:
+        raise ValueError("unterminated string")
+    pos[0] = i + 1
+    return PyBytes_FromStringAndSize(<const char *>&b[start], i - start).decode("utf-8") if i > start else ""
+
+
+def parse_bind(const unsigned char[:] body):
+    """Bind body -> (portal, statement, param_formats, params, result_formats);
+    ValueError when malformed (lengths overrun, negative counts, trailing bytes)."""
+    cdef Py_ssize_t pos = 0, n = body.shape[0], i
+    cdef int count, size
+    portal = _cstr(body, &pos)
+    statement = _cstr(body, &pos)
+    if n - pos < 2:
+        raise ValueError("truncated")
+    count = _i16(body, pos)
+    pos += 2
+    if count < 0 or n - pos < 2 * count:
+        raise ValueError("bad format count")
+    param_formats = [_i16(body, pos + 2 * i) for i in range(count)]
+    pos += 2 * count
+    if n - pos < 2:
+        raise ValueError("truncated")
+    count = _i16(body, pos)
+    pos += 2
+    if count < 0:
+        raise ValueError("bad parameter count")
+    params = []
+    for i in range(count):
+        if n - pos < 4:
+            raise ValueError("truncated")
+        size = _i32(body, pos)
+        pos += 4
+        if size == -1:
+            params.append(None)
+            continue
+        if size < 0 or n - pos < size:
+            raise ValueError("bad parameter length")
+        params.append(PyBytes_FromStringAndSize(<const char *>&body[pos], size) if size else b"")
+        pos += size
+    if n - pos < 2:
+        raise ValueError("truncated")
+    count = _i16(body, pos)
+    pos += 2
+    if count < 0 or n - pos != 2 * count:
+        raise ValueError("bad result format count")
+    result_formats = [_i16(body, pos + 2 * i) for i in range(count)]
+    return portal, statement, param_formats, params, result_formats

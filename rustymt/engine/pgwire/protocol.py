@@ -29,7 +29,7 @@ from . import messages
 from . import sqlstate as S
 from ..scram import MECHANISM, ScramError, ScramExchange
 from .errors import PgError, fatal
-from .framing import split_frames
+from .framing import parse_bind, split_frames
 
 SSL_REQUEST_CODE = 80877103
 GSSENC_REQUEST_CODE = 80877104
@@ -222,28 +222,17 @@ def _parse_parse(r):
     return Parse(name, sql, oids)
 
 
-def _formats(r):
-    count = r.int16()
-    if count < 0:
-        raise _Malformed
-    formats = [r.int16() for _ in range(count)]
-    if any(f not in (0, 1) for f in formats):
-        raise PgError(S.PROTOCOL_VIOLATION, "unsupported format code")
-    return formats
-
-
 def _parse_bind(r):
-    portal, statement = r.cstring(), r.cstring()
-    param_formats = _formats(r)
-    count = r.int16()
-    if count < 0:
-        raise _Malformed
-    params = []
-    for _ in range(count):
-        size = r.int32()
-        params.append(None if size == -1 else r.take(size))
-    result_formats = _formats(r)
-    r.end()
+    try:
+        portal, statement, param_formats, params, result_formats = parse_bind(r.data)
+    except UnicodeDecodeError:
+        raise PgError(S.CHARACTER_NOT_IN_REPERTOIRE, 'invalid byte sequence for encoding "UTF8"') from None
+    except ValueError:
+        raise _Malformed from None
+    for formats in (param_formats, result_formats):
+        for code in formats:
+            if code != 0 and code != 1:
+                raise PgError(S.PROTOCOL_VIOLATION, "unsupported format code")
     return Bind(portal, statement, param_formats, params, result_formats)
 
 
