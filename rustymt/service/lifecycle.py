@@ -248,6 +248,8 @@ class LifecycleService:
         if row["state"] not in UNPLUGGABLE:
             raise ServiceError("INVALID_STATE", f"PDB {pdb_id} is {row['state']}; close it before unplugging",
                                details={"pdb_id": pdb_id, "current_state": row["state"]})
+        if os.path.lexists(xml):  # never overwrite a manifest (maybe another PDB's)
+            raise inputs.invalid("xml_path", f"{xml} already exists")
         folder = storage.pdb_dir(self.data_dir, pdb_id)
 
         def run():
@@ -306,6 +308,9 @@ class LifecycleService:
                 raise inputs.invalid("target_path", f"plugged datafiles live in {os.path.realpath(storage.pdbs_dir(self.data_dir))}; "
                                      "give that directory or leave target_path out")
         parsed, violations = await asyncio.to_thread(self._plug_checks, xml, pdb_name, not copy_datafiles)
+        if parsed is not None and principal.tenant_id is not None and parsed.get("tenant_id") not in (None, principal.tenant_id):
+            # a tenant plugs only what it unplugged: another tenant's manifest does not exist for it
+            raise inputs.invalid("xml_path", f"no manifest of this tenant at {xml}")
         if dry_run:
             return {"violations": violations}
         if any(v["severity"] == "ERROR" for v in violations):

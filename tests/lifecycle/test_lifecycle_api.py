@@ -153,7 +153,12 @@ def test_unplug_and_plug_round_trip(daemon):
     assert answer.status == 200, answer.text
     assert answer.json["state"] == "unplugged" and answer.json["xml_manifest"] == os.path.join(os.path.realpath(roots), "acme.xml")
     assert answer.json["size_mb"] > 0
+    assert acme.call("POST", unplug, {"xml_path": "acme.xml"}).status == 400  # never overwrites a manifest
     plug = "/api/v1/pdbs/plug"
+    other = Tenant(daemon, "otherplug")
+    foreign = daemon.request("POST", plug, json={"xml_path": "acme.xml", "pdb_name": "STOLEN", "dry_run": True},
+                             token=daemon.token("tenant_admin", other.tenant_id))
+    assert foreign.status == 400 and "violations" not in foreign.text  # another tenant's manifest: not even checked
     dry = acme.call("POST", plug, {"xml_path": "acme.xml", "dry_run": True})
     assert dry.status == 200 and any("already plugged" in v["message"] for v in dry.json["violations"])
     assert set(dry.json) == {"violations"}
