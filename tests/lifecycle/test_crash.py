@@ -93,7 +93,10 @@ class Scenario:
             if kill_after is not None:
                 timer = threading.Timer(kill_after, lambda: child.poll() is None and os.kill(child.pid, signal.SIGKILL))
                 timer.start()
-            out, err = child.communicate(timeout=120)
+            # Not communicate(): it reads the raw pipe and would miss a "done" that
+            # readline() already pulled into the text buffer together with "go".
+            child.wait(timeout=120)
+            out, err = child.stdout.read(), child.stderr.read()
             seconds = time.monotonic() - started
             if timer is not None:
                 timer.cancel()
