@@ -181,6 +181,7 @@ KEYS: list[Key] = [
     Key("graphql", "explorer_assets_url", parse_str, "https://unpkg.com", "base URL GraphiQL's assets load from (package@version/file under it)"),
     Key("graphql", "explorer_assets_dir", parse_str, "", "local node_modules directory holding graphiql, react, react-dom; when set the daemon serves the assets itself (offline hosts)"),
     Key("engine", "pool_frames", int_in(64, 1 << 24), 8192, "page frames in each engine instance's buffer pool (4 KiB pages; tenants get partitions of it)"),
+    Key("lifecycle", "export_roots", parse_str_list, "", "directories unplug manifests/datafiles and plug sources may be in (absolute); the first is the default for relative paths; empty = <data_dir>/exports"),
 ]
 
 def _price_book(value: Any):

@@ -90,6 +90,7 @@ async def _start_engine(services: Services, fleet: Fleet) -> None:
     seed, then the engine instances with every tenant re-applied."""
     data_dir = services.settings.server.data_dir
     try:
+        await asyncio.to_thread(services.lifecycle.recover)  # committed clone/plug stages published, dead jobs failed
         await asyncio.to_thread(services.pdbs.reconcile_storage)
         await asyncio.to_thread(storage.ensure_seed, data_dir)
     except Exception as exc:

@@ -87,3 +87,82 @@ def rules_json(rules: list[tuple[str, str | None, str]]) -> str:
 def authorizer_rules(profile_rules: list[tuple[str, str | None, str]] | None) -> list:
     """The full table for a session: base rules first, then the profile's."""
     return [*BASE_RULES, *(profile_rules or ())]
+
+
+# ---- lockdown profiles (Oracle's CREATE LOCKDOWN PROFILE / DISABLE STATEMENT)
+#
+# An operator writes a profile as statements and features to disable; it is
+# compiled here into authorizer rules (the table above). PRAGMA is the one
+# statement with an allow-list: "disable PRAGMA except table_info" is the
+# rules ("PRAGMA", "table_info", allow), ("PRAGMA", None, deny) — first match
+# wins, and the base rules still come before any profile allow.
+
+STATEMENT_ACTIONS: dict[str, tuple[str, ...]] = {
+    "ATTACH": ("ATTACH",),
+    "DETACH": ("DETACH",),
+    "PRAGMA": ("PRAGMA",),
+    "CREATE TABLE": ("CREATE_TABLE", "CREATE_TEMP_TABLE"),
+    "CREATE INDEX": ("CREATE_INDEX", "CREATE_TEMP_INDEX"),
+    "CREATE VIEW": ("CREATE_VIEW", "CREATE_TEMP_VIEW"),
+    "CREATE TRIGGER": ("CREATE_TRIGGER", "CREATE_TEMP_TRIGGER"),
+    "CREATE VIRTUAL TABLE": ("CREATE_VTABLE",),
+    "DROP TABLE": ("DROP_TABLE", "DROP_TEMP_TABLE"),
+    "DROP INDEX": ("DROP_INDEX", "DROP_TEMP_INDEX"),
+    "DROP VIEW": ("DROP_VIEW", "DROP_TEMP_VIEW"),
+    "DROP TRIGGER": ("DROP_TRIGGER", "DROP_TEMP_TRIGGER"),
+    "ALTER": ("ALTER_TABLE",),
+    "ALTER TABLE": ("ALTER_TABLE",),
+    "DELETE": ("DELETE",),
+    "UPDATE": ("UPDATE",),
+    "INSERT": ("INSERT",),
+    "REINDEX": ("REINDEX",),
+    "ANALYZE": ("ANALYZE",),
+    "SAVEPOINT": ("SAVEPOINT",),
+}
+# Features: what a statement may make SQLite do rather than a statement kind.
+# Temp files on disk: temp objects and the pragmas that move temp storage
+# (sorts that spill remain: the instance's temp_store is set to memory).
+FEATURE_RULES: dict[str, tuple[tuple[str, str | None], ...]] = {
+    "load_extension": (("FUNCTION", "load_extension"),),
+    "temp_files": (("CREATE_TEMP_TABLE", None), ("CREATE_TEMP_INDEX", None), ("CREATE_TEMP_VIEW", None),
+                   ("CREATE_TEMP_TRIGGER", None), ("PRAGMA", "temp_store"), ("PRAGMA", "temp_store_directory")),
+    "recursive_cte": (("RECURSIVE", None),),
+}
+PROFILE_NAME_MAX = 64
+
+
+def compile_profile(spec: dict) -> list[tuple[str, str | None, str]]:
+    """{"disabled_statements": [...], "pragma_allow": [...], "disabled_features": [...],
+    "rules": [raw rules]} -> authorizer rules; ValueError names what is wrong."""
+    statements = spec.get("disabled_statements") or []
+    allow = spec.get("pragma_allow") or []
+    features = spec.get("disabled_features") or []
+    for field, value in (("disabled_statements", statements), ("pragma_allow", allow),
+                         ("disabled_features", features)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{field} must be a list of strings")
+    rules: list[tuple[str, str | None, str]] = []
+    normalized = [" ".join(s.upper().split()) for s in statements]
+    if allow and "PRAGMA" not in normalized:
+        raise ValueError("pragma_allow only makes sense when PRAGMA is a disabled statement")
+    for pragma in allow:
+        if pragma.lower() in DANGEROUS_PRAGMAS:
+            raise ValueError(f"pragma {pragma} is always denied by the base rules; it cannot be allowed")
+        rules.append(("PRAGMA", pragma.lower(), "allow"))
+    for statement in normalized:
+        if statement not in STATEMENT_ACTIONS:
+            raise ValueError(f"unknown statement {statement!r} (one of {', '.join(sorted(STATEMENT_ACTIONS))})")
+        rules.extend((action, None, "deny") for action in STATEMENT_ACTIONS[statement])
+    for feature in features:
+        if feature.lower() not in FEATURE_RULES:
+            raise ValueError(f"unknown feature {feature!r} (one of {', '.join(sorted(FEATURE_RULES))})")
+        rules.extend((action, name, "deny") for action, name in FEATURE_RULES[feature.lower()])
+    rules.extend(parse_rules(spec.get("rules") or []))
+    return rules
+
+
+def denied_message(profile: str | None, sqlite_message: str) -> str:
+    """The 42501 message of a statement the authorizer refused, naming the profile."""
+    if not profile:
+        return sqlite_message
+    return f"{sqlite_message} (lockdown profile {profile} applies to this PDB)"

@@ -49,12 +49,19 @@ class TenantConnection(_core.Connection):
         super().__init__(path, tenant=tenant, readonly=readonly, vfs=vfs, create=False)
         self.counter = counter
         self.ended_with: Exception | None = None
+        self.lockdown_profile = None  # name of the PDB's lockdown profile: named in 42501 messages
 
     def prepare(self, sql):
         if self.ended_with is not None:
             raise self.ended_with
         self.counter.count += 1  # GIL-protected increment: good enough for a statistic
-        return _core.Connection.prepare(self, sql)
+        try:
+            return _core.Connection.prepare(self, sql)
+        except _core.SQLiteError as exc:  # the authorizer refuses at prepare time
+            if self.lockdown_profile and "not authorized" in exc.message:
+                raise _core.SQLiteError(exc.code, exc.extended_code,
+                                        lockdown.denied_message(self.lockdown_profile, exc.message)) from None
+            raise
 
 
 def _run(conn, sql: str, params=()) -> None:

@@ -81,8 +81,10 @@ class OpenPdb:
     def open_connection(self):
         d = self.dictionary()
         t = self.tenant
-        return open_session_connection(self.folder, d["tablespaces"], t.slot, self.readonly,
+        conn = open_session_connection(self.folder, d["tablespaces"], t.slot, self.readonly,
                                        d["profile_rules"], t.statements, t.vfs, t.storage_budget())
+        conn.lockdown_profile = (d["lockdown"] or {}).get("profile")
+        return conn
 
     def storage_bytes(self) -> int:
         try:
@@ -92,11 +94,13 @@ class OpenPdb:
 
     def apply_lockdown(self) -> None:
         """Re-install every live session's authorizer with the current profile."""
-        rules = lockdown.authorizer_rules(self.dictionary()["profile_rules"])
+        d = self.dictionary()
+        rules = lockdown.authorizer_rules(d["profile_rules"])
         for session in list(self.sessions.values()):
             conn = session.connection
             if not conn.closed:
                 conn.set_authorizer(rules)
+                conn.lockdown_profile = (d["lockdown"] or {}).get("profile")
 
 
 _TCP_INFO_BYTES = struct.Struct("=QQ")  # struct tcp_info: tcpi_bytes_acked, tcpi_bytes_received

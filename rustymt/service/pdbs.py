@@ -59,6 +59,7 @@ TRANSITIONS = {
     "open": {"closed"},
     "closed": {"open", "dropped"},
     "dropped": set(),
+    "unplugged": {"dropped"},  # lifecycle: an unplugged PDB can only be dropped (its files stay for a plug)
 }
 
 
@@ -94,6 +95,7 @@ class PdbService:
 
     def _lock(self, pdb_id: str) -> asyncio.Lock:
         return self._locks.setdefault(pdb_id, asyncio.Lock())
+        self.staged_hooks: list[Callable[[str, str, str], Any]] = []  # (stage, pdb_id, pdb_name), before the commit
 
     def _now(self) -> str:
         return timeutil.to_iso(self.clock())
@@ -133,7 +135,10 @@ class PdbService:
                 raise
         guid = uuid.uuid4().hex.upper()
         verifier = scram_verifier(admin_password)
-        return storage.stage_pdb_from_seed(self.data_dir, pdb_id, pdb_name, admin_user, verifier, guid=guid), guid
+        folder = storage.stage_pdb_from_seed(self.data_dir, pdb_id, pdb_name, admin_user, verifier, guid=guid)
+        for hook in self.staged_hooks:
+            hook(folder, pdb_id, pdb_name)
+        return folder, guid
 
     def check_capacity(self, conn) -> None:
         limit = self.settings.cdb.max_pdbs

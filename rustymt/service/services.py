@@ -16,6 +16,7 @@ from rustymt.events.bus import EventBus
 from rustymt.service.capacity import HostCapacity
 from rustymt.service.cdb import CdbService
 from rustymt.service.fleet import Fleet
+from rustymt.service.lifecycle import LifecycleService
 from rustymt.service.pdbs import PdbService
 from rustymt.service.tenants import TenantService
 
@@ -34,6 +35,8 @@ class Services:
         # metering, billing, SLA, webhooks (rustymt/metering, rustymt/sla, rustymt/events/webhooks.py)
         from rustymt.metering.wiring import attach_metering
         attach_metering(self)
+        self.lifecycle = LifecycleService(catalog, settings, bus, self.pdbs, fleet)  # clone/unplug/plug/lockdown/common users
+        self.pdbs.staged_hooks.append(self.lifecycle.sync_common_users)  # common users reach PDBs created later
 
     async def ready(self) -> bool:
         """True when the catalog answers (readiness probe)."""

@@ -184,7 +184,7 @@ async def q_cdb(_root, info: GraphQLResolveInfo) -> dict:
 async def shared_list(source: dict, info: GraphQLResolveInfo) -> list:
     """Common users / lockdown profiles: the service's list, or [] where no service keeps any yet."""
     context = ctx(info)
-    method = getattr(context.services.cdb, f"list_{snake(info.field_name)}", None)
+    method = getattr(getattr(context.services, "lifecycle", None), f"list_{snake(info.field_name)}", None)
     if method is None:
         return []  # nothing can have been created without the service: empty is the truth
     return (await method(context.caller()))[snake(info.field_name)]
@@ -341,9 +341,12 @@ async def m_terminate_tenant(_root, info, tenantId: str) -> dict:
     return await _tenant_op(info, "terminate", tenantId)
 
 
+LIFECYCLE_OPS = ("clone", "unplug", "plug", "apply_lockdown_profile")  # services.lifecycle (rustymt.service.lifecycle)
+
+
 async def _pdb_call(info, name: str, what: str, *args, **kwargs) -> dict:
     context = ctx(info)
-    method = service_method(context.services, "pdbs", name, what)
+    method = service_method(context.services, "lifecycle" if name in LIFECYCLE_OPS else "pdbs", name, what)
     return await method(context.caller(), *args, **kwargs)
 
 
@@ -401,14 +404,14 @@ async def m_apply_lockdown_profile(_root, info, pdbId: str, profileName: str) ->
 @returns_union("CommonUser", "PdbError")
 async def m_create_common_user(_root, info, input: dict) -> dict:
     context = ctx(info)
-    method = service_method(context.services, "cdb", "create_common_user", "common users")
+    method = service_method(context.services, "lifecycle", "create_common_user", "common users")
     return await method(context.caller(), username=input["username"], password=input["password"], pdbs=input.get("pdbs"))
 
 
 @returns_union("LockdownProfile", "PdbError")
 async def m_create_lockdown_profile(_root, info, input: dict) -> dict:
     context = ctx(info)
-    method = service_method(context.services, "cdb", "create_lockdown_profile", "lockdown profiles")
+    method = service_method(context.services, "lifecycle", "create_lockdown_profile", "lockdown profiles")
     return await method(context.caller(), name=input["name"], disabled_statements=input.get("disabledStatements") or [],
                         disabled_features=input.get("disabledFeatures") or [])
 
@@ -439,3 +442,5 @@ FIELDS = {
 FIELDS[("Tenant", "statistics")] = tenant_statistics
 FIELDS[("SharedServices", "commonUsers")] = shared_list
 FIELDS[("SharedServices", "lockdownProfiles")] = shared_list
+# The spec's PdbState has no UNPLUGGED: an unplugged PDB shows as MOUNTED, as in Oracle's V$PDBS (REST says "unplugged").
+FIELDS[("PDB", "state")] = lambda source, info: "mounted" if source.get("state") == "unplugged" else source.get("state")
