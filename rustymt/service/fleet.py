@@ -206,6 +206,7 @@ class Fleet:
         hosted = []
         with self.catalog.write() as conn:  # may assign a slot
             total, records = tenant_rows.page(conn, offset=0, limit=1 << 30)
+            open_rows = [row for row in pdb_rows.live(conn) if row["state"] == "open"]
             for record in records:
                 if record["state"] == "terminated" or self.instance_for(record["tenant_id"]) != name:
                     continue
@@ -213,8 +214,7 @@ class Fleet:
                 if slot is None:
                     log.error("no native slot left for tenant %s", record["tenant_id"])
                     continue
-                open_pdbs = [row for row in pdb_rows.live(conn)
-                             if row["tenant_id"] == record["tenant_id"] and row["state"] == "open"]
+                open_pdbs = [row for row in open_rows if row["tenant_id"] == record["tenant_id"]]
                 hosted.append((record, slot, open_pdbs))
         return hosted
 

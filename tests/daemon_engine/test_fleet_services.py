@@ -9,6 +9,7 @@ import os
 import psycopg
 
 from rustymt import config
+from rustymt.catalog import cdb as cdb_rows
 from rustymt.catalog import pdbs as pdb_rows
 from rustymt.catalog.db import Catalog, catalog_path
 from rustymt.events.bus import EventBus
@@ -27,7 +28,6 @@ def build(data_dir: str, placement_of=None, spawned=None, exited=None):
     os.makedirs(os.path.join(data_dir, "run"), exist_ok=True)
     catalog = Catalog.open(catalog_path(data_dir))
     with catalog.write() as conn:
-        from rustymt.catalog import cdb as cdb_rows
         cdb_rows.ensure_cdb(conn, "CDB_T", "2026-01-01T00:00:00Z")
     bus = EventBus()
     fleet = Fleet(settings, catalog, bus, placement_of=placement_of,
