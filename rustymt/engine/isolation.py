@@ -165,7 +165,7 @@ class NativeCore:
     def buffer_pool(self, slot: int) -> dict:
         s = _core.pool_stats(slot)
         return {"hits": s["hits"], "misses": s["misses"], "hit_ratio": round(s["hit_ratio"], 6),
-                "resident": s["resident"], "min_frames": s["min"], "max_frames": s["max"],
+                "resident": s["resident"], "pinned": s["pinned"], "min_frames": s["min"], "max_frames": s["max"],
                 "evictions": s["evictions"], "frame_bytes": self.frame_bytes}
 
     def cpu(self, slot: int) -> dict:

@@ -92,10 +92,10 @@ class PdbService:
         # One operation at a time per PDB (open, close, drop): each re-reads
         # the row under its lock, so two racing opens cannot both succeed.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self.staged_hooks: list[Callable[[str, str, str], Any]] = []  # (stage, pdb_id, pdb_name), before the commit
 
     def _lock(self, pdb_id: str) -> asyncio.Lock:
         return self._locks.setdefault(pdb_id, asyncio.Lock())
-        self.staged_hooks: list[Callable[[str, str, str], Any]] = []  # (stage, pdb_id, pdb_name), before the commit
 
     def _now(self) -> str:
         return timeutil.to_iso(self.clock())

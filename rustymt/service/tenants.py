@@ -79,7 +79,7 @@ SLA_SOURCE = ("uptime_percent: share of the tenant's lifetime spent in state act
 MIB, GIB = 1 << 20, 1 << 30
 MEMORY_FIELDS = ("allocated_bytes", "quota_bytes", "peak_usage_bytes", "oom_count", "allocation_count", "deallocation_count")
 IO_FIELDS = ("reads", "writes", "bytes", "read_bytes", "write_bytes", "throttled_ns")
-POOL_FIELDS = ("hits", "misses", "evictions", "resident", "min_frames", "max_frames", "frame_bytes")
+POOL_FIELDS = ("hits", "misses", "evictions", "resident", "pinned", "min_frames", "max_frames", "frame_bytes")
 ENGINE_COUNTERS = "engine instance {instance}: native counters, cumulative since the tenant's slot was attached there"
 NETWORK_SOURCE = ("bytes: every protocol byte on the tenant's port, counted by its engine instance; "
                   "packets_dropped: drops happen in the host's tc shaping, not counted here")

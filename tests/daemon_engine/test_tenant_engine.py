@@ -103,6 +103,7 @@ def test_isolation_endpoints_show_the_workload(engine_daemon):
     assert memory["peak_usage_bytes"] > 0 and memory["allocation_count"] >= memory["deallocation_count"] > 0
     pool = get_json(engine_daemon, f"/api/v1/isolation/buffer_pool?tenant={tid}")
     assert pool["hits"] + pool["misses"] > 0 and 0 < pool["min_frames"] <= pool["max_frames"]
+    assert 0 <= pool["pinned"] <= pool["resident"]  # no session is mid-statement: few or none pinned
     resources = get_json(engine_daemon, f"/api/v1/tenants/{tid}/resources")
     assert resources["current_usage"]["storage_bytes"] == usage["storage_bytes"]
     assert "engine instance shared" in usage["source"]

@@ -35,6 +35,7 @@ AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "ISOLATION_VIOLA
 FIELD_KEYS = {
     ("ResourceUsage", "currentIops"): "iops",
     ("BufferPoolIsolationStats", "residentPages"): "resident",
+    ("BufferPoolIsolationStats", "pinnedPages"): "pinned",
     ("BufferPoolIsolationStats", "minPages"): "min_frames",
     ("BufferPoolIsolationStats", "maxPages"): "max_frames",
 }

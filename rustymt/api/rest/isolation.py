@@ -29,9 +29,10 @@ IO_RESPONSE = obj({
 }, required=("tenant_id", "reads", "writes", "bytes", "read_bytes", "write_bytes", "throttled_ns", "iops_limit"))
 BUFFER_POOL_RESPONSE = obj({
     "tenant_id": string(), "hits": integer(0), "misses": integer(0), "hit_ratio": number(), "evictions": integer(0),
-    "resident": integer(0, description="frames (pages) the tenant holds"), "min_frames": integer(0), "max_frames": integer(0),
+    "resident": integer(0, description="frames (pages) the tenant holds"), "pinned": integer(0, description="of those, pages in use right now"),
+    "min_frames": integer(0), "max_frames": integer(0),
     "frame_bytes": integer(0), "source": SOURCE_NOTE,
-}, required=("tenant_id", "hits", "misses", "hit_ratio", "evictions", "resident", "min_frames", "max_frames", "frame_bytes"))
+}, required=("tenant_id", "hits", "misses", "hit_ratio", "evictions", "resident", "pinned", "min_frames", "max_frames", "frame_bytes"))
 NETWORK_RESPONSE = obj({
     "tenant_id": string(), "port": integer(nullable=True), "rate_limit_mbps": integer(0),
     "bytes_received": integer(0), "bytes_sent": integer(0), "network_mbps": number(), "packets_dropped": integer(0),
