@@ -28,6 +28,7 @@ from rustymt.catalog.db import Catalog, CatalogError, catalog_path
 from rustymt.events.bus import EventBus
 from rustymt.exitcodes import EXIT_DATA_DIR, EXIT_LISTEN, EXIT_OK, StartupError
 from rustymt.model.timeutil import utc_now_iso
+from rustymt.service.hostbinding import HostBinding
 from rustymt.service.services import Services
 
 log = logging.getLogger("rustymt.daemon")
@@ -87,13 +88,19 @@ async def _watchdog_forever(interval: float) -> None:
 
 async def serve(settings: Any) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
+    catalog = prepare_data_dir(settings)
+    services = Services(catalog, settings, EventBus())
+    # Host enforcement (docs/host-daemon.md): before any instance starts, adopted before READY=1.
+    # Before the signal handlers: its tc probe forks (pyroute2), and a forked child's signal
+    # would reach asyncio's shared wakeup fd and read as our own SIGTERM.
+    services.host = await asyncio.to_thread(HostBinding.from_settings, settings, catalog, services.bus)
+    services.cdb.host_status = services.host.status
+    await asyncio.to_thread(services.host.adopt_self)
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-
-    catalog = prepare_data_dir(settings)
-    services = Services(catalog, settings, EventBus())
     app = create_app(services, settings)
     access_log = logging.getLogger("aiohttp.access") if settings.server.log_level == "debug" else None
     runner = web.AppRunner(app, access_log=access_log, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
@@ -114,6 +121,7 @@ async def serve(settings: Any) -> int:
     try:
         await services.tenants.apply_due_tier_changes()  # those that fell due while we were down
         background.append(asyncio.create_task(_apply_tier_changes_forever(services)))
+        await services.host.start()
         interval = sdnotify.watchdog_interval()
         if interval:
             background.append(asyncio.create_task(_watchdog_forever(interval)))
@@ -127,6 +135,7 @@ async def serve(settings: Any) -> int:
         for task in background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await services.host.stop()
         await runner.cleanup()
         catalog.close()
         with contextlib.suppress(FileNotFoundError):

@@ -22,6 +22,7 @@ class CdbService:
         self.catalog = catalog
         self.settings = settings
         self.started = time.monotonic()
+        self.host_status = None  # set by the daemon: HostBinding.status (the "host" section)
 
     async def status(self, principal: Principal) -> dict:
         authz.require(principal, PERMISSION["status"])
@@ -32,7 +33,7 @@ class CdbService:
 
         identity, counts = await asyncio.to_thread(query)
         empty = {"size_gb": 0, "used_gb": 0.0, "source": NO_SHARED_TABLESPACE}
-        return {
+        body = {
             "cdb_name": identity["cdb_name"] if identity else self.settings.cdb.name,
             "total_pdbs": counts["total"],
             "max_pdbs": self.settings.cdb.max_pdbs,
@@ -41,3 +42,6 @@ class CdbService:
             "uptime_seconds": int(time.monotonic() - self.started),
             "shared_services": {"undo_tablespace": dict(empty), "temp_tablespace": dict(empty)},
         }
+        if self.host_status is not None:
+            body["host"] = await asyncio.to_thread(self.host_status)
+        return body
