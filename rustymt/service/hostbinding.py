@@ -98,7 +98,7 @@ class HostBinding:
     @classmethod
     def from_settings(cls, settings: Any, catalog: Catalog, bus: EventBus, fleet: Any = None) -> "HostBinding":
         host = HostController.from_settings(settings.host, data_dir=settings.server.data_dir)
-        return cls(host, catalog, bus, fleet)
+        return cls(host, catalog, bus, fleet, interval=settings.host.reconcile_seconds)
 
     # ---- life cycle
 
@@ -222,6 +222,13 @@ class HostBinding:
             if old != new and record["state"] == TenantState.ACTIVE.value:
                 with contextlib.suppress(ServiceError):  # reported as system.alert by migrate()
                     await self.migrate(tenant_id, old, new)
+
+    async def settle_placement(self, tenant_id: str) -> None:
+        """REST create, before answering: the placement asked for is stored (if
+        tenant.created has not been handled yet)."""
+        record = await asyncio.to_thread(self._record, tenant_id)
+        if record is not None:
+            self._remember_created_placement(record)
 
     def _remember_created_placement(self, record: dict) -> None:
         wanted = self.pending_placement.pop(record["tenant_name"].lower(), None)

@@ -94,7 +94,9 @@ async def create_tenant(request: web.Request) -> web.Response:
     if host is None:
         return json_response(await services(request).tenants.create(principal(request), **body), status=201)
     with host.expecting_placement(body.get("tenant_name"), placement):
-        return json_response(await services(request).tenants.create(principal(request), **body), status=201)
+        created = await services(request).tenants.create(principal(request), **body)
+        await host.settle_placement(created["tenant_id"])
+    return json_response(created, status=201)
 
 
 async def list_tenants(request: web.Request) -> web.Response:
