@@ -35,6 +35,8 @@ class StrictNativeBuildExt(build_ext):
     """Compile native/*.c with strict flags, then link them into the extension."""
 
     def build_extension(self, ext):
+        if ext.name != "rustymt._native._core":  # only the engine core links native/*.c + SQLite
+            return super().build_extension(ext)
         if not os.path.exists(SQLITE_STATIC) and not glob.glob(f"{sysconfig.get_config_var('LIBDIR')}/libsqlite3.a"):
             raise SystemExit(
                 "libsqlite3.a not found: install Debian's libsqlite3-dev (scripts/bootstrap does this)"
@@ -60,9 +62,17 @@ core = Extension(
     extra_link_args=SQLITE_LINK + SANITIZE,
 )
 
+# The wire server's compiled hot loops (pure-Python twins in framing.py / rows.py).
+pgwire_speedups = Extension(
+    "rustymt.engine.pgwire._speedups",
+    sources=["rustymt/engine/pgwire/_speedups.pyx"],
+    extra_compile_args=["-O2"] + SANITIZE,
+    extra_link_args=SANITIZE,
+)
+
 setup(
     ext_modules=cythonize(
-        [core],
+        [core, pgwire_speedups],
         language_level=3,
         compiler_directives={"boundscheck": False, "wraparound": False},
         include_path=["rustymt/_native"],

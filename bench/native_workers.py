@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,7 +35,9 @@ def sqlite_workload(mode: str, rows: int, reps: int, cache_kib: int = 0) -> list
     else:
         _core.initialize_without_hooks()
         tenant = 0
-    vfs = os.environ.get("RUSTYMT_BENCH_VFS") or None  # "rustymt" once iovfs lands
+    # The hooked side opens through the IO-metering VFS too (unlimited
+    # tenant: counted, never throttled); RUSTYMT_BENCH_VFS= (empty) leaves it out.
+    vfs = os.environ.get("RUSTYMT_BENCH_VFS", "rustymt") or None
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(reps):
@@ -133,6 +136,13 @@ def isolation(mode: str) -> dict:
         a.close()
         b.close()
     return result
+
+
+def run(*args):
+    """Run one worker in a fresh process (for the bench tests); its JSON answer."""
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), *map(str, args)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
 
 
 if __name__ == "__main__":

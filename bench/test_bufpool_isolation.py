@@ -5,17 +5,9 @@ configuration runs in its own process with a 1000-frame pool. Goal: with
 partitions, B's hit ratio >= 0.95 of its solo hit ratio."""
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
+import native_workers  # bench/ is on sys.path under pytest (rootdir-relative module)
 
-WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native_workers.py")
-
-
-def worker(*args):
-    out = subprocess.run([sys.executable, WORKER, *map(str, args)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+worker = native_workers.run
 
 
 def test_hot_set_survives_a_scanner(benchmark):

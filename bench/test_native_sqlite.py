@@ -1,6 +1,6 @@
 """SQLite workload through the engine binding: native page pool + tenant
-allocator (+ the iovfs shim once it lands: RUSTYMT_BENCH_VFS=rustymt) vs the
-same binding on SQLite's stock pcache1 + system malloc. Each side runs in its
+allocator + the IO-metering VFS ("rustymt"; RUSTYMT_BENCH_VFS= leaves it out)
+vs the same binding on SQLite's stock pcache1 + system malloc + unix VFS. Each side runs in its
 own process (the hooks must be installed before SQLite initializes); pairs run
 alternately in the same bench run so machine load cancels out. Goal: time
 ratio <= 1.05. Both sides must produce identical results.
@@ -13,7 +13,6 @@ Two configurations:
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -24,14 +23,14 @@ import tempfile
 
 import pytest
 
+import native_workers  # bench/ is on sys.path under pytest (rootdir-relative module)
+
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native_workers.py")
 ROWS = 20000
 PAIRS = 7
 
 
-def worker(*args):
-    out = subprocess.run([sys.executable, WORKER, *map(str, args)], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+worker = native_workers.run
 
 
 @pytest.mark.parametrize("config,cache_kib", [("default", 0), ("equal-cache", 65536)])

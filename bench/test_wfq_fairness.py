@@ -14,6 +14,7 @@ time: other developers share these cores. Goals (issue 3):
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
 
@@ -90,13 +91,19 @@ def test_min_percent_under_contention(benchmark):
 
 
 def test_progress_handler_overhead(benchmark):
-    config = {"mode": "overhead", "tokens": 1, "progress_ops": 1000, "rows": 200_000, "statements": 5, "rounds": 10}
+    # Thread CPU time of one statement swings by tens of percent on these shared
+    # cores (caches, SMT siblings), so 200 short rounds alternate between the
+    # two connections and the goal is checked on the median per-round ratio.
+    config = {"mode": "overhead", "tokens": 1, "progress_ops": 1000, "rows": 100_000, "statements": 1, "rounds": 200}
     result = benchmark.pedantic(workload, args=(config,), rounds=1, iterations=1)
-    hooked, plain = sum(result["cpu_s"]["hooked"]), sum(result["cpu_s"]["plain"])
-    best = min(result["cpu_s"]["hooked"]) / min(result["cpu_s"]["plain"])
-    ratio = hooked / plain
-    benchmark.extra_info.update({"cpu_time_ratio": round(ratio, 4), "best_round_ratio": round(best, 4), "goal": "< 1.02"})
-    print(f"\nscheduler + progress handler every 1000 ops vs none, one tenant: cpu time ratio {ratio:.4f} "
-          f"(best-round ratio {best:.4f}); goal < 1.02")
+    hooked, plain = result["cpu_s"]["hooked"], result["cpu_s"]["plain"]
+    median = statistics.median(h / p for h, p in zip(hooked, plain))
+    of_medians = statistics.median(hooked) / statistics.median(plain)
+    best = min(hooked) / min(plain)
+    benchmark.extra_info.update({"median_round_ratio": round(median, 4), "ratio_of_medians": round(of_medians, 4),
+                                 "best_round_ratio": round(best, 4), "goal": "< 1.02"})
+    print(f"\nscheduler + progress handler every 1000 ops vs none, one tenant: cpu time ratio {median:.4f} "
+          f"(median of {len(hooked)} alternating rounds; ratio of medians {of_medians:.4f}, "
+          f"of fastest rounds {best:.4f}); goal < 1.02")
     assert result["scheduled_cpu_ns"] > 0
-    assert ratio < 1.02
+    assert median < 1.02

@@ -68,8 +68,8 @@ int64_t rmt_wfq_quantum_ns(const rmt_wfq *q);
 /* Change the number of slots live (> 0). Returns 0, or -1 on bad input. */
 int rmt_wfq_set_tokens(rmt_wfq *q, int tokens);
 
-/* Configure a tenant: shares 1..RMT_WFQ_MAX_SHARES, min_percent and
-** max_percent 0..100*tokens*... (0 = none), min <= max when max set.
+/* Configure a tenant: shares 1..RMT_WFQ_MAX_SHARES; min_percent and
+** max_percent in % of one core, >= 0 (0 = none), min <= max when max is set.
 ** Returns 0, or -1 on bad input. Takes effect live. */
 int rmt_wfq_configure(rmt_wfq *q, int tenant, int shares, int min_percent, int max_percent);
 /* Statistics of one tenant at monotonic time now_ns (< 0: now). */

@@ -180,6 +180,7 @@ KEYS: list[Key] = [
     Key("graphql", "max_operations_per_socket", int_in(1, 100000), 100, "operations one websocket may run at once; more are refused with an error"),
     Key("graphql", "explorer_assets_url", parse_str, "https://unpkg.com", "base URL GraphiQL's assets load from (package@version/file under it)"),
     Key("graphql", "explorer_assets_dir", parse_str, "", "local node_modules directory holding graphiql, react, react-dom; when set the daemon serves the assets itself (offline hosts)"),
+    Key("engine", "pool_frames", int_in(64, 1 << 24), 8192, "page frames in each engine instance's buffer pool (4 KiB pages; tenants get partitions of it)"),
     Key("host", "reconcile_seconds", float_in(0.2, 3600), 3.0, "period of the host reconcile loop (cgroups, tc vs the catalog)"),
 ]
 

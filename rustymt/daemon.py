@@ -7,7 +7,10 @@ aiohttp app, bind the listen address, write the bound address to
 scheduled tier changes that fell due while the daemon was down, then tell
 systemd READY=1. While running: apply scheduled tier changes when due (the
 catalog holds them, so they survive restarts). SIGTERM/SIGINT: stop accepting,
-let in-flight requests finish, close the catalog, exit 0.
+let in-flight requests finish, stop the engine instances, close the catalog,
+exit 0. Before the listener opens: PDB storage recovery (staged creates
+finished or removed, catalog and disk reconciled), the seed, and the engine
+instances started with every tenant re-applied (rustymt.service.fleet).
 """
 from __future__ import annotations
 
@@ -25,9 +28,12 @@ from rustymt.api.app import create_app
 from rustymt.api.keys import load_or_create_keys
 from rustymt.catalog import cdb as cdb_rows
 from rustymt.catalog.db import Catalog, CatalogError, catalog_path
+from rustymt.engine import storage
+from rustymt.engine.control import ControlError
 from rustymt.events.bus import EventBus
-from rustymt.exitcodes import EXIT_DATA_DIR, EXIT_LISTEN, EXIT_OK, StartupError
+from rustymt.exitcodes import EXIT_DATA_DIR, EXIT_FAILURE, EXIT_LISTEN, EXIT_OK, StartupError
 from rustymt.model.timeutil import utc_now_iso
+from rustymt.service.fleet import Fleet
 from rustymt.service.hostbinding import HostBinding
 from rustymt.service.services import Services
 
@@ -80,6 +86,23 @@ async def _apply_tier_changes_forever(services: Services) -> None:
             log.info("scheduled tier change applied: %s -> %s", change["tenant_id"], change["new_tier"])
 
 
+async def _start_engine(services: Services, fleet: Fleet) -> None:
+    """Storage recovery (finish or roll back what a crash interrupted), the
+    seed, then the engine instances with every tenant re-applied."""
+    data_dir = services.settings.server.data_dir
+    try:
+        await asyncio.to_thread(services.pdbs.reconcile_storage)
+        await asyncio.to_thread(storage.ensure_seed, data_dir)
+    except Exception as exc:
+        raise StartupError(f"data dir {data_dir}: PDB storage recovery failed: {exc}", EXIT_DATA_DIR) from None
+    try:
+        await fleet.start()
+    except (ControlError, OSError) as exc:
+        await fleet.stop()
+        raise StartupError(f"engine instance did not start: {exc}", EXIT_FAILURE) from None
+    log.info("engine: %s", ", ".join(f"{i['name']} pid {i['pid']}" for i in fleet.status()))
+
+
 async def _watchdog_forever(interval: float) -> None:
     while True:
         sdnotify.watchdog()
@@ -89,18 +112,33 @@ async def _watchdog_forever(interval: float) -> None:
 async def serve(settings: Any) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
     catalog = prepare_data_dir(settings)
-    services = Services(catalog, settings, EventBus())
-    # Host enforcement (docs/host-daemon.md): before any instance starts, adopted before READY=1.
-    # Before the signal handlers: its tc probe forks (pyroute2), and a forked child's signal
-    # would reach asyncio's shared wakeup fd and read as our own SIGTERM.
-    services.host = await asyncio.to_thread(HostBinding.from_settings, settings, catalog, services.bus)
-    services.cdb.host_status = services.host.status
-    await asyncio.to_thread(services.host.adopt_self)
+    bus = EventBus()
+    # Host enforcement (docs/host-daemon.md): adopted before any instance starts and before
+    # READY=1. Built before the signal handlers: its tc probe forks (pyroute2), and a forked
+    # child's signal would reach asyncio's shared wakeup fd and read as our own SIGTERM.
+    host_binding = await asyncio.to_thread(HostBinding.from_settings, settings, catalog, bus)
+    await asyncio.to_thread(host_binding.adopt_self)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+
+    fleet = Fleet(settings, catalog, bus, placement_of=host_binding.placement_of, on_spawn=host_binding.on_spawn,
+                  on_exit=host_binding.on_exit)
+    host_binding.fleet = fleet
+    fleet.before_wake = host_binding.before_wake
+    services = Services(catalog, settings, bus, fleet=fleet)
+    services.host = host_binding
+    services.tenants.host = host_binding
+    services.cdb.host_status = host_binding.status
+    try:
+        await host_binding.start()   # cgroup tree + tc root qdiscs before instances are placed in them
+        await _start_engine(services, fleet)
+    except BaseException:
+        await host_binding.stop()
+        catalog.close()
+        raise
     app = create_app(services, settings)
     access_log = logging.getLogger("aiohttp.access") if settings.server.log_level == "debug" else None
     runner = web.AppRunner(app, access_log=access_log, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
@@ -111,6 +149,7 @@ async def serve(settings: Any) -> int:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
+        await fleet.stop()
         catalog.close()
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_LISTEN) from None
     bound_host, bound_port = runner.addresses[0][:2]
@@ -121,7 +160,6 @@ async def serve(settings: Any) -> int:
     try:
         await services.tenants.apply_due_tier_changes()  # those that fell due while we were down
         background.append(asyncio.create_task(_apply_tier_changes_forever(services)))
-        await services.host.start()
         interval = sdnotify.watchdog_interval()
         if interval:
             background.append(asyncio.create_task(_watchdog_forever(interval)))
@@ -137,6 +175,7 @@ async def serve(settings: Any) -> int:
                 await task
         await services.host.stop()
         await runner.cleanup()
+        await fleet.stop()  # instances end their sessions (57P01) and exit
         catalog.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(address_file)

@@ -90,6 +90,7 @@ cdef class WfqScheduler:
     install() makes it the engine's scheduler (statements acquire from it).
     """
     cdef rmt_wfq *q
+    cdef bint installed  # once installed, never freed (threads may hold its slots)
     cdef readonly double period_ms
     cdef readonly double quantum_ms
 
@@ -103,7 +104,7 @@ cdef class WfqScheduler:
         self.quantum_ms = quantum_ms
 
     def __dealloc__(self):
-        if self.q != NULL and self not in _wfq_installed:
+        if self.q != NULL and not self.installed:
             rmt_wfq_destroy(self.q)
 
     @property
@@ -141,7 +142,8 @@ cdef class WfqScheduler:
         """
         if progress_ops < 0:
             raise ValueError("progress_ops must be >= 0")
-        if self not in _wfq_installed:
+        if not self.installed:
+            self.installed = True
             _wfq_installed.append(self)
         rmt_wfq_set_engine(self.q, progress_ops)
 

@@ -76,6 +76,28 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX tenant_state_log_tenant ON tenant_state_log(tenant_id, seq);
     """,
+    # 2: engine wiring (daemon): each PDB's GUID and whether a dropped PDB's
+    #    files were kept; native tenant slots (stable across
+    #    restarts); engine instance events (start, crash, restart).
+    """
+    CREATE INDEX pdbs_list ON pdbs(created_at, pdb_id);
+    CREATE TABLE pdb_files (              -- what the daemon knows of a PDB's folder
+        pdb_id          TEXT PRIMARY KEY REFERENCES pdbs(pdb_id),
+        guid            TEXT NOT NULL,
+        datafiles_kept  INTEGER NOT NULL DEFAULT 0   -- 1: dropped (or terminated) with its files kept
+    );
+    CREATE TABLE tenant_slots (
+        slot       INTEGER PRIMARY KEY CHECK (slot BETWEEN 1 AND 255),  -- native tenant id; 0 is the system
+        tenant_id  TEXT NOT NULL UNIQUE REFERENCES tenants(tenant_id)
+    );
+    CREATE TABLE instance_events (
+        seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance  TEXT NOT NULL,     -- "shared" or "dedicated-<tenant_id>"
+        event     TEXT NOT NULL,     -- instance.started | instance.crashed | instance.restarted | instance.stopped
+        data      TEXT NOT NULL,     -- JSON
+        at        TEXT NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

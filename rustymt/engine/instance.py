@@ -11,39 +11,46 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import logging
 import os
 import signal
 import sys
 import time
 
+from rustymt import config
 from rustymt._native import _core
 from rustymt.engine import lifeline, lockdown, storage
 from rustymt.engine.control import PROTOCOL_VERSION, ControlError, ControlServer
 from rustymt.engine.isolation import NativeCore, Quota
+from rustymt.engine.pgwire.server import PgServer
 from rustymt.engine.sessions import EngineSession, SqlError
 from rustymt.engine.tenants import OPEN_MODES, TENANT_STATES, OpenPdb, TenantRuntime
 
 log = logging.getLogger("rustymt.instance")
 
-DEFAULT_POOL_FRAMES = 8192       # env RUSTYMT_ENGINE_POOL_FRAMES
 DEFAULT_CLOSE_TIMEOUT = 5.0      # close_pdb NORMAL: seconds to wait for sessions
 CLOSE_GRACE_SECONDS = 5.0        # ended sessions: seconds to wait for their rollback
+STATEMENT_THREADS = 64           # concurrent execute-op statements
 
 
 class Instance:
     """What one instance hosts, and the control ops over it (docs/control-protocol.md)."""
 
-    def __init__(self, name: str, data_dir: str, native: NativeCore):
+    def __init__(self, name: str, data_dir: str, native: NativeCore, make_wire_server=PgServer):
         self.name = name
         self.data_dir = os.path.abspath(data_dir)
         self.native = native
+        self.make_wire_server = make_wire_server   # backend -> PgServer (pgwire settings)
         self.started_monotonic = time.monotonic()
         self.started_at = time.time()
         self.tenants: dict[str, TenantRuntime] = {}
         self.pdbs: dict[str, OpenPdb] = {}                 # pdb_id -> open PDB (any tenant)
         self.engine_sessions: dict[str, EngineSession] = {}  # named execute-op sessions
         self.slot_owner: dict[int, str] = {}              # slots used in this process -> tenant
+        # execute-op statements get their own threads: long statements must not
+        # starve the default executor the control ops use
+        self.statement_threads = concurrent.futures.ThreadPoolExecutor(STATEMENT_THREADS, thread_name_prefix="execute")
         self.stopping = asyncio.Event()
 
     def handlers(self):
@@ -112,7 +119,7 @@ class Instance:
             if self.slot_owner.get(slot, tenant_id) != tenant_id:
                 self.native.reset_counters(slot)  # a slot reused by another tenant starts from zero
             self.slot_owner[slot] = tenant_id
-            tenant = TenantRuntime(tenant_id, slot, quota, state, self.native.vfs)
+            tenant = TenantRuntime(tenant_id, slot, quota, state, self.native.vfs, self.make_wire_server)
         try:
             bound = await tenant.listen(host, port)
         except OSError as exc:
@@ -131,6 +138,7 @@ class Instance:
             pdb.closing = True
             await tenant.wait_sessions_gone(pdb, CLOSE_GRACE_SECONDS)
             self._forget_pdb(pdb)
+            await asyncio.to_thread(storage.record_open_mode, pdb.folder, "CLOSED")
         await tenant.pg.close()
         del self.tenants[tenant.tenant_id]
         self.native.release(tenant.slot)
@@ -254,7 +262,8 @@ class Instance:
                 if key is not None:
                     self.engine_sessions[key] = session
             try:
-                result = await asyncio.to_thread(session.execute, sql, params)
+                result = await asyncio.get_running_loop().run_in_executor(
+                    self.statement_threads, session.execute, sql, params)
             finally:
                 if key is None or session.ended is not None:
                     self._end_engine_session(session, key)
@@ -280,7 +289,7 @@ class Instance:
 
     async def op_stats(self, args: dict) -> dict:
         tenants = [self._tenant(args)] if args.get("tenant_id") is not None else list(self.tenants.values())
-        return {"tenants": {t.tenant_id: await asyncio.to_thread(self._tenant_stats, t) for t in tenants}}
+        return {"tenants": {t.tenant_id: self._tenant_stats(t) for t in tenants}}  # counters + a few stat() calls
 
     def _tenant_stats(self, tenant: TenantRuntime) -> dict:
         native, slot = self.native, tenant.slot
@@ -297,7 +306,7 @@ class Instance:
             "listening": tenant.listening,
             "memory": native.memory(slot), "cpu": native.cpu(slot), "io": native.io(slot),
             "buffer_pool": native.buffer_pool(slot),
-            "network": {"bytes_in": tenant.bytes_in, "bytes_out": tenant.bytes_out},
+            "network": tenant.network(),
             "sessions": sum(len(pdb.sessions) for pdb in tenant.pdbs.values()),
             "max_connections": tenant.quota.max_connections,
             "statements": tenant.statements.count,
@@ -318,6 +327,7 @@ class Instance:
             for pdb in list(tenant.pdbs.values()):
                 await tenant.wait_sessions_gone(pdb, CLOSE_GRACE_SECONDS)
             await tenant.pg.close()
+        self.statement_threads.shutdown(wait=False, cancel_futures=True)
 
 
 def _quota(value) -> Quota:
@@ -340,9 +350,9 @@ def _require_str(args: dict, name: str) -> str:
     return value
 
 
-async def serve(name: str, data_dir: str, socket_path: str) -> None:
-    pool_frames = int(os.environ.get("RUSTYMT_ENGINE_POOL_FRAMES", DEFAULT_POOL_FRAMES))
-    instance = Instance(name, data_dir, NativeCore(pool_frames))
+async def serve(name: str, data_dir: str, socket_path: str, cfg) -> None:
+    instance = Instance(name, data_dir, NativeCore(cfg.engine.pool_frames),
+                        make_wire_server=lambda backend: PgServer.from_config(cfg, backend))
     server = ControlServer(socket_path, instance.handlers())
     await server.start()
     loop = asyncio.get_running_loop()
@@ -364,10 +374,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--socket", required=True)
     parser.add_argument("--parent-pid", type=int, default=os.getppid())
+    parser.add_argument("--config", default=None, help="the daemon's TOML settings ([engine], [pgwire]); env RUSTYMT_* applies too")
     args = parser.parse_args(argv)
+    cfg = config.load(args.config)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s instance[{args.name}] %(levelname)s %(message)s")
     lifeline.die_with_parent(args.parent_pid)
-    asyncio.run(serve(args.name, args.data_dir, args.socket))
+    asyncio.run(serve(args.name, args.data_dir, args.socket, cfg))
     return 0
 
 

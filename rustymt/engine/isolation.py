@@ -29,6 +29,7 @@ PAGE_FRAME_BYTES = 4096 + 256  # a 4 KiB page (the PDBs' page size) + SQLite's p
 MIN_FRAMES = 64            # ~16-32 frames per active connection (notes), a few sessions
 RESERVED_SHARE = 0.5       # at most this share of the pool is reserved by minimums
 DEFAULT_SHARES = 1024
+_CPU_COUNTERS = ("used_cpu_ns", "throttled_ns", "wait_ns")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +120,9 @@ class NativeCore:
         self.vfs = _core.IOVFS_NAME
         self._wanted_min: dict[int, int] = {}
         self._max: dict[int, int] = {}
+        # the scheduler has no counter reset: a reused slot's CPU counters start
+        # from these offsets instead
+        self._cpu_offsets: dict[int, dict[str, int]] = {}
 
     def apply(self, slot: int, quota: Quota) -> NativeSettings:
         settings = native_settings(quota, self.pool_frames, self.frame_bytes)
@@ -144,6 +148,8 @@ class NativeCore:
         """A slot handed to a different tenant starts from zero (quotas are set again by apply)."""
         _core.reset_tenant_stats(slot)
         _core.iovfs_reset_stats(slot)
+        s = self.scheduler.stats(slot)
+        self._cpu_offsets[slot] = {key: s[key] for key in _CPU_COUNTERS}
 
     def _apply_partitions(self) -> None:
         for slot, min_frames in reserve_minimums(self._wanted_min, self.pool_frames).items():
@@ -164,10 +170,12 @@ class NativeCore:
 
     def cpu(self, slot: int) -> dict:
         s = self.scheduler.stats(slot)
+        offsets = self._cpu_offsets.get(slot, {})
+        used, throttled, waited = (s[key] - offsets.get(key, 0) for key in _CPU_COUNTERS)
         return {"shares": s["shares"], "min_percent": s["min_percent"], "max_percent": s["max_percent"],
-                "used_cpu_ns": s["used_cpu_ns"], "throttled_ns": s["throttled_ns"],
-                "throttle_ratio": s["throttle_ratio"], "allocation_percent": s["allocation_percent"],
-                "wait_ns": s["wait_ns"]}
+                "used_cpu_ns": used, "throttled_ns": throttled,
+                "throttle_ratio": throttled / (throttled + used) if throttled + used else 0.0,
+                "allocation_percent": s["allocation_percent"], "wait_ns": waited}
 
     def io(self, slot: int) -> dict:
         s = _core.iovfs_stats(slot)

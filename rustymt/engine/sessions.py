@@ -40,13 +40,18 @@ class StatementCounter:
 
 
 class TenantConnection(_core.Connection):
-    """An engine connection that counts the statements it compiles."""
+    """An engine connection that counts the statements it compiles, and that
+    an administrator can end: once `ended_with` is set, compiling anything
+    raises it (the wire layer passes a PgError through to the client as is)."""
 
     def __init__(self, path, tenant, readonly, vfs, counter: StatementCounter):
         super().__init__(path, tenant=tenant, readonly=readonly, vfs=vfs, create=False)
         self.counter = counter
+        self.ended_with: Exception | None = None
 
     def prepare(self, sql):
+        if self.ended_with is not None:
+            raise self.ended_with
         self.counter.count += 1  # GIL-protected increment: good enough for a statistic
         return _core.Connection.prepare(self, sql)
 
@@ -124,9 +129,16 @@ class EngineSession:
         return self.conn
 
     def end(self, error: SqlError) -> None:
-        """Terminate from another thread: interrupt, then refuse further work."""
+        """Terminate from another thread: an idle session is rolled back and
+        closed now; a running statement is interrupted and its thread closes
+        the session. Further work is refused with `error`."""
         self.ended = error
         self.conn.interrupt()
+        if self._lock.acquire(blocking=False):
+            try:
+                self._close_locked()
+            finally:
+                self._lock.release()
 
     def close(self) -> None:
         with self._lock:
@@ -162,20 +174,27 @@ class EngineSession:
                     raise self.ended from None
                 error = from_sqlite(exc)
                 raise SqlError(error.code, error.message, error.hint) from None
+            except ValueError as exc:   # parameter count or names do not match the statement
+                raise SqlError(S.PROTOCOL_VIOLATION, str(exc)) from None
+            except TypeError as exc:    # a parameter of a type SQLite cannot bind
+                raise SqlError(S.INVALID_PARAMETER_VALUE, str(exc)) from None
 
     def _run_cached(self, cached: _Cached, params) -> dict:
         stmt = cached.stmt
         stmt.bind_all(params)
-        rows = []
         try:
-            while True:
-                batch = stmt.fetchmany(FETCH_ROWS)
-                if not batch:
-                    break
-                rows.extend(batch)
+            rows = stmt.fetchmany(FETCH_ROWS)
+            if len(rows) == FETCH_ROWS:  # short batch = done (the common point-select case)
+                while True:
+                    batch = stmt.fetchmany(FETCH_ROWS)
+                    rows.extend(batch)
+                    if len(batch) < FETCH_ROWS:
+                        break
         finally:
             stmt.reset()
-        return {"columns": cached.columns, "rows": rows, "command": self._tag(cached.verb, len(rows))}
+        verb = cached.verb
+        command = f"SELECT {len(rows)}" if verb == "SELECT" else self._tag(verb, len(rows))
+        return {"columns": cached.columns, "rows": rows, "command": command}
 
     def _run_text(self, sql: str, params) -> dict:
         result = {"columns": None, "rows": [], "command": ""}

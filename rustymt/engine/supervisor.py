@@ -41,6 +41,7 @@ class InstanceSupervisor:
         on_started: Callable[["InstanceSupervisor"], Awaitable[None]] | None = None,
         preexec: Callable[[], None] | None = None,
         extra_env: dict[str, str] | None = None,
+        config_path: str | None = None,
     ):
         self.name = name
         self.data_dir = os.path.abspath(data_dir)
@@ -49,6 +50,7 @@ class InstanceSupervisor:
         self.on_started = on_started
         self.preexec = preexec  # e.g. join a cgroup before exec (host enforcement)
         self.extra_env = extra_env or {}
+        self.config_path = config_path  # the daemon's TOML, passed on as --config
         self.process: asyncio.subprocess.Process | None = None
         self.client: ControlClient | None = None
         self.restarts = 0
@@ -113,10 +115,11 @@ class InstanceSupervisor:
         os.makedirs(os.path.dirname(self.socket_path), mode=0o700, exist_ok=True)
         self.health = "starting"
         env = {**os.environ, **self.extra_env}
+        extra_args = ["--config", self.config_path] if self.config_path else []
         self.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "rustymt.engine.instance",
             "--name", self.name, "--data-dir", self.data_dir, "--socket", self.socket_path,
-            "--parent-pid", str(os.getpid()),
+            "--parent-pid", str(os.getpid()), *extra_args,
             stdin=asyncio.subprocess.PIPE,  # our end closing tells the instance we are gone
             preexec_fn=self.preexec,
             env=env,

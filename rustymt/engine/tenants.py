@@ -11,12 +11,10 @@ listener — and the wire server's Backend that enforces the tenant rules.
                    suspended (57P01), max_connections (53300), UPGRADE and
                    MIGRATE admit only the PDB admin (28000)
 
-Ending sessions (suspend, detach, close IMMEDIATE): a FATAL 57P01
-ErrorResponse is written to the client's transport from the event loop (whole
-messages only, so it cannot interleave with a result being written), the
-running statement is interrupted, and the transport is closed; the wire
-server's own cleanup then rolls back and hands the connection back
-(TenantBackend.session_closed), which is what close_pdb waits for.
+Ending sessions (suspend, detach, close IMMEDIATE): see WireLink. The wire
+server's own cleanup rolls back and hands the connection back
+(TenantBackend.session_closed), which is what close_pdb waits for; the FATAL
+57P01 is written after that, when nothing else writes to the socket.
 """
 from __future__ import annotations
 
@@ -24,6 +22,8 @@ import asyncio
 import contextvars
 import logging
 import os
+import socket
+import struct
 import threading
 
 from rustymt.engine import lockdown, storage
@@ -92,86 +92,113 @@ class OpenPdb:
                 conn.set_authorizer(rules)
 
 
-class WireLink:
-    """One TCP connection on a tenant port."""
-    __slots__ = ("transport", "session", "pdb")
+_TCP_INFO_BYTES = struct.Struct("=QQ")  # struct tcp_info: tcpi_bytes_acked, tcpi_bytes_received
+_TCP_INFO_OFFSET = 120                 # (Linux >= 4.2; the fields sit after the 64-bit pacing rates)
 
-    def __init__(self):
-        self.transport = None
+
+class WireLink:
+    """One TCP connection on a tenant port, seen from outside the wire server.
+
+    It keeps its own duplicate of the connection's socket, whatever the wire
+    server does with its descriptors (asyncio transport, or a blocking socket
+    on the session's thread), so that the instance can
+      * count bytes without touching the wire server's hot path: the kernel's
+        TCP_INFO byte counters of the connection (sent and acknowledged /
+        received);
+      * end the session: its connection refuses new statements with the
+        FATAL error (a query already on its way gets it as its answer), the
+        running statement is interrupted, the reading side is shut down (the
+        wire server's recv() returns end-of-stream wherever it waits), and,
+        once the wire server has let go, the FATAL ErrorResponse is written
+        on the still-open connection, which is then closed.
+    """
+    __slots__ = ("sock", "session", "pdb", "farewell")
+
+    def __init__(self, transport):
+        raw = transport.get_extra_info("socket")
+        self.sock = socket.socket(fileno=os.dup(raw.fileno())) if raw is not None else None
         self.session: DatabaseSession | None = None
         self.pdb: OpenPdb | None = None
+        self.farewell: bytes | None = None
 
-    def terminate(self, error_bytes: bytes) -> None:
+    def byte_counts(self) -> tuple[int, int]:
+        """(bytes out, bytes in) of the connection so far."""
+        if self.sock is None or self.sock.fileno() < 0:
+            return 0, 0
+        try:
+            info = self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_OFFSET + _TCP_INFO_BYTES.size)
+        except OSError:
+            return 0, 0
+        if len(info) < _TCP_INFO_OFFSET + _TCP_INFO_BYTES.size:
+            return 0, 0
+        return _TCP_INFO_BYTES.unpack_from(info, _TCP_INFO_OFFSET)
+
+    def terminate(self, error) -> None:
+        self.farewell = error.encode()
         if self.session is not None:
+            self.session.connection.ended_with = error
             self.session.connection.interrupt()
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(error_bytes)
-            transport.close()
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """After the wire server is done with the connection."""
+        if self.sock is None:
+            return
+        if self.farewell is not None:
+            try:
+                self.sock.setblocking(False)
+                self.sock.send(self.farewell)  # a few hundred bytes into an idle socket buffer
+            except OSError:
+                pass
+        self.sock.close()
 
 
 _current_link: contextvars.ContextVar[WireLink | None] = contextvars.ContextVar("rustymt_wire_link", default=None)
 
 
-class _CountingTransport:
-    """The transport the wire server writes to: counts bytes out."""
+class _LinkProtocol(asyncio.StreamReaderProtocol):
+    """The wire server's StreamReaderProtocol, with a WireLink per connection."""
 
-    def __init__(self, transport, tenant: "TenantRuntime"):
-        self._transport = transport
+    def __init__(self, tenant: "TenantRuntime", loop):
         self._tenant = tenant
-
-    def write(self, data):
-        self._tenant.bytes_out += len(data)
-        self._transport.write(data)
-
-    def writelines(self, chunks):
-        for chunk in chunks:
-            self.write(chunk)
-
-    def __getattr__(self, name):
-        return getattr(self._transport, name)
-
-
-class _CountingProtocol(asyncio.StreamReaderProtocol):
-    """StreamReaderProtocol that counts bytes in and hands out a counting transport."""
-
-    def __init__(self, tenant: "TenantRuntime", link: WireLink, loop):
-        self._tenant = tenant
-        self._link = link
-        reader = asyncio.StreamReader(loop=loop)
-        super().__init__(reader, self._serve, loop=loop)
+        self._link: WireLink | None = None
+        super().__init__(asyncio.StreamReader(loop=loop), self._serve, loop=loop)
 
     def connection_made(self, transport):
-        self._link.transport = transport
-        super().connection_made(_CountingTransport(transport, self._tenant))
-
-    def data_received(self, data):
-        self._tenant.bytes_in += len(data)
-        super().data_received(data)
+        self._link = WireLink(transport)
+        super().connection_made(transport)
 
     async def _serve(self, reader, writer):
         tenant, link = self._tenant, self._link
         tenant.links.add(link)
-        _current_link.set(link)
+        _current_link.set(link)  # the Backend calls below run in this task: they find their link
         try:
             await tenant.pg._client_task(reader, writer)
         finally:
             tenant.links.discard(link)
+            out, into = link.byte_counts()
+            tenant.closed_bytes_out += out
+            tenant.closed_bytes_in += into
+            link.close()
 
 
 class TenantRuntime:
-    def __init__(self, tenant_id: str, slot: int, quota: Quota, state: str, vfs: str | None):
+    def __init__(self, tenant_id: str, slot: int, quota: Quota, state: str, vfs: str | None, make_wire_server=PgServer):
         self.tenant_id, self.slot, self.quota, self.state, self.vfs = tenant_id, slot, quota, state, vfs
         self.port: int | None = None
         self.listen_host = "127.0.0.1"
         self.pdbs: dict[str, OpenPdb] = {}
         self.links: set[WireLink] = set()
-        self.bytes_in = 0
-        self.bytes_out = 0
+        self.closed_bytes_in = 0               # of connections already gone
+        self.closed_bytes_out = 0
         self.statements = StatementCounter()
         self.reserved = 0                      # sessions being opened (counted against the limit)
         self.backend = TenantBackend(self)
-        self.pg = PgServer(self.backend)
+        self.pg = make_wire_server(self.backend)
         self._listener: asyncio.AbstractServer | None = None
 
     # ---- listener
@@ -181,8 +208,7 @@ class TenantRuntime:
             return self.port
         await self.stop_listening()
         loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(lambda: _CountingProtocol(self, WireLink(), loop),
-                                                  host, port, backlog=1024)
+        self._listener = await loop.create_server(lambda: _LinkProtocol(self, loop), host, port, backlog=1024)
         self.listen_host = host
         self.port = self._listener.sockets[0].getsockname()[1]
         return self.port
@@ -196,6 +222,15 @@ class TenantRuntime:
     @property
     def listening(self) -> bool:
         return self._listener is not None and self._listener.is_serving()
+
+    def network(self) -> dict:
+        """Bytes on the tenant's port: connections gone plus live ones."""
+        bytes_out, bytes_in = self.closed_bytes_out, self.closed_bytes_in
+        for link in list(self.links):
+            out, into = link.byte_counts()
+            bytes_out += out
+            bytes_in += into
+        return {"bytes_in": bytes_in, "bytes_out": bytes_out}
 
     # ---- sessions
 
@@ -212,12 +247,11 @@ class TenantRuntime:
         """Terminate sessions (of one PDB, or all of the tenant incl. unauthenticated
         connections) with FATAL 57P01; returns how many sessions were ended."""
         error = fatal(S.ADMIN_SHUTDOWN, f"terminating connection due to administrator command: {why}")
-        encoded = error.encode()
         pdbs = [pdb] if pdb is not None else list(self.pdbs.values())
         ended = sum(len(p.sessions) for p in pdbs)
         links = [link for link in self.links if pdb is None or link.pdb is pdb]
         for link in links:
-            link.terminate(encoded)
+            link.terminate(error)
         for p in pdbs:
             for session in list(p.sessions.values()):
                 if isinstance(session, EngineSession):
@@ -266,9 +300,21 @@ class TenantRuntime:
             conn = await asyncio.to_thread(pdb.open_connection)
         finally:
             self.reserved -= 1
+        error = self.changed_meanwhile(pdb)
+        if error is not None:
+            conn.close()
+            raise SqlError(error.code, error.message)
         session = EngineSession(conn, user, pdb)
         pdb.add_session(session)
         return session
+
+    def changed_meanwhile(self, pdb: OpenPdb):
+        """After a connection was opened off the loop: was the PDB closed or the
+        tenant suspended in the meantime? (a PgError, or None)"""
+        if pdb.closing or self.pdbs.get(pdb.pdb_id) is not pdb or self.state == "suspended":
+            return self.admission_error(self.pdb_by_name(pdb.name), pdb.name) or \
+                fatal(S.CANNOT_CONNECT_NOW, f'database "{pdb.name}" is closing')
+        return None
 
 
 class TenantBackend(Backend):
@@ -304,10 +350,10 @@ class TenantBackend(Backend):
             conn = await asyncio.to_thread(pdb.open_connection)
         finally:
             tenant.reserved -= 1
-        if pdb.closing or tenant.pdbs.get(pdb.pdb_id) is not pdb or tenant.state == "suspended":
-            conn.close()  # closed or suspended while the connection was being opened
-            raise tenant.admission_error(tenant.pdb_by_name(database), database) or \
-                fatal(S.CANNOT_CONNECT_NOW, f'database "{database}" is closing')
+        error = tenant.changed_meanwhile(pdb)
+        if error is not None:
+            conn.close()
+            raise error
         admin = bool(pdb.dictionary()["users"].get(user, {}).get("is_admin"))
         session = DatabaseSession(conn, readonly=pdb.readonly, tenant=tenant.slot, write_lock=pdb.write_lock,
                                   parameters={"is_superuser": "on" if admin else "off"})

@@ -117,12 +117,18 @@ class HostBinding:
             log.info("host setup: %s %s", repair.kind, repair.group)
         self._subscription = self.bus.subscribe(WATCHED, maxsize=4096)
         await self.reconcile_once()
-        self._tasks = [asyncio.create_task(self._follow_events()), asyncio.create_task(self._reconcile_forever())]
+        self._tasks += [asyncio.create_task(self._follow_events()), asyncio.create_task(self._reconcile_forever())]
         status = self.status()
         unavailable = {name: m.get("reason") for name, m in status.get("mechanisms", {}).items() if m.get("state") != "enforced"}
         log.info("host enforcement: root %s; unavailable: %s", status.get("cgroup_root"), unavailable or "none")
 
     async def stop(self) -> None:
+        """Before the fleet stops the instances: frozen ones are thawed so they
+        can shut down (a v1-frozen task ignores even SIGKILL)."""
+        for record in await asyncio.to_thread(self._live):
+            if record["state"] == TenantState.SUSPENDED.value:
+                with contextlib.suppress(Exception):
+                    await self.before_wake(record["tenant_id"])
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -271,10 +277,35 @@ class HostBinding:
     def on_spawn(self, pid: int, tenant_id: str | None = None) -> None:
         """An engine instance started: the shared one (tenant_id None) or a
         tenant's dedicated one. Places it in its cgroup before it serves;
-        remembered so that every reconcile pass keeps it there."""
+        remembered so that every reconcile pass keeps it there. A suspended
+        tenant's group may be frozen (daemon restart, instance crash): the new
+        instance must start first, so the group is thawed and frozen again
+        once the fleet reports the instance ready."""
         self.pids.setdefault(tenant_id, set()).add(pid)
         self.host.place(pid, tenant_id)
         log.info("host: instance pid %d placed in %s", pid, self.host.group(tenant_id))
+        if tenant_id is not None and self.host.tree is not None:
+            self.host.thaw(tenant_id)
+            task = asyncio.get_running_loop().create_task(self._freeze_when_ready(tenant_id))
+            self._tasks.append(task)
+            task.add_done_callback(lambda done: done in self._tasks and self._tasks.remove(done))
+
+    async def _freeze_when_ready(self, tenant_id: str) -> None:
+        supervisor = getattr(self.fleet, "instances", {}).get(self.fleet.instance_for(tenant_id, "dedicated")) \
+            if self.fleet is not None else None
+        if supervisor is not None:
+            with contextlib.suppress(Exception):  # not coming up: nothing to freeze
+                await supervisor.wait_ready()
+        record = await asyncio.to_thread(self._record, tenant_id)
+        if record is not None and record["state"] == TenantState.SUSPENDED.value:
+            await asyncio.to_thread(self.host.freeze, tenant_id)
+            log.info("host: suspended tenant %s's new instance frozen", tenant_id)
+
+    async def before_wake(self, tenant_id: str) -> None:
+        """The fleet's hook before it talks to (or stops) a tenant's instance for
+        anything but suspending it: a frozen instance could not answer."""
+        if self.host.tree is not None and self.host.tree.exists(self.host.group(tenant_id)):
+            await asyncio.to_thread(self.host.thaw, tenant_id)
 
     def on_exit(self, pid: int, tenant_id: str | None = None) -> None:
         self.pids.get(tenant_id, set()).discard(pid)
@@ -300,6 +331,27 @@ class HostBinding:
             "write_bytes": snapshot.write_bytes, "pids": snapshot.pids, "processes": snapshot.processes,
             "rss_bytes": snapshot.rss_bytes, **rates, "source": f"cgroup {self.host.group(tenant_id)}",
         }
+
+    def merge_isolation(self, tenant_id: str, block: str, body: dict) -> dict:
+        """Host counters folded into the engine's isolation bodies (TenantService calls this):
+        memory: oom_count += OOM kills in the tenant's cgroup (the cgroup outlives instance restarts);
+        cpu: throttled_ns += CFS throttling of the tenant's cgroup; network: packets_dropped =
+        drops of the tenant's tc classes, both directions. Shared tenants: engine figures only."""
+        try:
+            if block == "network":
+                classes = self.host.network().get(body.get("port") or self.ports.get(tenant_id) or -1, {})
+                if classes:
+                    body["packets_dropped"] = sum(counters.drops for counters in classes.values())
+                return body
+            host = self.usage(tenant_id)
+        except Exception:  # noqa: BLE001 - a host read must not fail the API request: engine figures stand
+            log.exception("host counters of %s unavailable", tenant_id)
+            return body
+        if host is not None and block == "memory":
+            body["oom_count"] = body.get("oom_count", 0) + host["oom_count"]
+        elif host is not None and block == "cpu":
+            body["throttled_ns"] = body.get("throttled_ns", 0) + (host["throttled_ns"] or 0)
+        return body
 
     # ---- placement (REST)
 

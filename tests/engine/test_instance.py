@@ -112,7 +112,10 @@ def test_memory_quota_gives_53200_rolls_back_and_session_survives(engine):
     memory = engine.stats("t_mem")["memory"]
     assert memory["quota_bytes"] == 8 << 20 and memory["oom_count"] >= 2
     # set_quota applies live: with 64 MB the same statement runs
-    engine.request("set_quota", {"tenant_id": "t_mem", "quota": {"memory_mb": 128}})
+    applied = engine.request("set_quota", {"tenant_id": "t_mem", "quota": {"memory_mb": 128, "cpu_shares": 2048}})["applied"]
+    now = engine.stats("t_mem")  # the native core reports the new settings at once
+    assert now["memory"]["quota_bytes"] == 128 << 20 and now["cpu"]["shares"] == 2048
+    assert now["buffer_pool"]["max_frames"] == applied["max_frames"] > 4 * 1000
     assert execute(engine, pdb_id, BIG)["rows"] == [[40000000]]
 
 
@@ -129,14 +132,16 @@ def test_sessions_reach_only_their_own_files(engine, tmp_path):
     assert execute(engine, pdb_id, "INSERT INTO hist.events VALUES (5)")["command"] == "INSERT 0 1"
     outside = str(tmp_path / "outside.db")
     other = os.path.join(engine.data_dir, "pdbs", "seed", "users.db")
-    for sql in (f"ATTACH DATABASE '{outside}' AS x", f"ATTACH DATABASE '{other}' AS x", "DETACH DATABASE hist",
+    catalog = os.path.join(engine.data_dir, "catalog.db")
+    for sql in (f"ATTACH DATABASE '{outside}' AS x", f"ATTACH DATABASE '{other}' AS x",
+                f"ATTACH DATABASE '{catalog}' AS c", "DETACH DATABASE hist",
                 f"VACUUM INTO '{outside}'", "SELECT load_extension('libc.so.6')", "PRAGMA database_list",
                 "PRAGMA writable_schema=ON", "PRAGMA journal_mode=DELETE"):
         assert sqlstate_of(lambda: execute(engine, pdb_id, sql)) == "42501", sql
     with connect(port, name, autocommit=True) as client:
         assert sqlstate_of(lambda: client.execute(f"ATTACH DATABASE '{outside}' AS x")) == "42501"
         assert client.execute("SELECT x FROM hist.events").fetchall() == [(5,)]
-    assert not os.path.exists(outside)
+    assert not os.path.exists(outside) and not os.path.exists(catalog)
 
 
 def test_max_connections_refuses_with_53300(engine):
@@ -164,7 +169,7 @@ def test_suspend_ends_sessions_with_57p01_and_refuses_new_ones(engine):
     assert result["sessions_ended"] == 1
     with pytest.raises(psycopg.OperationalError) as ended:
         conn.execute("SELECT 1")
-    assert ended.value.sqlstate == "57P01" or "administrator command" in str(ended.value)
+    assert ended.value.sqlstate == "57P01" and "suspended" in str(ended.value)
     conn.close()
     refused = startup_error(port, name)
     assert refused["C"] == "57P01" and "suspended" in refused["M"]
@@ -182,14 +187,17 @@ def test_close_immediate_rolls_back_an_open_transaction(engine):
     with pytest.raises(ControlError) as busy:
         engine.request("close_pdb", {"pdb_id": pdb_id, "mode": "NORMAL", "timeout_seconds": 0.3})
     assert busy.value.code == "BUSY"
+    execute(engine, pdb_id, "BEGIN", session="tx")           # an engine-API session inside a (read) transaction
+    execute(engine, pdb_id, "SELECT count(*) FROM t", session="tx")
     result = engine.request("close_pdb", {"pdb_id": pdb_id, "mode": "IMMEDIATE"})
-    assert result["sessions_ended"] == 1
+    assert result["sessions_ended"] == 2
     with pytest.raises(psycopg.OperationalError):
         conn.execute("SELECT 1")
     conn.close()
     assert startup_error(port, name)["C"] == "3D000"  # closed: not served
     engine.open(pdb_id, "t_close", name)
-    assert execute(engine, pdb_id, "SELECT count(*) FROM t")["rows"] == [[0]]
+    assert execute(engine, pdb_id, "SELECT count(*) FROM t")["rows"] == [[0]]  # the insert was rolled back
+    execute(engine, pdb_id, "INSERT INTO t VALUES (3)")  # and no lock was left behind
     with pytest.raises(ControlError) as missing:
         engine.request("close_pdb", {"pdb_id": "p_nope", "mode": "NORMAL"})
     assert missing.value.code == "NOT_FOUND"
@@ -262,6 +270,8 @@ def test_detach_closes_the_listener(engine):
     with pytest.raises(ControlError) as gone:
         engine.request("stats", {"tenant_id": "t_gone"})
     assert gone.value.code == "NOT_FOUND"
+    history = storage.open_mode_history(storage.pdb_dir(engine.data_dir, pdb_id))
+    assert [mode for _, mode in history] == ["READ_WRITE", "CLOSED"]
 
 
 def test_bad_requests_get_clear_errors(engine):
@@ -280,6 +290,10 @@ def test_bad_requests_get_clear_errors(engine):
         codes.append(exc.value.code)
     assert codes == ["BAD_REQUEST", "BAD_REQUEST", "BAD_REQUEST", "NOT_FOUND", "NOT_FOUND", "NOT_FOUND"]
     port, pdb_id, name = tenant(engine, "path")
+    assert sqlstate_of(lambda: execute(engine, pdb_id, "SELECT ?1 + ?2", [1])) == "08P01"
+    assert sqlstate_of(lambda: execute(engine, pdb_id, "SELECT ?1", [[1, 2]])) == "22023"
+    assert sqlstate_of(lambda: execute(engine, pdb_id, "SELEC 1")) == "42601"
+    assert execute(engine, pdb_id, "SELECT ?1 || ?2, x'00ff'", ["a", "b"])["rows"] == [["ab", "\\x00ff"]]
     with pytest.raises(ControlError) as outside:
         engine.request("open_pdb", {"pdb_id": "p2", "tenant_id": "t_path", "pdb_name": "P2", "path": "/tmp", "mode": "READ_WRITE"})
     assert outside.value.code == "BAD_REQUEST"
@@ -292,13 +306,19 @@ def _free_port() -> int:
 
 
 def test_sigkill_restart_reopens_pdbs_and_refuses_cleanly_meanwhile(tmp_path):
+    import asyncio
     import signal
     port = _free_port()
     desired = {"modes": {}}
+    gate = {"event": None, "attached": threading.Event()}
 
     async def reapply(supervisor):  # what the daemon does from its catalog
         await supervisor.client.request("attach_tenant", {"tenant_id": "t_k", "slot": 1, "port": port,
                                                           "listen_host": "127.0.0.1", "quota": {"memory_mb": 32}})
+        if supervisor.restarts:  # hold the restart between attach and reopen, to look at that window
+            gate["event"] = asyncio.Event()
+            gate["attached"].set()
+            await gate["event"].wait()
         for pdb_id, (name, mode) in desired["modes"].items():
             await supervisor.client.request("open_pdb", {"pdb_id": pdb_id, "tenant_id": "t_k", "pdb_name": name,
                                                          "path": storage.pdb_dir(str(tmp_path), pdb_id), "mode": mode})
@@ -319,11 +339,10 @@ def test_sigkill_restart_reopens_pdbs_and_refuses_cleanly_meanwhile(tmp_path):
         with pytest.raises(ControlError) as down:
             engine.request("health")
         assert down.value.code == "UNAVAILABLE"
-        # meanwhile a client is refused (connection refused or a clean FATAL), never hung
-        try:
-            connect(port, "PDB_K").close()
-        except psycopg.OperationalError:
-            pass
+        # restarted, tenant attached, PDBs not reopened yet: a clean FATAL, not a hang
+        assert gate["attached"].wait(20)
+        assert startup_error(port, "PDB_K")["C"] == "3D000"
+        engine.loop.call_soon_threadsafe(gate["event"].set)
         engine.call(engine.supervisor.wait_ready(20))
         status = engine.supervisor.status()
         assert status["pid"] != old_pid and status["restarts"] == 1
@@ -332,4 +351,20 @@ def test_sigkill_restart_reopens_pdbs_and_refuses_cleanly_meanwhile(tmp_path):
         assert engine.stats("t_k")["pdbs"]["p_r"]["open_mode"] == "READ_ONLY"
         assert [kind for kind, _ in engine.events].count("instance.crashed") == 1
     finally:
+        if gate["event"] is not None:
+            engine.loop.call_soon_threadsafe(gate["event"].set)
         engine.stop()
+
+
+def test_a_reused_slot_starts_from_zero(engine):
+    port, pdb_id, name = tenant(engine, "first")
+    slot = engine.request("stats", {"tenant_id": "t_first"})["tenants"]["t_first"]["slot"]
+    execute(engine, pdb_id, "CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    assert engine.stats("t_first")["memory"]["allocation_count"] > 0
+    engine.request("detach_tenant", {"tenant_id": "t_first"})
+    engine.create_pdb("p_second", "PDB_SECOND")
+    engine.request("attach_tenant", {"tenant_id": "t_second", "slot": slot, "port": 0})
+    fresh = engine.stats("t_second")
+    assert fresh["memory"]["allocation_count"] == 0 and fresh["cpu"]["used_cpu_ns"] == 0
+    assert fresh["io"]["reads"] == fresh["io"]["writes"] == 0 and fresh["buffer_pool"]["hits"] == 0
+    assert fresh["network"] == {"bytes_in": 0, "bytes_out": 0} and fresh["statements"] == 0

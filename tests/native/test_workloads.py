@@ -46,6 +46,20 @@ def test_workload_matches_oracle_at_every_page_size(tmp_path, slot, page_size):
     assert _core.memory_stats(slot)["allocated_bytes"] == 0
 
 
+def test_workload_through_the_io_metering_vfs(tmp_path, slot):
+    _core.set_partition(slot, 0, 32)
+    statements = script(ROWS)
+    conn = _core.Connection(str(tmp_path / "vfs.db"), tenant=slot, vfs="rustymt")
+    got = run_engine(conn, statements)
+    assert run_engine(conn, ["PRAGMA integrity_check"]) == [[("ok",)]]
+    conn.close()
+    assert got == oracle(tmp_path, statements, [])
+    assert _core.pool_stats(slot)["evictions"] > 0
+    assert _core.memory_stats(slot)["allocated_bytes"] == 0
+    io = _core.iovfs_stats(slot)
+    assert io["writes"] > 0 and io["reads"] > 0  # the datafile IO went through the shim
+
+
 def test_in_memory_database_and_memory_temp_store(tmp_path, slot):
     statements = script(ROWS)
     pragmas = ["PRAGMA temp_store=MEMORY"]

@@ -15,13 +15,15 @@ from rustymt.engine.pgwire.backend import FileBackend
 from rustymt.engine.pgwire.server import PgServer
 
 PASSWORD = "s3cret-pw"
+QUOTA_SLOT = 7  # native tenant slot of the "quota" database (memory quota tests)
 _names = itertools.count()
 
 
 class ServerThread:
     def __init__(self, directory, **server_options):
         self.directory = directory
-        self.backend = FileBackend(str(directory), readonly_databases={"ro"}, superusers={"alice"})
+        self.backend = FileBackend(str(directory), readonly_databases={"ro"}, superusers={"alice"},
+                                   tenant_slots={"quota": QUOTA_SLOT})
         self.backend.add_user("alice", PASSWORD)
         self.backend.add_user("bob", "bobs-pw")
         self.loop = asyncio.new_event_loop()

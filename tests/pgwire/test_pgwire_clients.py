@@ -154,3 +154,25 @@ def test_pgbench_script_in_each_protocol_mode(pg, db, tmp_path, mode):
         assert conn.execute("SELECT count(*) FROM pgbench_history").fetchone() == (100,)
         total = conn.execute("SELECT sum(abalance) FROM pgbench_accounts").fetchone()[0]
         assert total == conn.execute("SELECT sum(delta) FROM pgbench_history").fetchone()[0]
+
+
+def test_builtin_types_round_trip_in_binary_and_text(pg, db):
+    import datetime
+    import uuid
+    moment = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456)
+    row = (moment, moment.replace(tzinfo=datetime.timezone.utc), moment.date(), uuid.UUID(int=5), True,
+           decimal.Decimal("12.5"), b"\x00\x01", 7)
+
+    async def binary():  # asyncpg: every parameter and result in binary
+        conn = await asyncpg.connect(host=pg.host, port=pg.port, user="alice", password=PASSWORD, database=db)
+        await conn.execute("CREATE TABLE ty (ts timestamp, tz timestamptz, d date, u uuid, b boolean, n numeric, "
+                           "raw bytea, s smallint, j jsonb)")
+        await conn.execute("INSERT INTO ty VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", *row, '{"a": 1}')
+        got = await conn.fetchrow("SELECT ts, tz, d, u, b, n, raw, s, j FROM ty WHERE b = $1 AND s = $2", True, 7)
+        await conn.close()
+        return tuple(got)
+
+    assert asyncio.run(binary()) == row + ('{"a": 1}',)
+    with psycopg.connect(pg.dsn(db)) as conn:   # psycopg: text results
+        assert conn.execute("SELECT ts, tz, d, u, b, n, raw, s, j FROM ty WHERE u = %s", (uuid.UUID(int=5),)).fetchone() \
+            == row + ({"a": 1},)

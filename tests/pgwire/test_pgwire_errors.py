@@ -1,5 +1,6 @@
 """Errors on the wire, as real clients see them: the SQLSTATE must be PostgreSQL's."""
 import asyncio
+import os
 import subprocess
 import threading
 
@@ -51,6 +52,9 @@ def test_sql_errors_map_to_postgresql_sqlstates(pg, db):
             with pytest.raises(expected) as info:
                 conn.execute(sql, params)
             assert info.value.diag.severity == "ERROR" and info.value.diag.message_primary
+        with pytest.raises(errors.SyntaxError) as info:
+            conn.execute("SELECT 1 FROM u WHERE id = 1 garbage")
+        assert info.value.diag.statement_position == "30"  # ErrorResponse P: where "garbage" starts
         # The session is still usable after errors.
         assert conn.execute("SELECT count(*) FROM u").fetchone() == (1,)
 
@@ -75,6 +79,24 @@ def test_read_only_database_write_is_25006(pg):
         with pytest.raises(errors.ReadOnlySqlTransaction):
             conn.execute("CREATE TABLE x (id int)")
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_tenant_memory_quota_is_53200_and_the_session_survives(pg):
+    from rustymt._native import _core
+
+    from conftest import QUOTA_SLOT
+    if not os.path.exists(pg.backend.path_of("quota")):
+        pg.backend.create_database("quota")
+    with psycopg.connect(pg.dsn("quota"), autocommit=True) as conn:
+        _core.set_memory_quota(QUOTA_SLOT, 8 << 20)
+        try:
+            with pytest.raises(errors.OutOfMemory) as info:
+                conn.execute("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 100000) "
+                             "SELECT length(group_concat(randomblob(1000))) FROM s")
+            assert info.value.sqlstate == "53200"
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        finally:
+            _core.set_memory_quota(QUOTA_SLOT, 0)
 
 
 def test_cancel_request_interrupts_the_running_statement_57014(pg, db):

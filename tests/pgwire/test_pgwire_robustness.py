@@ -122,3 +122,21 @@ def test_idle_in_transaction_timeout_closes_the_session(strict):
     assert info.value.sqlstate == "25P03"
     conn.close()
     still_serves(strict)
+
+
+def test_large_result_is_streamed_in_chunks(strict):
+    # ~6 MB of DataRows: written while produced (FLUSH_BYTES chunks), not buffered whole.
+    with psycopg.connect(strict.dsn("app"), autocommit=True) as conn:
+        rows = conn.execute("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 200000) "
+                            "SELECT i, 'row-' || i FROM s").fetchall()
+        assert len(rows) == 200000 and rows[-1] == (200000, "row-200000")
+
+
+def test_server_limits_come_from_the_pgwire_config_section(tmp_path):
+    from rustymt import config
+    from rustymt.engine.pgwire.backend import FileBackend
+    from rustymt.engine.pgwire.server import PgServer
+    cfg = config.load(env={"RUSTYMT_PGWIRE_MAX_MESSAGE_BYTES": "4096",
+                           "RUSTYMT_PGWIRE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS": "7"})
+    server = PgServer.from_config(cfg, FileBackend(str(tmp_path)))
+    assert (server.max_message_bytes, server.idle_in_transaction_timeout, server.ssl_context) == (4096, 7, None)

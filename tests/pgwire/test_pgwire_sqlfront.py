@@ -127,3 +127,25 @@ def test_sqlite_errors_map_to_sqlstates():
     assert sqlstate_for_sqlite(13, 13, "database or disk is full") == "53100"
     assert sqlstate_for_sqlite(5, 517, "database is locked") == "40001"
     assert sqlstate_for_sqlite(9, 9, "interrupted") == "57014"
+
+
+@pytest.mark.parametrize("sql", ["SELECT abalance FROM pgbench_accounts WHERE aid = 5;",
+                                 "select t.id, name from t where v > 1.5 order by id",
+                                 "UPDATE t SET v = v + -3 WHERE id = 5",
+                                 "INSERT INTO t (id, name) VALUES (1, 'x') ON CONFLICT DO NOTHING",
+                                 "DELETE FROM t WHERE id = 2"])
+def test_plain_statement_shortcut_matches_the_full_translation(sql):
+    fast = F._plain_statement(sql)
+    assert fast is not None
+    (full,) = [F.translate_one(tokens, CTX) for tokens in F.split_statements(sql)]
+    assert (fast.kind, fast.verb, fast.returns_rows, fast.param_count) == \
+        (full.kind, full.verb, full.returns_rows, full.param_count)
+    assert all(hint is None for hint in full.result_hints) and all(name is None for name in full.result_names)
+    assert "".join(fast.sql.split()) == "".join(full.sql.split())  # same text up to whitespace
+
+
+@pytest.mark.parametrize("sql", ["select 1", "select count(*) from t", "select a from t; select b from t",
+                                 "select now() from t", "update t set x = $1", "SELECT x::int FROM t",
+                                 "UPDATE t SET name = current_user", "with a as (select 1) select * from a"])
+def test_plain_statement_shortcut_declines_what_needs_translation(sql):
+    assert F._plain_statement(sql) is None

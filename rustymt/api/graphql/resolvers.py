@@ -34,6 +34,9 @@ AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "ISOLATION_VIOLA
 # GraphQL field -> REST key where the name is not the camelCase of the key.
 FIELD_KEYS = {
     ("ResourceUsage", "currentIops"): "iops",
+    ("BufferPoolIsolationStats", "residentPages"): "resident",
+    ("BufferPoolIsolationStats", "minPages"): "min_frames",
+    ("BufferPoolIsolationStats", "maxPages"): "max_frames",
 }
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")

@@ -91,8 +91,10 @@ class FileBackend(Backend):
     """Databases are SQLite files <directory>/<name>.db; users are global."""
 
     def __init__(self, directory: str, users: dict[str, str] | None = None,
-                 readonly_databases: set[str] | None = None, superusers: set[str] | None = None):
+                 readonly_databases: set[str] | None = None, superusers: set[str] | None = None,
+                 tenant_slots: dict[str, int] | None = None):
         self.directory = directory
+        self.tenant_slots = dict(tenant_slots or {})  # database -> native tenant slot (default 0)
         self.users = dict(users or {})          # user -> SCRAM verifier
         self.readonly_databases = set(readonly_databases or ())
         self.superusers = set(superusers or ())
@@ -119,7 +121,9 @@ class FileBackend(Backend):
     async def open_session(self, database, user):
         readonly = database in self.readonly_databases
         path = self.path_of(database)
-        conn = await asyncio.to_thread(open_engine_connection, path, readonly)
+        tenant = self.tenant_slots.get(database, 0)
+        conn = await asyncio.to_thread(open_engine_connection, path, readonly, tenant)
         superuser = "on" if user in self.superusers else "off"
         lock = self._write_locks.setdefault(path, threading.Lock())
-        return DatabaseSession(conn, readonly=readonly, parameters={"is_superuser": superuser}, write_lock=lock)
+        return DatabaseSession(conn, readonly=readonly, parameters={"is_superuser": superuser}, tenant=tenant,
+                               write_lock=lock)

@@ -29,6 +29,7 @@ from . import messages
 from . import sqlstate as S
 from ..scram import MECHANISM, ScramError, ScramExchange
 from .errors import PgError, fatal
+from .framing import parse_bind, split_frames
 
 SSL_REQUEST_CODE = 80877103
 GSSENC_REQUEST_CODE = 80877104
@@ -221,28 +222,17 @@ def _parse_parse(r):
     return Parse(name, sql, oids)
 
 
-def _formats(r):
-    count = r.int16()
-    if count < 0:
-        raise _Malformed
-    formats = [r.int16() for _ in range(count)]
-    if any(f not in (0, 1) for f in formats):
-        raise PgError(S.PROTOCOL_VIOLATION, "unsupported format code")
-    return formats
-
-
 def _parse_bind(r):
-    portal, statement = r.cstring(), r.cstring()
-    param_formats = _formats(r)
-    count = r.int16()
-    if count < 0:
-        raise _Malformed
-    params = []
-    for _ in range(count):
-        size = r.int32()
-        params.append(None if size == -1 else r.take(size))
-    result_formats = _formats(r)
-    r.end()
+    try:
+        portal, statement, param_formats, params, result_formats = parse_bind(r.data)
+    except UnicodeDecodeError:
+        raise PgError(S.CHARACTER_NOT_IN_REPERTOIRE, 'invalid byte sequence for encoding "UTF8"') from None
+    except ValueError:
+        raise _Malformed from None
+    for formats in (param_formats, result_formats):
+        for code in formats:
+            if code != 0 and code != 1:
+                raise PgError(S.PROTOCOL_VIOLATION, "unsupported format code")
     return Bind(portal, statement, param_formats, params, result_formats)
 
 
@@ -338,9 +328,12 @@ class ServerProtocol:
         events = []
         try:
             while self.state != CLOSED:
+                if self.state == READY:
+                    self._ready_messages(events)
+                    break
                 if self.state == STARTUP:
                     event = self._startup_packet()
-                elif self.state in (SASL_FIRST, SASL_FINAL, READY):
+                elif self.state in (SASL_FIRST, SASL_FINAL):
                     event = self._typed_message()
                 else:  # VERIFIER / SESSION: the server owes us an answer first
                     break
@@ -413,33 +406,49 @@ class ServerProtocol:
         self.state = VERIFIER
         return Startup(self.user, self.database, params)
 
+    def _ready_messages(self, events):
+        """Query phase: every complete message in the buffer -> events."""
+        frames, consumed, bad_length = split_frames(self._buffer, self.max_message_bytes)
+        if consumed:
+            del self._buffer[:consumed]
+        for kind, body in frames:
+            parse = FRONTEND_PARSERS.get(kind)
+            if parse is None:
+                self._unknown(kind)
+            event = parse(_Reader(body))
+            events.append(event)
+            if type(event) is Terminate:
+                self.state = CLOSED
+                return
+        if bad_length is not None:
+            self._bad_length(bad_length)
+
+    def _bad_length(self, length):
+        if length < 4:
+            raise fatal(S.PROTOCOL_VIOLATION, f"invalid message length {length}")
+        raise fatal(S.PROGRAM_LIMIT_EXCEEDED,
+                    f"message of {length - 4} bytes exceeds pgwire.max_message_bytes ({self.max_message_bytes})")
+
+    def _unknown(self, kind):
+        what = UNSUPPORTED.get(kind)
+        if what:
+            raise fatal(S.FEATURE_NOT_SUPPORTED, f"{what} is not supported")
+        raise fatal(S.PROTOCOL_VIOLATION, f"invalid frontend message type {kind[0]}")
+
     def _typed_message(self):
+        """One message during SASL authentication (the query phase uses _ready_messages)."""
         buf = self._buffer
         if len(buf) < 5:
             return None
         kind = bytes(buf[0:1])
         (length,) = _I32.unpack_from(buf, 1)
-        if length < 4:
-            raise fatal(S.PROTOCOL_VIOLATION, f"invalid message length {length}")
-        if length - 4 > self.max_message_bytes:
-            raise fatal(S.PROGRAM_LIMIT_EXCEEDED,
-                        f"message of {length - 4} bytes exceeds pgwire.max_message_bytes ({self.max_message_bytes})")
+        if length < 4 or length - 4 > self.max_message_bytes:
+            self._bad_length(length)
         if len(buf) < length + 1:
             return None
         body = bytes(buf[5:length + 1])
         del buf[:length + 1]
-        if self.state != READY:
-            return self._sasl_message(kind, body)
-        parse = FRONTEND_PARSERS.get(kind)
-        if parse is None:
-            what = UNSUPPORTED.get(kind)
-            if what:
-                raise fatal(S.FEATURE_NOT_SUPPORTED, f"{what} is not supported")
-            raise fatal(S.PROTOCOL_VIOLATION, f"invalid frontend message type {kind[0]}")
-        event = parse(_Reader(body))
-        if isinstance(event, Terminate):
-            self.state = CLOSED
-        return event
+        return self._sasl_message(kind, body)
 
     # -- authentication ------------------------------------------------------------------
     def answer_ssl(self, accept: bool):

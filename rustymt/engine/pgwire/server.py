@@ -199,6 +199,7 @@ class PgServer:
         proto, session = state.proto, state.session
         sock.setblocking(True)
         events = state.events
+        timeout = None
         try:
             while True:
                 work = [e for e in events if not isinstance(e, (P.Closed, P.Terminate))]
@@ -208,7 +209,10 @@ class PgServer:
                     sock.sendall(out + pending if pending else out)
                 if proto.closed:
                     return
-                sock.settimeout(self.idle_in_transaction_timeout if session.status() != b"I" else None)
+                wanted = self.idle_in_transaction_timeout if session.status() != b"I" else None
+                if wanted != timeout:  # a syscall; only when the transaction state flips
+                    timeout = wanted
+                    sock.settimeout(timeout)
                 try:
                     data = sock.recv(READ_BYTES)
                 except socket.timeout:

@@ -14,7 +14,9 @@ block or while SQLite is not in autocommit, else 'I'.
 """
 from __future__ import annotations
 
-import threading
+import logging
+import re
+
 
 from . import codecs as C
 from . import messages as M
@@ -24,6 +26,8 @@ from . import sqlstate as S
 from .errors import PgError, from_sqlite
 from .rows import encode_rows
 
+log = logging.getLogger("rustymt.pgwire")
+_NEAR = re.compile(r'near "([^"]+)": syntax error')
 FLUSH_BYTES = 1 << 20     # write out results in chunks of about this size
 FETCH_ROWS = 256          # rows per fetchmany() between Python conversions
 WRITE_LOCK_TIMEOUT = 30.0 # seconds a writer waits for the database's write lock (then 55P03)
@@ -48,18 +52,19 @@ DEFAULT_SETTINGS = {
 
 class Prepared:
     """A parsed statement: its translation, SQLite statement, and types."""
-    __slots__ = ("name", "front", "sqlite", "param_oids", "columns", "busy")
+    __slots__ = ("name", "front", "sqlite", "param_oids", "columns", "busy", "described")
 
     def __init__(self, name, front, sqlite, param_oids, columns):
         self.name, self.front, self.sqlite = name, front, sqlite
         self.param_oids = param_oids
         self.columns = columns      # [(name, oid or None)] or None if no result rows
         self.busy = False           # sqlite statement bound to an open portal
+        self.described = {}         # result formats -> (fields, encoders, RowDescription bytes)
 
 
 class Portal:
     """A bound statement ready to execute (possibly in several row-limited parts)."""
-    __slots__ = ("name", "prepared", "stmt", "own_stmt", "formats", "fields", "encoders",
+    __slots__ = ("name", "prepared", "stmt", "own_stmt", "formats", "fields", "encoders", "row_description",
                  "pending", "done", "rows", "started")
 
     def __init__(self, name, prepared, stmt, own_stmt, formats):
@@ -67,6 +72,7 @@ class Portal:
         self.formats = formats
         self.fields = None          # RowDescription tuples once column types are known
         self.encoders = None
+        self.row_description = None
         self.pending = []           # rows fetched ahead (to type undeclared columns)
         self.done = False
         self.rows = 0
@@ -93,7 +99,6 @@ class Session:
         self.cancel_requested = False
         self.write_lock = getattr(db, "write_lock", None)
         self.holds_write_lock = False
-        self._lock = threading.Lock()
         self._columns_cache: dict[str, dict] = {}
         self.ctx = sqlfront.Context(self.settings, database, user, pid, self._columns_of)
 
@@ -110,10 +115,9 @@ class Session:
 
     def cancel(self):
         """CancelRequest (from another connection's task): interrupt the running statement."""
-        with self._lock:
-            if self.running:
-                self.conn.interrupt()
-            self.cancel_requested = True
+        if self.running:
+            self.conn.interrupt()
+        self.cancel_requested = True
 
     def close(self):
         if self.conn.in_transaction:
@@ -155,6 +159,10 @@ class Session:
             except PgError as error:
                 self._error(error, out)
                 self.skipping = True
+            except Exception as exc:  # noqa: BLE001 - a bug here must not drop the connection silently
+                log.exception("pgwire: internal error in session %s", self.pid)
+                self._error(PgError(S.INTERNAL_ERROR, f"internal error: {type(exc).__name__}"), out)
+                self.skipping = True
         self._release_write_lock()
         return out.take()
 
@@ -181,7 +189,7 @@ class Session:
                     continue
                 if front.param_count:
                     raise PgError(S.UNDEFINED_PARAMETER, f"there is no parameter ${front.param_count}")
-                stmt = self._prepare(front.sql)
+                stmt = self._prepare(front.sql, front)
                 try:
                     if stmt is None:
                         out.append(M.EMPTY_QUERY_RESPONSE)
@@ -208,7 +216,7 @@ class Session:
         self._check_not_failed(front)
         stmt = None
         if front.kind == "sql":
-            stmt = self._prepare(front.sql)
+            stmt = self._prepare(front.sql, front)
             if stmt is None:
                 front = sqlfront.FrontStatement("empty")
         count = max(front.param_count, stmt.param_count if stmt is not None else 0, len(event.param_oids))
@@ -247,7 +255,7 @@ class Session:
         stmt, own = prepared.sqlite, False
         if stmt is not None:
             if prepared.busy:
-                stmt, own = self._prepare(prepared.front.sql), True
+                stmt, own = self._prepare(prepared.front.sql, prepared.front), True
             else:
                 prepared.busy = True
             try:
@@ -279,7 +287,7 @@ class Session:
             out.append(M.NO_DATA)
             return
         self._resolve_fields(portal)
-        out.append(M.row_description(portal.fields))
+        out.append(portal.row_description)
 
     def _execute(self, event, out):
         portal = self.portals.get(event.portal)
@@ -324,7 +332,7 @@ class Session:
         if prepared.columns is not None:
             self._resolve_fields(portal)
             if describe:
-                out.append(M.row_description(portal.fields))
+                out.append(portal.row_description)
         encoders = portal.encoders
         sent = 0
         try:
@@ -354,18 +362,22 @@ class Session:
             portal.stmt.reset()  # ends SQLite's read transaction now, not at Sync
 
     def _fetch(self, stmt, count, front):
-        with self._lock:
-            self.running = True
+        # `running` tells cancel() to interrupt; a late interrupt is harmless:
+        # SQLite clears the flag when the next statement starts on an idle connection.
+        self.running = True
         try:
             return stmt.fetchmany(count)
         except Exception as exc:  # noqa: BLE001 - binding SQLiteError
             raise self._sqlite_error(exc, front) from None
         finally:
-            with self._lock:
-                self.running = False
+            self.running = False
 
     def _resolve_fields(self, portal):
         if portal.fields is not None:
+            return
+        cached = portal.prepared.described.get(tuple(portal.formats))
+        if cached is not None:
+            portal.fields, portal.encoders, portal.row_description = cached
             return
         columns = portal.prepared.columns
         if any(oid is None for _, oid in columns) and not portal.done and not portal.pending:
@@ -384,6 +396,9 @@ class Session:
         per_column = [formats[0] if len(formats) == 1 else (formats[i] if formats else 0) for i in range(len(resolved))]
         portal.fields = [(n, o, C.TYPE_SIZES.get(o, -1), f) for (n, o), f in zip(resolved, per_column)]
         portal.encoders = [C.encoder(o, f) for (_, o), f in zip(resolved, per_column)]
+        portal.row_description = M.row_description(portal.fields)
+        if all(oid is not None for _, oid in columns):  # typed by declaration: same for every portal
+            portal.prepared.described[tuple(portal.formats)] = (portal.fields, portal.encoders, portal.row_description)
 
     def _tag(self, front, rows):
         verb = front.verb
@@ -395,11 +410,11 @@ class Session:
             return f"SELECT {rows}"
         return verb
 
-    def _prepare(self, sql):
+    def _prepare(self, sql, front=None):
         try:
             stmt, tail = self.conn.prepare(sql)
         except Exception as exc:  # noqa: BLE001 - binding SQLiteError
-            raise self._sqlite_error(exc, None) from None
+            raise self._sqlite_error(exc, front) from None
         if tail.strip():
             if stmt is not None:
                 stmt.finalize()
@@ -412,6 +427,11 @@ class Session:
         if not hasattr(exc, "code"):
             return PgError(S.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
         error = from_sqlite(exc)
+        near = _NEAR.search(error.message)
+        if near and front is not None:
+            # ErrorResponse P: 1-based character position in the client's statement.
+            found = front.source.lower().find(near.group(1).lower())
+            error.position = found + 1 if found >= 0 else None
         if error.code == S.READ_ONLY_SQL_TRANSACTION and front is not None:
             error.message = f"cannot execute {front.verb or 'statement'} in a read-only transaction"
         if front is not None and front.verb.startswith(("CREATE", "DROP", "ALTER")):
@@ -507,15 +527,13 @@ class Session:
     def _run_sql(self, sql, front):
         stmt = self._prepare(sql)
         try:
-            with self._lock:
-                self.running = True
+            self.running = True
             while stmt.step():
                 pass
         except Exception as exc:  # noqa: BLE001 - binding SQLiteError
             raise self._sqlite_error(exc, front) from None
         finally:
-            with self._lock:
-                self.running = False
+            self.running = False
             stmt.finalize()
 
     def _session_command(self, front, out, describe):

@@ -16,7 +16,8 @@ boots is derived from Debian packages and cached outside the repository, under
 
 Preparation is idempotent (each step skips when its output exists) and safe to
 run concurrently (one flock on the cache). The kernel's ABI number is asked of
-apt-cache at run time; when apt knows none, the newest cached kernel is used.
+apt-cache at run time; when apt knows none, or that one cannot be downloaded,
+the newest cached kernel is used.
 
 Run ``scripts/vm-assets`` to prepare ahead of the tests.
 """
@@ -84,7 +85,9 @@ mount -t overlay -o lowerdir=/lower,upperdir=/upper/upper,workdir=/upper/work ov
 mount -t proc proc /newroot/proc
 mount -t sysfs sysfs /newroot/sys
 mount -t devtmpfs devtmpfs /newroot/dev
-mount -t tmpfs tmpfs /newroot/tmp
+# /tmp stays the host's (through the overlay: readable, writes stay in the
+# guest), so commands can read what a test put under its tmp_path. /run gets a
+# fresh tmpfs: the host's sockets and pid files mean nothing in here.
 mount -t tmpfs tmpfs /newroot/run
 mount -t cgroup2 -o nsdelegate none /newroot/sys/fs/cgroup
 mkdir -p /newroot{GUEST_RESULTS}
@@ -151,23 +154,32 @@ def prepare(root: Path | None = None) -> VmAssets:
     root = root or cache_root()
     root.mkdir(parents=True, exist_ok=True)
     with _locked(root / ".lock"):
+        cached = cached_kernel_releases(root)
         release = apt_kernel_release()
-        if release is None:
-            cached = cached_kernel_releases(root)
-            if not cached:
-                raise AssetError(
-                    "apt-cache knows no linux-image-6.1.0-<N>-amd64 and none is cached; "
-                    "run `apt-get update` (Debian 12 sources needed)"
-                )
-            release = cached[0]
-        kernel_dir = root / f"kernel-{release}"
-        kernel_dir.mkdir(exist_ok=True)
-        unpacked = _unpack_kernel_package(release, kernel_dir)
-        vmlinux = kernel_dir / "vmlinux"
-        if not vmlinux.exists():
-            _write_atomically(vmlinux, extract_vmlinux((unpacked / "boot" / f"vmlinuz-{release}").read_bytes()))
-        initramfs = _build_initramfs(unpacked / "lib" / "modules" / release, kernel_dir)
-        return VmAssets(release, vmlinux, initramfs)
+        if release is None and not cached:
+            raise AssetError(
+                "apt-cache knows no linux-image-6.1.0-<N>-amd64 and none is cached; "
+                "run `apt-get update` (Debian 12 sources needed)"
+            )
+        try:
+            return _prepare_kernel(root, release or cached[0])
+        except AssetError:
+            # A newer ABI that cannot be fetched now (offline, mirror moved on):
+            # the newest kernel already cached boots just as well.
+            if not cached or release in (None, cached[0]):
+                raise
+            return _prepare_kernel(root, cached[0])
+
+
+def _prepare_kernel(root: Path, release: str) -> VmAssets:
+    kernel_dir = root / f"kernel-{release}"
+    kernel_dir.mkdir(exist_ok=True)
+    unpacked = _unpack_kernel_package(release, kernel_dir)
+    vmlinux = kernel_dir / "vmlinux"
+    if not vmlinux.exists():
+        _write_atomically(vmlinux, extract_vmlinux((unpacked / "boot" / f"vmlinuz-{release}").read_bytes()))
+    initramfs = _build_initramfs(unpacked / "lib" / "modules" / release, kernel_dir)
+    return VmAssets(release, vmlinux, initramfs)
 
 
 def extract_vmlinux(vmlinuz: bytes) -> bytes:

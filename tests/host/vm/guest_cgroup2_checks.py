@@ -9,10 +9,12 @@ check failing records its traceback and the others still run.
 Everything goes through rustymt.host the way the daemon uses it: capability
 detection, the pure v2 mapping (HostQuota -> [(file, value)]), the CgroupV2
 writer (ensure / apply / place / freeze / kill / remove_root), the whole-disk
-lookup and group usage. Each check makes its own group under a test root,
-applies one limit, runs a workload inside the group, and reads what the kernel
-counted: cpu.stat throttling, memory.events oom_kill, pids.events max and
-fork's EAGAIN, io.stat, and cgroup.events frozen.
+lookup, group usage and the reconcile loop. Each check makes its own group
+under a test root, applies one limit, runs a workload inside the group, and
+reads what the kernel counted: cpu.stat throttling and usage, memory.events
+oom_kill, pids.events max and fork's EAGAIN, io.stat, and cgroup.events frozen.
+
+    guest_cgroup2_checks.py [CHECK ...]     default: every check in CHECKS
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import traceback
 from rustymt.host import blockdev, capabilities, usage
 from rustymt.host.cgroupfs import CgroupV2
 from rustymt.host.cgroupmap import HostQuota, v2_writes
+from rustymt.host.reconcile import DesiredState, Reconciler, TenantSpec
 
 CGROUP_MOUNT = "/sys/fs/cgroup"
 CONTROLLERS = ("cpu", "io", "memory", "pids")
@@ -76,6 +79,11 @@ def nested_keyed(text: str) -> dict[str, dict[str, int]]:
         device, *pairs = line.split()
         stats[device] = {key: int(value) for key, value in (pair.split("=", 1) for pair in pairs)}
     return stats
+
+
+def read_first_line(path: str) -> str:
+    with open(path) as handle:
+        return handle.readline().strip()
 
 
 def wait_for(condition, what: str, timeout: float = DEADLINE_SECONDS, interval: float = 0.01):
@@ -381,10 +389,51 @@ def check_freeze(tree: CgroupV2) -> dict:
             "window_cpu_usec": window, "killed_status": killed_status}
 
 
+def check_reconcile(tree: CgroupV2) -> dict:
+    """The reconcile loop on v2, in its own root: build, stay read-only when
+    nothing drifted, then repair hand edits and deletions in one pass."""
+    own = CgroupV2(root=f"{tree.root}-reconcile", mount=CGROUP_MOUNT, controllers=CONTROLLERS)
+    sleeper = subprocess.Popen(["sleep", "600"])  # a dedicated tenant's "instance", started outside
+    try:
+        desired = DesiredState(tenants=(
+            TenantSpec("alpha", HostQuota(cpu_percent=20, cpu_shares=2048, memory_mb=64, iops=100, pids_max=32),
+                       "dedicated", pids=(sleeper.pid,)),
+            TenantSpec("beta", HostQuota(cpu_percent=50, memory_mb=32), "dedicated"),
+            TenantSpec("gamma", HostQuota(cpu_percent=30, memory_mb=16), "shared"),
+        ))
+        device = blockdev.whole_disk(read_first_line(f"/sys/class/block/{DISK}/dev")).devno
+        reconciler = Reconciler(own, device=device)
+
+        def summary(repairs) -> list:
+            """[kind, group, what] per repair, sorted: JSON-friendly and comparable."""
+            return sorted([r.kind, r.group, r.detail.get("file") or r.detail.get("pid") or r.detail.get("error")]
+                          for r in repairs)
+
+        built = summary(reconciler.run(desired))
+        steady = summary(reconciler.run(desired))
+        # Drift by hand: a value, a deleted tenant group, strays, a process moved out.
+        own.apply("tenants/alpha", [("cpu.max", "max 100000")])
+        own.apply("shared", [("memory.max", "max")])
+        os.rmdir(own.group_dirs("tenants/beta")[0])
+        own.ensure("tenants/ghost")
+        own.ensure("stray")
+        with open(f"{CGROUP_MOUNT}/cgroup.procs", "w") as top:
+            top.write(str(sleeper.pid))
+        repaired = summary(reconciler.run(desired))
+        after = summary(reconciler.run(desired))
+        mismatches = {group: own.mismatches(group, v2_writes(quota, device)) for group, quota in
+                      (("tenants/alpha", desired.tenants[0].quota), ("tenants/beta", desired.tenants[1].quota))}
+        alpha_procs = own.procs("tenants/alpha")
+    finally:
+        stopped(sleeper)
+        own.remove_root()
+    return {"built": built, "steady": steady, "repaired": repaired, "after": after,
+            "mismatches": mismatches, "alpha_procs": alpha_procs, "sleeper": sleeper.pid}
+
+
 CHECKS = {"capabilities": check_capabilities, "cpu": check_cpu_max, "cpu_weight": check_cpu_weight,
-          "memory": check_memory_max,
-          "memory_below_usage": check_memory_max_below_usage,
-          "pids": check_pids_max, "io": check_io_max, "freeze": check_freeze}
+          "memory": check_memory_max, "memory_below_usage": check_memory_max_below_usage,
+          "pids": check_pids_max, "io": check_io_max, "freeze": check_freeze, "reconcile": check_reconcile}
 
 
 class CheckTimeout(Exception):
@@ -401,8 +450,9 @@ def main() -> int:
     started = time.monotonic()
     tree = CgroupV2(root=f"/rustymt-test-{secrets.token_hex(4)}", mount=CGROUP_MOUNT, controllers=CONTROLLERS)
     report: dict = {}
+    only = sys.argv[1:] or list(CHECKS)  # names of checks to run (all by default)
     try:
-        for name, check in CHECKS.items():
+        for name, check in ((name, CHECKS[name]) for name in only):
             began = time.monotonic()
             signal.alarm(int(DEADLINE_SECONDS * 2))
             try:

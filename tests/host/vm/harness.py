@@ -9,8 +9,9 @@ back. With ``disk_mb`` the guest gets a raw virtio disk at /dev/vda for io.max.
 
 KVM does not work on these machines, so qemu runs under TCG, on one core of
 the host for the VM's lifetime: boot only when testing. Boots can hang (rarely,
-under load), so qemu runs under ``timeout`` and a boot that never reaches the
-command is retried once. The serial console is the command's stdout; markers
+under load), so qemu runs under ``timeout``, a watchdog kills a boot that has
+not reached the command after ``boot_timeout``, and such a boot is retried
+once. The serial console is the command's stdout; markers
 with a per-run nonce, on their own lines, delimit it from kernel and init
 noise, and carriage returns and terminal escapes are stripped.
 """
@@ -22,8 +23,10 @@ import re
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +45,9 @@ QEMU_MACHINE = [
 # guest panic into a qemu exit instead of a hang.
 KERNEL_CMDLINE = "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init"
 ATTEMPTS = 2
+# Boot to the command: 4-6 s on a quiet host, 25 s seen with the 2 cores
+# contended; a boot this long has hung (microvm-style TSC calibration, ...).
+DEFAULT_BOOT_TIMEOUT = 90.0
 GUEST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _TERMINAL_ESCAPE = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-~]|[()][0-9A-Za-z])")
@@ -79,10 +85,12 @@ def run_in_vm(
     env: Mapping[str, str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
     results_dir: str | os.PathLike[str] | None = None,
+    boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
 ) -> VmResult:
     """Boot the VM, run ``command`` as root in the guest, power off; return what it did.
 
-    ``timeout`` bounds each attempt (boot + command + poweroff). ``cwd``
+    ``timeout`` bounds each attempt (boot + command + poweroff);
+    ``boot_timeout`` bounds the boot alone (a hung boot is retried early). ``cwd``
     defaults to the caller's working directory (the guest sees the same paths);
     ``env`` is added to a minimal environment. ``results_dir`` defaults to a
     new temporary directory, which the caller owns and removes.
@@ -99,7 +107,8 @@ def run_in_vm(
     try:
         with tempfile.TemporaryDirectory(prefix="rustymt-vm-disk-") as scratch:
             disk = _make_disk(Path(scratch), disk_mb) if disk_mb else None
-            completed, attempts = boot_with_retry(_qemu_argv(prepared, results, disk, timeout), begin, end)
+            argv = _qemu_argv(prepared, results, disk, timeout)
+            completed, attempts = boot_with_retry(argv, begin, end, boot_timeout)
     except VmError as error:
         if own_results:  # the caller never learns its path
             shutil.rmtree(results, ignore_errors=True)
@@ -108,12 +117,14 @@ def run_in_vm(
                     completed.total_seconds, attempts)
 
 
-def boot_with_retry(argv: Sequence[str], begin: str, end: str) -> tuple["_Completed", int]:
+def boot_with_retry(argv: Sequence[str], begin: str, end: str,
+                    boot_timeout: float = DEFAULT_BOOT_TIMEOUT) -> tuple["_Completed", int]:
     """Run `argv` (qemu under timeout) until the markers bracket a finished
-    command; a second attempt only when the first never reached the command."""
+    command; a second attempt only when the first never reached the command
+    (killed by the boot watchdog after `boot_timeout`, or qemu died)."""
     failures = []
     for attempt in range(1, ATTEMPTS + 1):
-        outcome = _boot_once(argv, begin, end)
+        outcome = _boot_once(argv, begin, end, boot_timeout)
         if isinstance(outcome, _Completed):
             return outcome, attempt
         failures.append(outcome)
@@ -161,18 +172,32 @@ class _Failed:
         return f"{self.why}; console ends with:\n{self.console_tail}"
 
 
-def _boot_once(argv: Sequence[str], begin: str, end: str) -> _Completed | _Failed:
+def _boot_once(argv: Sequence[str], begin: str, end: str, boot_timeout: float) -> _Completed | _Failed:
     started = time.monotonic()
     boot_seconds = None
     raw = bytearray()
     begin_bytes = begin.encode()
-    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as qemu:
+    # Its own session, so the boot watchdog can kill timeout and qemu together.
+    with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          start_new_session=True) as qemu:
         assert qemu.stdout is not None
-        # Read as it arrives so the boot time is known; the pipe closes when qemu exits.
-        while chunk := qemu.stdout.read1(65536):
-            raw += chunk
-            if boot_seconds is None and begin_bytes in raw:
-                boot_seconds = time.monotonic() - started
+        boot_timed_out = threading.Event()
+
+        def on_boot_timeout() -> None:
+            boot_timed_out.set()
+            _kill_session(qemu.pid)
+
+        watchdog = threading.Timer(boot_timeout, on_boot_timeout)
+        watchdog.start()
+        try:
+            # Read as it arrives so the boot time is known; the pipe closes when qemu exits.
+            while chunk := qemu.stdout.read1(65536):
+                raw += chunk
+                if boot_seconds is None and begin_bytes in raw:
+                    boot_seconds = time.monotonic() - started
+                    watchdog.cancel()
+        finally:
+            watchdog.cancel()
         status = qemu.wait()
     total_seconds = time.monotonic() - started
     console = clean_console(bytes(raw))
@@ -182,9 +207,18 @@ def _boot_once(argv: Sequence[str], begin: str, end: str) -> _Completed | _Faile
         return _Completed(returncode, output, boot_seconds or total_seconds, total_seconds)
     tail = "\n".join(console.splitlines()[-25:])
     started_command = boot_seconds is not None
+    if boot_timed_out.is_set() and not started_command:
+        return _Failed(f"the command had not started after {boot_timeout:g}s of boot", tail, False)
     if status in (124, 137):
         return _Failed(f"timed out after {total_seconds:.1f}s (timeout status {status})", tail, started_command)
     return _Failed(f"qemu exited with {status} before the command finished", tail, started_command)
+
+
+def _kill_session(leader: int) -> None:
+    try:
+        os.killpg(leader, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # exited just now
 
 
 def _run_script(command: Sequence[str], cwd: Path, env: dict[str, str], begin: str, end: str) -> str:
@@ -216,9 +250,14 @@ def _qemu_argv(prepared: vm_assets.VmAssets, results: Path, disk: Path | None, t
         "-append", KERNEL_CMDLINE,
         "-fsdev", "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap",
         "-device", f"virtio-9p-pci,fsdev=hostroot,mount_tag={vm_assets.HOSTROOT_TAG}",
-        "-fsdev", f"local,id=results,path={results},security_model=none",
+        "-fsdev", f"local,id=results,path={_qemu_option_value(results)},security_model=none",
         "-device", f"virtio-9p-pci,fsdev=results,mount_tag={vm_assets.RESULTS_TAG}",
     ]
     if disk is not None:
-        argv += ["-drive", f"file={disk},if=virtio,format=raw,cache=none"]
+        argv += ["-drive", f"file={_qemu_option_value(disk)},if=virtio,format=raw,cache=none"]
     return argv
+
+
+def _qemu_option_value(path: Path) -> str:
+    """A path inside qemu's comma-separated option syntax (a literal comma is doubled)."""
+    return str(path).replace(",", ",,")

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import require_host
+from tests.conftest import require_host, wait_for
 from tests.host.vm import assets as vm_assets
 from tests.host.vm import harness
 
@@ -100,3 +100,40 @@ def test_a_command_that_started_but_never_finished_is_not_retried(tmp_path):
         harness.boot_with_retry(argv, "BEGIN-x", "EXIT-x")
     assert runs(tmp_path) == 1
     assert "attempt 2" not in str(raised.value)
+
+
+def test_a_hung_boot_is_killed_by_the_boot_watchdog_with_its_children_then_retried(tmp_path):
+    # Like timeout + qemu: a process tree that never prints the begin marker.
+    argv = stand_in_for_qemu(tmp_path, f"sleep 600 & echo $! >> {tmp_path}/sleepers; echo 'Booting from ROM..'; wait")
+    with pytest.raises(harness.VmError) as raised:
+        harness.boot_with_retry(argv, "BEGIN-x", "EXIT-x", boot_timeout=0.5)
+    assert runs(tmp_path) == 2
+    assert str(raised.value).count("the command had not started after 0.5s of boot") == 2
+    for pid in map(int, (tmp_path / "sleepers").read_text().split()):
+        wait_for(lambda: not alive(pid), 10, what=f"the stand-in's child {pid} to be killed")
+
+
+def alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for its reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat_file:
+            return stat_file.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_find_modules_takes_ko_files_and_skips_built_in_ones(tmp_path):
+    (tmp_path / "kernel" / "fs" / "9p").mkdir(parents=True)
+    (tmp_path / "kernel" / "fs" / "9p" / "9p.ko").write_bytes(b"\x7fELF")
+    (tmp_path / "modules.builtin").write_text("kernel/drivers/virtio/virtio.ko\n")
+    assert vm_assets._find_modules(tmp_path, ["virtio", "9p"]) == {"9p": tmp_path / "kernel" / "fs" / "9p" / "9p.ko"}
+    with pytest.raises(vm_assets.AssetError, match="overlay is neither"):
+        vm_assets._find_modules(tmp_path, ["overlay"])
+
+
+def test_cached_kernels_are_ordered_by_abi_number_not_text(tmp_path):
+    for release in ("6.1.0-9-amd64", "6.1.0-56-amd64", "6.1.0-10-amd64", "6.1.0-57-amd64"):
+        (tmp_path / f"kernel-{release}").mkdir()
+        if release != "6.1.0-57-amd64":  # a download that never produced a vmlinux
+            (tmp_path / f"kernel-{release}" / "vmlinux").write_bytes(b"")
+    assert vm_assets.cached_kernel_releases(tmp_path) == ["6.1.0-56-amd64", "6.1.0-10-amd64", "6.1.0-9-amd64"]
