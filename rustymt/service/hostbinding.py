@@ -35,6 +35,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
+import threading
+import time
 from typing import Any
 
 from rustymt.catalog import placement as placement_rows
@@ -56,6 +59,8 @@ log = logging.getLogger("rustymt.hostbinding")
 PLACEMENTS = placement_rows.PLACEMENTS
 DEDICATED_TIERS = frozenset({"gold", "platinum"})
 RECONCILE_SECONDS = 3.0
+SESSION_DRAIN_SECONDS = 5.0   # suspend: how long sessions may take to end before the freeze
+SESSION_POLL_SECONDS = 0.05
 PERMISSION = {"get": "resources:read", "set": "tenant:admin"}
 WATCHED = frozenset({"tenant.created", "tenant.state.changed", "tenant.quota.changed", "tenant.tier.changed",
                      "tenant.priority.changed"})
@@ -92,6 +97,8 @@ class HostBinding:
         self._tasks: list[asyncio.Task] = []
         self._subscription = None
         self._migrating: set[str] = set()
+        self._lookup: sqlite3.Connection | None = None
+        self._lookup_lock = threading.Lock()
         with catalog.write() as conn:
             placement_rows.ensure_table(conn)
 
@@ -138,6 +145,10 @@ class HostBinding:
         if self._subscription is not None:
             self._subscription.close()
         await asyncio.to_thread(self.host.close)
+        with self._lookup_lock:
+            if self._lookup is not None:
+                self._lookup.close()
+                self._lookup = None
 
     def status(self) -> dict:
         return self.host.status()
@@ -168,9 +179,19 @@ class HostBinding:
         return DesiredState(tenants=tuple(self.spec_for(record) for record in self._live()),
                             shared_pids=tuple(sorted(self.pids.get(None, ()))))
 
+    def _lookup_record(self, tenant_id: str) -> dict | None:
+        """_record on a read connection of our own: the fleet asks for placements
+        from inside its own catalog transactions (same thread, same connection)."""
+        with self._lookup_lock:
+            if self._lookup is None:
+                self._lookup = sqlite3.connect(f"file:{self.catalog.path}?mode=ro", uri=True, check_same_thread=False)
+                self._lookup.row_factory = sqlite3.Row
+                self._lookup.execute("PRAGMA busy_timeout = 5000")
+            return placement_rows.tenant(self._lookup, tenant_id)
+
     def placement_of(self, tenant_id: str) -> str:
         """shared | dedicated for a tenant (the fleet asks before attaching it)."""
-        record = self._record(tenant_id)
+        record = self._lookup_record(tenant_id)
         if record is None:
             raise ServiceError("TENANT_NOT_FOUND", f"tenant {tenant_id} does not exist", details={"tenant_id": tenant_id})
         return self._placement(record)
@@ -264,13 +285,26 @@ class HostBinding:
         if record is None or self._placement(record) != "dedicated":
             return
         if new == TenantState.SUSPENDED.value:
-            # The service told the tenant's sessions (57P01) before publishing;
-            # freezing now stops the instance's CPU without losing its state.
+            # The service told the instance before publishing; its sessions end
+            # (57P01) as their statements stop. Freezing waits for that, so
+            # clients get their error instead of a hung socket.
+            await self._wait_sessions_gone(tenant_id)
             await asyncio.to_thread(self.host.freeze, tenant_id)
             log.info("host: tenant %s frozen", tenant_id)
         elif old == TenantState.SUSPENDED.value:
             await asyncio.to_thread(self.host.thaw, tenant_id)
             log.info("host: tenant %s thawed", tenant_id)
+
+    async def _wait_sessions_gone(self, tenant_id: str) -> None:
+        if self.fleet is None:
+            return
+        deadline = time.monotonic() + SESSION_DRAIN_SECONDS
+        while time.monotonic() < deadline:
+            stats = await self.fleet.stats(tenant_id)
+            if not stats or not stats.get("sessions"):
+                return
+            await asyncio.sleep(SESSION_POLL_SECONDS)  # polling the instance's session count, bounded by the deadline
+        log.warning("host: tenant %s still had sessions after %.0fs; freezing anyway", tenant_id, SESSION_DRAIN_SECONDS)
 
     # ---- the fleet's hook
 

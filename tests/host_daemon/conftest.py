@@ -12,6 +12,7 @@ namespace. Nothing is created outside the root or the namespace.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import os
@@ -28,6 +29,7 @@ from tests.daemon import REPO_ROOT, Daemon, clean_env
 from tests.host.conftest import Spawner, require_v1
 
 RECONCILE_SECONDS = 1.0
+PASSWORD = "correct horse battery"  # tests/daemon.py create_tenant's
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -35,6 +37,20 @@ _libc = ctypes.CDLL(None, use_errno=True)
 def _setns(fd: int) -> None:
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         raise OSError(ctypes.get_errno(), "setns")
+
+
+@contextlib.contextmanager
+def in_netns(netns: str):
+    """This thread in `netns` for the block (sockets made inside stay there)."""
+    home = os.open("/proc/self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    try:
+        _setns(target)
+        yield
+    finally:
+        _setns(home)
+        os.close(home)
+        os.close(target)
 
 
 class NetnsDaemon(Daemon):
@@ -68,15 +84,8 @@ class NetnsDaemon(Daemon):
         return daemon
 
     def request(self, *args, **kwargs):
-        home = os.open("/proc/self/ns/net", os.O_RDONLY)
-        target = os.open(f"/run/netns/{self.netns}", os.O_RDONLY)
-        try:
-            _setns(target)
+        with in_netns(self.netns):
             return super().request(*args, **kwargs)
-        finally:
-            _setns(home)
-            os.close(home)
-            os.close(target)
 
 
 @dataclasses.dataclass
@@ -92,6 +101,15 @@ class HostDaemon:
             response = self.daemon.request("PUT", f"/api/v1/tenants/{created['tenant_id']}/quota", json=quota)
             assert response.status == 200, response.text
         return created
+
+    def connect(self, created: dict, tenant_name: str):
+        """psycopg to the tenant's PDB on its port, inside the namespace."""
+        import psycopg
+
+        with in_netns(self.netns):
+            return psycopg.connect(host="127.0.0.1", port=created["resources"]["network_port"],
+                                   dbname=f"PDB_{tenant_name.upper()}", user=f"admin@{tenant_name}.example",
+                                   password=PASSWORD, connect_timeout=10, autocommit=True)
 
     def placement(self, tenant_id: str) -> dict:
         response = self.daemon.request("GET", f"/api/v1/tenants/{tenant_id}/placement")
