@@ -695,9 +695,9 @@ class TenantService:
         record, memory = await self._engine_block(principal, tenant_id, "memory")
         if memory is not None:
             return self._host_merged(tenant_id, "memory", {"tenant_id": tenant_id, **{key: int(memory[key]) for key in MEMORY_FIELDS}})
-        return {"tenant_id": tenant_id, "allocated_bytes": 0, "quota_bytes": record["memory_mb"] << 20,
-                "peak_usage_bytes": 0, "oom_count": 0, "allocation_count": 0, "deallocation_count": 0,
-                "source": NOT_MEASURED}
+        return self._host_merged(tenant_id, "memory", {
+            "tenant_id": tenant_id, "allocated_bytes": 0, "quota_bytes": record["memory_mb"] << 20,
+            "peak_usage_bytes": 0, "oom_count": 0, "allocation_count": 0, "deallocation_count": 0, "source": NOT_MEASURED})
 
     async def isolation_cpu(self, principal: Principal, tenant_id: str) -> dict:
         """The scheduler's parameters (real, from tier/priority/quota) and counters (0 until the engine runs)."""

@@ -30,6 +30,10 @@ pytestmark = pytest.mark.host
 
 BURN = "while True:\n    pass\n"
 BUSY_ROWS = 300_000
+MEMORY_MB = 96
+# ~150 MB of blobs concatenated in one value: more than the instance may hold
+HOG_SQL = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 150) "
+           "SELECT length(group_concat(randomblob(1000000))) FROM c")
 BUSY_SQL = f"WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < {BUSY_ROWS}) SELECT count(*) FROM c"
 MECHANISMS = {"cpu_limit", "cpu_weight", "cpu_usage", "memory_limit", "io_throttle", "pids_limit", "freeze",
               "network_egress", "network_ingress"}
@@ -248,3 +252,30 @@ def test_placement_change_and_tier_change_move_the_tenant_between_groups(hostd):
     assert (placement["placement"], placement["explicit"], placement["host"]) == ("shared", True, None)
     time.sleep(0)  # (no wait needed: the cgroup is never made)
     assert not tree.exists(group(pinned))
+
+
+def test_instance_over_its_memory_quota_is_oom_killed_alone_and_restarted(hostd):
+    tree = hostd.tree
+    hog_name = name("memhog")
+    hog = hostd.tenant(hog_name, "gold", memory_mb=MEMORY_MB)
+    neighbour = hostd.tenant(name("memok"), "gold", memory_mb=MEMORY_MB)
+    hog_id = hog["tenant_id"]
+    wait_for(lambda: all(tree.exists(group(t)) and int(tree.read(group(t), "memory.limit_in_bytes")) == MEMORY_MB << 20
+                         for t in (hog_id, neighbour["tenant_id"])), 10, what="memory limits")
+    before = hostd.placement(hog_id)["instance_pids"]
+    neighbour_pids = hostd.placement(neighbour["tenant_id"])["instance_pids"]
+    with hostd.connect(hog, hog_name) as session:
+        with pytest.raises(psycopg.Error):      # the instance dies under the query (or SQLite is refused memory)
+            session.execute(HOG_SQL).fetchall()
+    oom = wait_for(lambda: hostd.placement(hog_id)["host"]["oom_count"], 10, what="an OOM kill in the tenant's cgroup")
+    # the fleet restarts the instance, and the binding puts the new one in the same cgroup
+    after = wait_for(lambda: (lambda pids: pids if pids and set(pids) != set(before) and
+                              set(pids) <= set(tree.procs(group(hog_id))) else None)(hostd.placement(hog_id)["instance_pids"]),
+                     30, what="the restarted instance in the tenant's cgroup")
+    memory = wait_for(lambda: (lambda body: body if body.get("oom_count") else None)(
+        hostd.daemon.request("GET", f"/api/v1/isolation/memory?tenant={hog_id}").json), 10, what="oom_count over REST")
+    print(f"\nmemory_mb {MEMORY_MB}: dedicated instance OOM-killed (oom_count {oom}), restarted as {after}; "
+          f"isolation/memory oom_count {memory.get('oom_count')}")
+    assert memory["oom_count"] >= 1
+    assert hostd.placement(neighbour["tenant_id"])["instance_pids"] == neighbour_pids    # untouched
+    assert hostd.placement(neighbour["tenant_id"])["host"]["oom_count"] == 0
