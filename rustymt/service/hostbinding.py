@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import threading
@@ -79,6 +80,20 @@ def host_quota(record: dict) -> HostQuota:
     """A tenant's catalog quota as the kernel enforces it (cpu shares from tier x priority)."""
     shares = min(SHARES_MAX, max(SHARES_MIN, cpu_shares(record["service_tier"], record["priority"])))
     return HostQuota.from_quota(record, cpu_shares=shares)
+
+
+def host_merged(block: str):
+    """Decorates TenantService.isolation_<block>: the host's counters of the
+    tenant folded into the engine's body (HostBinding.merge_isolation) when
+    the daemon gave the service a binding (`service.host`)."""
+    def decorate(method):
+        @functools.wraps(method)
+        async def merged(service, principal, tenant_id, *args, **kwargs):
+            body = await method(service, principal, tenant_id, *args, **kwargs)
+            host = getattr(service, "host", None)
+            return host.merge_isolation(tenant_id, block, body) if host is not None else body
+        return merged
+    return decorate
 
 
 class HostBinding:

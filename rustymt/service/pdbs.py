@@ -118,6 +118,12 @@ class PdbService:
 
     def stage(self, pdb_id: str, pdb_name: str, admin_user: str, admin_password: str) -> tuple[str, str]:
         """(staged folder, guid): the seed's copy with the admin user's SCRAM verifier (sync)."""
+        try:
+            storage.ensure_seed(self.data_dir)
+        except OSError:
+            # Another creator published the seed between our check and our rename.
+            if not os.path.isdir(storage.pdb_dir(self.data_dir, storage.SEED_ID)):
+                raise
         guid = uuid.uuid4().hex.upper()
         verifier = scram_verifier(admin_password)
         return storage.stage_pdb_from_seed(self.data_dir, pdb_id, pdb_name, admin_user, verifier, guid=guid), guid

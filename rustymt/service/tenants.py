@@ -36,6 +36,7 @@ from rustymt.service import authz, inputs
 from rustymt.service.authz import Principal
 from rustymt.service.capacity import HostCapacity
 from rustymt.service.errors import ServiceError
+from rustymt.service.hostbinding import host_merged
 from rustymt.service.passwords import hash_password
 
 log = logging.getLogger("rustymt.tenants")
@@ -80,6 +81,7 @@ MIB, GIB = 1 << 20, 1 << 30
 MEMORY_FIELDS = ("allocated_bytes", "quota_bytes", "peak_usage_bytes", "oom_count", "allocation_count", "deallocation_count")
 IO_FIELDS = ("reads", "writes", "bytes", "read_bytes", "write_bytes", "throttled_ns")
 POOL_FIELDS = ("hits", "misses", "evictions", "resident", "min_frames", "max_frames", "frame_bytes")
+ENGINE_COUNTERS = "engine instance {instance}: native counters, cumulative since the tenant's slot was attached there"
 NETWORK_SOURCE = ("bytes: every protocol byte on the tenant's port, counted by its engine instance; "
                   "packets_dropped: drops happen in the host's tc shaping, not counted here")
 
@@ -690,23 +692,29 @@ class TenantService:
         stats = await self.fleet.stats(tenant_id) if self.fleet is not None else None
         return record, (stats[block] if stats else None)
 
+    def _source(self, tenant_id: str) -> str:
+        instance = self.fleet.home.get(tenant_id) or self.fleet.instance_for(tenant_id)
+        return ENGINE_COUNTERS.format(instance=instance)
+
+    @host_merged("memory")
     async def isolation_memory(self, principal: Principal, tenant_id: str) -> dict:
         """The engine allocator's per-tenant counters (0 with a `source` while no instance serves the tenant)."""
         record, memory = await self._engine_block(principal, tenant_id, "memory")
         if memory is not None:
-            return self._host_merged(tenant_id, "memory", {"tenant_id": tenant_id, **{key: int(memory[key]) for key in MEMORY_FIELDS}})
-        return self._host_merged(tenant_id, "memory", {
-            "tenant_id": tenant_id, "allocated_bytes": 0, "quota_bytes": record["memory_mb"] << 20,
-            "peak_usage_bytes": 0, "oom_count": 0, "allocation_count": 0, "deallocation_count": 0, "source": NOT_MEASURED})
+            return {"tenant_id": tenant_id, **{key: int(memory[key]) for key in MEMORY_FIELDS}, "source": self._source(tenant_id)}
+        return {"tenant_id": tenant_id, "allocated_bytes": 0, "quota_bytes": record["memory_mb"] << 20,
+                "peak_usage_bytes": 0, "oom_count": 0, "allocation_count": 0, "deallocation_count": 0,
+                "source": NOT_MEASURED}
 
+    @host_merged("cpu")
     async def isolation_cpu(self, principal: Principal, tenant_id: str) -> dict:
         """The scheduler's parameters (real, from tier/priority/quota) and counters (0 until the engine runs)."""
         record, cpu = await self._engine_block(principal, tenant_id, "cpu")
         if cpu is not None:
-            return self._host_merged(tenant_id, "cpu", {
-                "tenant_id": tenant_id, **{key: int(cpu[key]) for key in ("shares", "min_percent", "max_percent",
-                                                                          "used_cpu_ns", "throttled_ns")},
-                "throttle_ratio": float(cpu["throttle_ratio"]), "allocation_percent": float(cpu["allocation_percent"])})
+            return {"tenant_id": tenant_id, **{key: int(cpu[key]) for key in ("shares", "min_percent", "max_percent",
+                                                                              "used_cpu_ns", "throttled_ns")},
+                    "throttle_ratio": float(cpu["throttle_ratio"]), "allocation_percent": float(cpu["allocation_percent"]),
+                    "source": self._source(tenant_id)}
         return {"tenant_id": tenant_id, "shares": cpu_shares(record["service_tier"], record["priority"]),
                 "min_percent": guaranteed_cpu_percent(record["service_tier"], record["cpu_percent"]),
                 "max_percent": record["cpu_percent"], "used_cpu_ns": 0, "throttled_ns": 0, "throttle_ratio": 0.0,
@@ -717,15 +725,16 @@ class TenantService:
         record, io = await self._engine_block(principal, tenant_id, "io")
         body = {"tenant_id": tenant_id, **{key: int((io or {}).get(key, 0)) for key in IO_FIELDS}}
         body["iops_limit"] = int(io["iops_limit"]) if io else record["iops"]
-        return body if io else {**body, "source": NOT_MEASURED}
+        return {**body, "source": self._source(tenant_id) if io else NOT_MEASURED}
 
     async def isolation_buffer_pool(self, principal: Principal, tenant_id: str) -> dict:
         """The tenant's partition of its instance's page buffer pool."""
         record, pool = await self._engine_block(principal, tenant_id, "buffer_pool")
         body = {"tenant_id": tenant_id, **{key: int((pool or {}).get(key, 0)) for key in POOL_FIELDS},
                 "hit_ratio": float((pool or {}).get("hit_ratio", 0.0))}
-        return body if pool else {**body, "source": NOT_MEASURED}
+        return {**body, "source": self._source(tenant_id) if pool else NOT_MEASURED}
 
+    @host_merged("network")
     async def isolation_network(self, principal: Principal, tenant_id: str) -> dict:
         """Bytes on the tenant's PostgreSQL port (counted by its instance) and its rate limit."""
         record, network = await self._engine_block(principal, tenant_id, "network")
@@ -736,11 +745,7 @@ class TenantService:
                 "network_mbps": float(rates["network_mbps"]) if rates else 0.0,
                 "packets_dropped": 0,
                 "source": (NETWORK_SOURCE if network is not None else NOT_MEASURED)}
-        return self._host_merged(tenant_id, "network", body)
-
-    def _host_merged(self, tenant_id: str, block: str, body: dict) -> dict:
-        """The host layer's counters of this tenant (cgroup, tc) merged into an isolation body."""
-        return self.host.merge_isolation(tenant_id, block, body) if self.host is not None else body
+        return body
 
     # ---- lookups for the auth and rate-limit middlewares (synchronous, fast)
 

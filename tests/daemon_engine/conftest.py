@@ -40,9 +40,9 @@ def new_tenant(daemon, prefix: str, tier: str = "silver") -> dict:
             "pdb_name": f"PDB_{name.upper()}", "port": body["resources"]["network_port"]}
 
 
-def connect(tenant: dict, dbname: str | None = None, **kwargs) -> psycopg.Connection:
-    return psycopg.connect(host="127.0.0.1", port=tenant["port"], dbname=dbname or tenant["pdb_name"],
-                           user=tenant["user"], password=tenant["password"], connect_timeout=5, autocommit=True, **kwargs)
+def connect(tenant: dict, dbname: str | None = None, autocommit: bool = True, **kwargs) -> psycopg.Connection:
+    return psycopg.connect(host="127.0.0.1", port=tenant["port"], dbname=dbname or tenant["pdb_name"], user=tenant["user"],
+                           password=tenant["password"], connect_timeout=5, autocommit=autocommit, **kwargs)
 
 
 def get_json(daemon, path: str, status: int = 200) -> dict:
