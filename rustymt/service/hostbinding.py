@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import sqlite3
@@ -48,6 +49,7 @@ from rustymt.events.bus import EventBus, SubscriberDropped
 from rustymt.host import DesiredState, HostController, HostQuota, TenantSpec
 from rustymt.host import usage as host_usage
 from rustymt.host.cgroupmap import SHARES_MAX, SHARES_MIN
+from rustymt.host.reconcile import aggregate
 from rustymt.model import timeutil
 from rustymt.model.tenants import TenantState, check_transition
 from rustymt.model.tiers import cpu_shares
@@ -62,6 +64,7 @@ DEDICATED_TIERS = frozenset({"gold", "platinum"})
 RECONCILE_SECONDS = 3.0
 SESSION_DRAIN_SECONDS = 5.0   # suspend: how long sessions may take to end before the freeze
 SESSION_POLL_SECONDS = 0.05
+SHARED_INSTANCE_MEMORY_MB = 256   # the shared instance's own memory (interpreter, pool) above its tenants' quotas
 PERMISSION = {"get": "resources:read", "set": "tenant:admin"}
 WATCHED = frozenset({"tenant.created", "tenant.state.changed", "tenant.quota.changed", "tenant.tier.changed",
                      "tenant.priority.changed"})
@@ -80,6 +83,16 @@ def host_quota(record: dict) -> HostQuota:
     """A tenant's catalog quota as the kernel enforces it (cpu shares from tier x priority)."""
     shares = min(SHARES_MAX, max(SHARES_MIN, cpu_shares(record["service_tier"], record["priority"])))
     return HostQuota.from_quota(record, cpu_shares=shares)
+
+
+def shared_quota(quotas: list[HostQuota]) -> HostQuota:
+    """The shared instance's group: its tenants' aggregate, plus memory for the
+    instance itself, so one small shared tenant's quota cannot OOM-kill the
+    process every shared tenant lives in (its allocator quota bites first)."""
+    total = aggregate(quotas)
+    if total.memory_mb is None:
+        return total
+    return dataclasses.replace(total, memory_mb=total.memory_mb + SHARED_INSTANCE_MEMORY_MB)
 
 
 def host_merged(block: str):
@@ -191,7 +204,8 @@ class HostBinding:
         return TenantSpec(record["tenant_id"], host_quota(record), placement=placement, port=record["network_port"], pids=pids)
 
     def desired(self) -> DesiredState:
-        return DesiredState(tenants=tuple(self.spec_for(record) for record in self._live()),
+        specs = tuple(self.spec_for(record) for record in self._live())
+        return DesiredState(tenants=specs, shared_quota=shared_quota([s.quota for s in specs if s.placement == "shared"]),
                             shared_pids=tuple(sorted(self.pids.get(None, ()))))
 
     def _lookup_record(self, tenant_id: str) -> dict | None:

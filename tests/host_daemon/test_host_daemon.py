@@ -80,6 +80,9 @@ def test_cdb_status_lists_every_host_mechanism(hostd):
     enforced = {m for m, entry in host["mechanisms"].items() if entry["state"] == "enforced"}
     assert {"cpu_limit", "cpu_weight", "memory_limit", "freeze", "pids_limit", "network_egress", "network_ingress"} <= enforced
     assert host["cgroup_root"] == hostd.tree.root and host["cgroup_version"] == 1
+    # the shared engine instance runs inside <root>/shared (placed by the fleet's on_spawn hook)
+    shared = [i for i in response.json["instances"] if i["name"] == "shared"]
+    assert shared and shared[0]["pid"] in hostd.tree.procs("shared")
 
 
 class QueryLoop(threading.Thread):

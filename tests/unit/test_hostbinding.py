@@ -77,3 +77,12 @@ def test_without_enforcement_the_binding_answers_and_touches_nothing(binding):
     assert asyncio.run(binding.reconcile_once()) == []
     body = {"tenant_id": "tenant_c", "oom_count": 2}
     assert binding.merge_isolation("tenant_c", "memory", dict(body)) == body
+
+
+def test_shared_group_gets_its_tenants_aggregate_plus_the_instance_itself():
+    from rustymt.host import HostQuota
+    from rustymt.service.hostbinding import SHARED_INSTANCE_MEMORY_MB, shared_quota
+
+    total = shared_quota([HostQuota(cpu_percent=100, memory_mb=64), HostQuota(cpu_percent=50, memory_mb=100)])
+    assert (total.cpu_percent, total.memory_mb) == (150, 164 + SHARED_INSTANCE_MEMORY_MB)
+    assert shared_quota([]).memory_mb is None        # no shared tenant: unlimited
