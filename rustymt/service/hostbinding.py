@@ -272,12 +272,28 @@ class HostBinding:
         if event_type == "tenant.created":
             self._remember_created_placement(record)
         await self.apply(record)
-        if event_type == "tenant.tier.changed" and not record["explicit_placement"] and tenant_id not in self._migrating:
-            old = default_placement(data.get("old_tier", record["service_tier"]))
-            new = default_placement(record["service_tier"])
-            if old != new and record["state"] == TenantState.ACTIVE.value:
-                with contextlib.suppress(ServiceError):  # reported as system.alert by migrate()
-                    await self.migrate(tenant_id, old, new)
+        if event_type == "tenant.tier.changed":
+            await self.settle_tier(tenant_id, data.get("old_tier"))
+
+    async def settle_tier(self, tenant_id: str, old_tier: str | None = None) -> None:
+        """After a tier change: migrate when the tenant's placement (explicit, else
+        the new tier's default) differs from where it runs. REST's tier change
+        awaits this before answering, so the tenant is ACTIVE again when it does;
+        the tenant.tier.changed handler calls it too (scheduled changes, GraphQL)."""
+        record = await asyncio.to_thread(self._record, tenant_id)
+        if record is None or record["state"] != TenantState.ACTIVE.value or tenant_id in self._migrating:
+            return
+        want = self._placement(record)
+        home = getattr(self.fleet, "home", {}).get(tenant_id) if self.fleet is not None else None
+        if home is not None:
+            have = "shared" if home == "shared" else "dedicated"
+        elif self.fleet is None and old_tier:
+            have = record["explicit_placement"] or default_placement(old_tier)
+        else:
+            return   # not attached anywhere yet: the fleet attaches it where it belongs
+        if want != have:
+            with contextlib.suppress(ServiceError):  # rolled back and reported as system.alert by migrate();
+                await self.migrate(tenant_id, have, want)   # the tier change itself stands
 
     async def settle_placement(self, tenant_id: str) -> None:
         """REST create, before answering: the placement asked for is stored (if

@@ -123,6 +123,9 @@ async def resume_tenant(request: web.Request) -> web.Response:
 async def change_tier(request: web.Request) -> web.Response:
     body = await json_body(request)
     result = await services(request).tenants.change_tier(principal(request), request.match_info["tenant_id"], **body)
+    host = getattr(services(request), "host", None)  # rustymt.service.hostbinding: a placement change migrates now
+    if host is not None and not result.get("scheduled"):
+        await host.settle_tier(request.match_info["tenant_id"])
     return json_response(result, status=202 if result.get("scheduled") else 200)
 
 
