@@ -54,25 +54,25 @@ def test_weights_deliver_cpu_shares(benchmark, weights):
 
 @pytest.mark.parametrize("cap", [50, 20])
 def test_max_percent_alone(benchmark, cap):
-    # "% of a core" is CPU over wall time, so first measure what the host gives
-    # an uncapped tenant right now (other sessions share these 2 cores from
-    # their own cgroups, nice does not help): the lower bound of the cap is
-    # only observable when the host supplies more than the cap.
-    tenant = {"slot": 1, "shares": 1024, "threads": 2}
-    free = saturated([tenant], measure_cpu_s=1.0)
-    available = 100 * free["used_ns"]["1"] / 1e9 / free["wall_s"]
-    result = benchmark.pedantic(saturated, args=([{**tenant, "max_percent": cap}],),
-                                kwargs={"measure_cpu_s": 2.0 * cap / 50}, rounds=1, iterations=1)
+    # "% of a core" is CPU over wall time, and other sessions share these 2
+    # cores (from their own autogroups: nice does not help). A probe thread
+    # outside the scheduler measures what the host gives one CPU-bound thread
+    # meanwhile; the tenant's 2 threads could use twice that. The cap's lower
+    # bound is only observable when that supply exceeds the cap.
+    tenant = {"slot": 1, "shares": 1024, "threads": 2, "max_percent": cap}
+    result = benchmark.pedantic(saturated, args=([tenant],), kwargs={"measure_cpu_s": 2.0 * cap / 50, "probe": True},
+                                rounds=1, iterations=1)
     percent = 100 * result["used_ns"]["1"] / 1e9 / result["wall_s"]
+    supply = 100 * 2 * result["probe_share"]
     stats = result["stats"]["1"]
-    benchmark.extra_info.update({"percent_of_core": round(percent, 2), "uncapped_percent_of_core": round(available, 2),
+    benchmark.extra_info.update({"percent_of_core": round(percent, 2), "host_supply_percent": round(supply, 1),
                                  "throttle_ratio": round(stats["throttle_ratio"], 3)})
     print(f"\nmax_percent {cap} alone: {percent:.2f}% of a core over {result['wall_s']:.1f}s "
-          f"(uncapped the host gave {available:.1f}%; throttled {stats['throttled_ns'] / 1e9:.2f}s, "
+          f"(host supply for 2 threads meanwhile {supply:.0f}%; throttled {stats['throttled_ns'] / 1e9:.2f}s, "
           f"throttle_ratio {stats['throttle_ratio']:.3f})")
     assert percent <= cap + 3
-    if available < cap * 1.15:
-        pytest.skip(f"host gives only {available:.1f}% of a core now: cap {cap} not binding, lower bound unobservable")
+    if supply < cap * 1.3:
+        pytest.skip(f"host supplies only {supply:.0f}% of a core to 2 threads now: cap {cap} not binding, lower bound unobservable")
     assert percent >= cap - 3
 
 
@@ -87,7 +87,7 @@ def test_min_percent_under_contention(benchmark):
                                  "weight_share_would_be": round(100 * 2 * 1 / 11, 2)})
     print(f"\nmin_percent 40 weight 1 vs weight 10: {of_capacity:.2f}% of a core of the delivered CPU "
           f"({of_wall:.2f}% of wall time; by weight alone it would be {200 / 11:.2f}%)")
-    assert of_capacity >= 40 * 0.97
+    assert of_capacity >= 40
 
 
 def test_progress_handler_overhead(benchmark):

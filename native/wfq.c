@@ -96,6 +96,8 @@
 #define WFQ_WEIGHT_SHIFT 10         /* weight = shares << 10 (precision for boosts) */
 #define WFQ_PPM 1000000LL           /* shares of capacity in parts per million */
 #define WFQ_MIN_CAP_PPM 900000LL    /* active minimums are scaled to <= 90% */
+#define WFQ_MIN_HEADROOM 1025LL     /* aim 2.5% above a minimum (per mille): a
+                                       guarantee must not be met only on average */
 #define WFQ_MIN_SLICE_NS 100000LL   /* shortest quantum left under a budget */
 #define WFQ_REBASE_AT (1LL << 61)   /* vclock past this: rebase all vtimes */
 #define WFQ_REBASE_KEEP (1LL << 40) /* vtime headroom kept below vclock */
@@ -287,7 +289,7 @@ static void refresh_weights(rmt_wfq *q) {
     pinned[i] = 0;
     m[i] = 0;
     if (active(t) && t->min_percent > 0) {
-      m[i] = (int64_t)t->min_percent * WFQ_PPM / (100LL * q->tokens);
+      m[i] = (int64_t)t->min_percent * WFQ_PPM * WFQ_MIN_HEADROOM / (100LL * 1000 * q->tokens);
       if (m[i] > WFQ_PPM) m[i] = WFQ_PPM;
       sum_m += m[i];
     }

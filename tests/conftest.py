@@ -62,3 +62,13 @@ def daemon_factory(tmp_path):
     yield start
     for daemon in started:
         daemon.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_daemon_outlives_the_run():
+    """Stop any daemon a test started and did not stop (a leak would hold ports and CPU)."""
+    yield
+    from tests.daemon import STARTED
+
+    for daemon in STARTED:
+        daemon.kill()

@@ -64,6 +64,11 @@ class Response:
             return None
 
 
+# Every daemon process any test started; the session-end fixture in
+# tests/conftest.py stops those a test forgot, so none outlives the run.
+STARTED: list["Daemon"] = []
+
+
 class Daemon:
     def __init__(self, data_dir: str, process: subprocess.Popen, log_path: str, env: Mapping[str, str] | None):
         self.data_dir = data_dir
@@ -91,6 +96,7 @@ class Daemon:
         )
         log.close()
         daemon = cls(data_dir, process, log_path, env)
+        STARTED.append(daemon)
         try:
             daemon._wait_ready(address_file)
         except BaseException:
@@ -132,10 +138,16 @@ class Daemon:
             self.process.wait(STOP_TIMEOUT)
 
     def restart(self) -> "Daemon":
-        """Stop (gracefully) and start a new daemon on the same data dir."""
+        """Stop (gracefully) and start a new daemon process on the same data dir.
+
+        Returns self, now driving the new process, so whoever stops this
+        object at teardown stops the new process too."""
         code = self.stop()
         assert code == 0, f"daemon exited with {code} on SIGTERM:\n{self.log()}"
-        return Daemon.start(self.data_dir, self.env)
+        successor = Daemon.start(self.data_dir, self.env)
+        STARTED.remove(successor)
+        self.process, self.host, self.port = successor.process, successor.host, successor.port
+        return self
 
     def log(self) -> str:
         try:

@@ -62,7 +62,7 @@ EDGE_ERRORS = {
     400: "invalid request: malformed JSON, wrong types, unknown or missing fields (INVALID_REQUEST)",
     401: "missing, malformed, expired or forged bearer token (UNAUTHENTICATED)",
     403: "lacking the route's permission (PERMISSION_DENIED) or another tenant's resource (ISOLATION_VIOLATION)",
-    429: "the tenant's API rate limit is exhausted (RATE_LIMITED); see Retry-After",
+    429: "the tenant's API rate limit is exhausted (QUOTA_EXCEEDED); see Retry-After",
 }
 
 

@@ -12,7 +12,7 @@ Every response to a tenant-scoped request carries
     X-RateLimit-Remaining  whole tokens left in the bucket after this request
     X-RateLimit-Reset      Unix time (s) at which the bucket is full again
 
-and when the bucket is empty the request is refused with 429 RATE_LIMITED,
+and when the bucket is empty the request is refused with 429 QUOTA_EXCEEDED,
 a Retry-After (seconds until one token is back) and the same headers. The
 refused request does not reach the handler and costs nothing.
 
@@ -140,7 +140,7 @@ async def charge(app: web.Application, principal) -> dict[str, str]:
     """Take one request from the principal's tenant bucket; the X-RateLimit headers for the answer.
 
     Operators (no tenant_id) are not limited: {}. An empty bucket raises
-    RATE_LIMITED carrying the headers and Retry-After. REST's middleware and
+    QUOTA_EXCEEDED (the API-request quota) carrying the headers and Retry-After. REST's middleware and
     GraphQL's transport both come here, so they share one bucket per tenant.
     """
     if principal is None or principal.tenant_id is None:
@@ -150,9 +150,9 @@ async def charge(app: web.Application, principal) -> dict[str, str]:
     headers = decision.headers()
     if not decision.allowed:
         raise with_headers(ServiceError(
-            "RATE_LIMITED",
+            "QUOTA_EXCEEDED",
             f"rate limit of {decision.limit} requests per hour exceeded; retry in {decision.retry_after} s",
-            details={"limit": decision.limit, "retry_after_seconds": decision.retry_after},
+            details={"quota": "api_requests_per_hour", "limit": decision.limit, "retry_after_seconds": decision.retry_after},
         ), headers)
     return headers
 

@@ -295,10 +295,7 @@ class Instance:
         native, slot = self.native, tenant.slot
         pdbs = {}
         for pdb in tenant.pdbs.values():
-            try:
-                size = storage.storage_bytes(pdb.folder)
-            except OSError:
-                size = 0
+            size = pdb.storage_bytes()
             pdbs[pdb.pdb_id] = {"pdb_name": pdb.name, "open_mode": pdb.mode, "sessions": len(pdb.sessions),
                                 "storage_bytes": size}
         return {

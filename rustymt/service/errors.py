@@ -29,7 +29,6 @@ EXTRA_ERRORS: dict[str, int] = {
     "METHOD_NOT_ALLOWED": 405,
     "CONFLICT": 409,  # duplicate of a non-tenant resource (PDB name, webhook, profile)
     "PAYLOAD_TOO_LARGE": 413,
-    "RATE_LIMITED": 429,  # per-tier API request rate (X-RateLimit-*); Retry-After set
     "INTERNAL_ERROR": 500,  # a bug: logged with a request id, never with secrets
     "UNAVAILABLE": 503,  # engine instance down or restarting
 }

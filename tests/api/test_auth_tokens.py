@@ -243,7 +243,7 @@ def test_repeated_login_failures_are_throttled_per_address(daemon, tenant):
             break
     throttled = answers[-1]
     assert all(answer.status == 401 for answer in answers[:-1])
-    assert (throttled.status, throttled.error_code) == (429, "RATE_LIMITED"), throttled.text
+    assert (throttled.status, throttled.error_code) == (429, "QUOTA_EXCEEDED"), throttled.text
     assert int(throttled.headers["retry-after"]) >= 1
     # The right password is refused too until the allowance refills: guessing cannot continue.
     right = daemon.request("POST", "/api/v1/auth/token", token=None,

@@ -2,7 +2,7 @@
 
 Not reachable from these endpoints (by design): QUOTA_EXCEEDED and PDB_NOT_FOUND
 (PDB operations and the engine), SLA_VIOLATION (a warning from SLA
-monitoring), RATE_LIMITED (tests/api/test_ratelimit*.py), UNAVAILABLE and
+monitoring), QUOTA_EXCEEDED for the API request rate (tests/api/test_ratelimit*.py), UNAVAILABLE and
 INTERNAL_ERROR (must not be reachable at all; the fuzz test below checks no
 5xx answers).
 """

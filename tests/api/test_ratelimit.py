@@ -51,7 +51,7 @@ def test_burst_then_429_with_retry_after(daemon, tier):
     assert int(first["x-ratelimit-limit"]) == spec.requests_per_hour
     assert int(first["x-ratelimit-remaining"]) == spec.burst - 1
     assert int(first["x-ratelimit-reset"]) >= int(time.time())
-    assert refused.error_code == "RATE_LIMITED"
+    assert refused.error_code == "QUOTA_EXCEEDED"
     assert refused.headers["x-ratelimit-remaining"] == "0"
     assert int(refused.headers["x-ratelimit-limit"]) == spec.requests_per_hour
     retry_after = int(refused.headers["retry-after"])

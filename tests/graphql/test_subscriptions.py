@@ -188,7 +188,7 @@ def test_operations_per_socket_are_capped(daemon, tenant):
                 await client.subscribe(f"s{index}", STATE_CHANGED, {"t": tenant["tenant_id"]})
             await client.send({"id": "s5", "type": "subscribe", "payload": {"query": STATE_CHANGED, "variables": {"t": tenant["tenant_id"]}}})
             refused = await next_for(client, "s5", 5)
-            assert refused["type"] == "error" and refused["payload"][0]["extensions"]["code"] == "RATE_LIMITED"
+            assert refused["type"] == "error" and refused["payload"][0]["extensions"]["code"] == "QUOTA_EXCEEDED"
             await client.send({"id": "s0", "type": "complete"})  # one ends: room again
             await client.subscribe("s6", STATE_CHANGED, {"t": tenant["tenant_id"]})
 

@@ -6,7 +6,8 @@ are process-wide) by tests and benches:
 
 config: tokens, period_ms, quantum_ms, progress_ops, rows (statement size),
 tenants: [{slot, shares, min_percent, max_percent, threads}], warmup_cpu_s,
-measure_cpu_s (scheduler CPU to accumulate across tenants while measuring).
+measure_cpu_s (scheduler CPU to accumulate across tenants while measuring),
+probe (also run one unscheduled CPU-bound thread and report its CPU share).
 Result: per slot the used_cpu_ns delta over the window and the end stats,
 plus the window's wall time. Fairness is read from the scheduler's CPU
 accounting (thread CPU time), so other load on the machine cancels out.
@@ -63,6 +64,18 @@ def main(config):
         for t in config["tenants"]
         for _ in range(t.get("threads", 2))
     ]
+    probe_share = []
+
+    def probe():
+        # What one unscheduled CPU-bound thread gets from the host meanwhile
+        # (a C loop with the GIL released): the host's supply per thread.
+        cpu0, wall0 = time.thread_time(), time.monotonic()
+        while not stop.is_set():
+            _core.wfq_run_unscheduled(2_000_000)
+        probe_share.append((time.thread_time() - cpu0) / (time.monotonic() - wall0))
+
+    if config.get("probe"):
+        threads.append(threading.Thread(target=probe, daemon=True))
     for th in threads:
         th.start()
 
@@ -77,7 +90,8 @@ def main(config):
     stop.set()
     for th in threads:
         th.join(timeout=60)
-    return {"wall_s": wall, "used_ns": {str(s): end[s] - start[s] for s in slots}, "stats": {str(s): stats[s] for s in slots}}
+    return {"wall_s": wall, "used_ns": {str(s): end[s] - start[s] for s in slots}, "stats": {str(s): stats[s] for s in slots},
+            "probe_share": probe_share[0] if probe_share else None}
 
 
 def overhead(config):

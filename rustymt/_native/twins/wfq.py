@@ -19,6 +19,7 @@ VT_UNIT = 1 << 20
 WEIGHT_SHIFT = 10
 PPM = 1_000_000
 MIN_CAP_PPM = 900_000
+MIN_HEADROOM = 1025  # per mille: aim 2.5% above a minimum
 MIN_SLICE_NS = 100_000
 REBASE_AT = 1 << 61
 REBASE_KEEP = 1 << 40
@@ -120,7 +121,7 @@ class WfqSimulation:
             t = self.t[i]
             t.eff_weight = t.weight
             if t.active and t.min_percent > 0:
-                m[i] = min(t.min_percent * PPM // (100 * self.tokens), PPM)
+                m[i] = min(t.min_percent * PPM * MIN_HEADROOM // (100 * 1000 * self.tokens), PPM)
         sum_m = sum(m.values())
         if sum_m > MIN_CAP_PPM:
             m = {i: v * MIN_CAP_PPM // sum_m for i, v in m.items()}

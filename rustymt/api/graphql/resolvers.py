@@ -29,7 +29,7 @@ from rustymt.service import authz
 from rustymt.service.errors import ServiceError
 
 # Refusals about who is asking: GraphQL errors even inside mutations.
-AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "ISOLATION_VIOLATION", "RATE_LIMITED"})
+AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "ISOLATION_VIOLATION", "QUOTA_EXCEEDED"})
 
 # GraphQL field -> REST key where the name is not the camelCase of the key.
 FIELD_KEYS = {

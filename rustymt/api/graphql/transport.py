@@ -72,14 +72,15 @@ async def _principal(request: web.Request):
 
 
 async def _rate_limit(request: web.Request, principal) -> dict[str, str]:
-    """REST's per-tenant bucket; RATE_LIMITED when empty. Headers for the answer."""
+    """REST's per-tenant bucket; QUOTA_EXCEEDED when empty. Headers for the answer."""
     if principal is None or principal.tenant_id is None:
         return {}
     tier = await tenant_tier(request.app, principal.tenant_id)
     decision = app_limiter(request.app).take(principal.tenant_id, tier.requests_per_hour, tier.burst)
     if not decision.allowed:
-        error = ServiceError("RATE_LIMITED", f"rate limit of {decision.limit} requests per hour exceeded; "
-                             f"retry in {decision.retry_after} s", details={"retry_after_seconds": decision.retry_after})
+        error = ServiceError("QUOTA_EXCEEDED", f"rate limit of {decision.limit} requests per hour exceeded; "
+                             f"retry in {decision.retry_after} s",
+                             details={"quota": "api_requests_per_hour", "retry_after_seconds": decision.retry_after})
         error.headers = decision.headers()
         raise error
     return decision.headers()
@@ -276,7 +277,7 @@ class WsSession:
             raise CloseConnection(4409, f"Subscriber for {op_id} already exists")
         if len(self.operations) >= self.state["max_operations"]:
             await self.send({"id": op_id, "type": "error", "payload": [execution.error_dict(
-                f"this connection already runs {len(self.operations)} operations, the most allowed", "RATE_LIMITED")]})
+                f"this connection already runs {len(self.operations)} operations, the most allowed", "QUOTA_EXCEEDED")]})
             return
         try:
             await _rate_limit(self.request, self.context.principal)

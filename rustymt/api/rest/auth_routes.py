@@ -10,7 +10,7 @@ An unknown user and a wrong password get the same 401 UNAUTHENTICATED after the
 same work (a full scrypt verification against a decoy hash), so the answer
 does not tell which usernames exist. Failed attempts are counted per client
 address; past LOGIN_FAILURE_BURST of them the endpoint answers 429
-RATE_LIMITED with Retry-After until the bucket refills (successful logins cost
+QUOTA_EXCEEDED with Retry-After until the bucket refills (successful logins cost
 nothing). Password checks run in a small pool of their own: scrypt must not
 stall the event loop, and a burst of logins must not occupy the default
 executor the catalog reads run in.
@@ -60,8 +60,8 @@ async def exchange_token(request: web.Request) -> web.Response:
     allowance = failures.take(client, LOGIN_FAILURES_PER_HOUR, LOGIN_FAILURE_BURST, consume=False)
     if not allowance.allowed:
         raise with_headers(ServiceError(
-            "RATE_LIMITED", f"too many failed logins from this address; retry in {allowance.retry_after} s",
-            details={"retry_after_seconds": allowance.retry_after},
+            "QUOTA_EXCEEDED", f"too many failed logins from this address; retry in {allowance.retry_after} s",
+            details={"quota": "failed_logins_per_hour", "retry_after_seconds": allowance.retry_after},
         ), {"Retry-After": str(allowance.retry_after)})
     username, password = body["username"], body["password"]
     found = app["services"].tenants.admin_credentials(username)
