@@ -29,6 +29,7 @@ import logging
 import os
 import secrets
 import uuid
+import weakref
 from typing import Any, Callable
 
 from rustymt.catalog import cdb as cdb_rows
@@ -87,6 +88,12 @@ class PdbService:
         self.fleet = fleet  # rustymt.service.fleet.Fleet; None: files and catalog only (no engine)
         self.clock = clock
         self.data_dir = settings.server.data_dir
+        # One operation at a time per PDB (open, close, drop): each re-reads
+        # the row under its lock, so two racing opens cannot both succeed.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, pdb_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(pdb_id, asyncio.Lock())
 
     def _now(self) -> str:
         return timeutil.to_iso(self.clock())
@@ -199,12 +206,13 @@ class PdbService:
 
     async def open(self, principal: Principal, pdb_id: str, mode: str = "READ_WRITE") -> dict:
         mode = upper_choice("mode", mode, OPEN_MODES)
-        row = await self._load(principal, PERMISSION["manage"], pdb_id)
-        if row["state"] == "open":
-            raise ServiceError("INVALID_STATE", f"PDB {pdb_id} is already open ({row['open_mode']}); close it first",
-                               details={"pdb_id": pdb_id, "current_state": "open", "open_mode": row["open_mode"]})
-        check_transition(pdb_id, row["state"], "open")
-        return await self.open_row(row, mode)
+        async with self._lock(pdb_id):
+            row = await self._load(principal, PERMISSION["manage"], pdb_id)
+            if row["state"] == "open":
+                raise ServiceError("INVALID_STATE", f"PDB {pdb_id} is already open ({row['open_mode']}); close it first",
+                                   details={"pdb_id": pdb_id, "current_state": "open", "open_mode": row["open_mode"]})
+            check_transition(pdb_id, row["state"], "open")
+            return await self.open_row(row, mode)
 
     async def open_row(self, row: dict, mode: str) -> dict:
         """Open in the PDB's instance, then record it (no permission check: callers did)."""
@@ -230,9 +238,10 @@ class PdbService:
 
     async def close(self, principal: Principal, pdb_id: str, mode: str = "NORMAL") -> dict:
         mode = upper_choice("mode", mode, CLOSE_MODES)
-        row = await self._load(principal, PERMISSION["manage"], pdb_id)
-        check_transition(pdb_id, row["state"], "closed")
-        return await self.close_row(row, "NORMAL" if mode == "NORMAL" else "IMMEDIATE")
+        async with self._lock(pdb_id):
+            row = await self._load(principal, PERMISSION["manage"], pdb_id)
+            check_transition(pdb_id, row["state"], "closed")
+            return await self.close_row(row, "NORMAL" if mode == "NORMAL" else "IMMEDIATE")
 
     async def close_row(self, row: dict, mode: str, new_state: str = "closed") -> dict:
         ended = 0
@@ -247,6 +256,10 @@ class PdbService:
     async def drop(self, principal: Principal, pdb_id: str, keep_datafiles: bool = False) -> dict:
         if not isinstance(keep_datafiles, bool):
             raise inputs.invalid("keep_datafiles", "must be a boolean")
+        async with self._lock(pdb_id):
+            return await self._drop(principal, pdb_id, keep_datafiles)
+
+    async def _drop(self, principal: Principal, pdb_id: str, keep_datafiles: bool) -> dict:
         row = await self._load(principal, PERMISSION["manage"], pdb_id)
         check_transition(pdb_id, row["state"], "dropped")
         now = self._now()

@@ -71,8 +71,8 @@ QUOTA_LIMITS = {
 }
 
 NOT_MEASURED = "not measured: no engine instance serves this tenant right now, so usage counters are 0"
-MEASURED = "engine instance {instance}: allocator, scheduler, iovfs and session counters; rates over the last {window}s"
-FIRST_WINDOW = "engine instance {instance}: counters measured; rates (cpu_percent, iops, network_mbps) need a second sample"
+MEASURED = ("engine instance {instance}: allocator, scheduler, iovfs and session counters; cpu_percent, iops and "
+            "network_mbps over the sampler's last window (0 until it has two samples)")
 SLA_SOURCE = ("uptime_percent: share of the tenant's lifetime spent in state active (catalog state history); "
               "response times are not measured until the engine serves the tenant")
 
@@ -417,10 +417,8 @@ class TenantService:
             return {"cpu_percent": 0.0, "memory_mb": 0, "storage_gb": round(storage_bytes / GIB), "iops": 0,
                     "network_mbps": 0, "active_connections": 0, "storage_bytes": storage_bytes,
                     "last_updated": self._now(), "source": NOT_MEASURED}
-        rates = measured["rates"]
-        source = (MEASURED.format(instance=measured["instance"], window=rates["window_seconds"]) if rates
-                  else FIRST_WINDOW.format(instance=measured["instance"]))
-        rates = rates or {"cpu_percent": 0.0, "iops": 0, "network_mbps": 0}
+        source = MEASURED.format(instance=measured["instance"])  # constant: an idle tenant's usage does not change
+        rates = measured["rates"] or {"cpu_percent": 0.0, "iops": 0, "network_mbps": 0}
         return {"cpu_percent": float(rates["cpu_percent"]), "memory_mb": round(stats["memory"]["allocated_bytes"] / MIB),
                 "storage_gb": round(storage_bytes / GIB), "iops": int(rates["iops"]),
                 "network_mbps": round(rates["network_mbps"]), "active_connections": stats["sessions"],
