@@ -127,7 +127,7 @@ async def serve(settings: Any) -> int:
     fleet = Fleet(settings, catalog, bus, placement_of=host_binding.placement_of, on_spawn=host_binding.on_spawn,
                   on_exit=host_binding.on_exit)
     host_binding.fleet = fleet
-    fleet.before_wake = host_binding.before_wake
+    fleet.before_wake, fleet.asleep = host_binding.before_wake, host_binding.asleep
     services = Services(catalog, settings, bus, fleet=fleet)
     services.host = host_binding
     services.tenants.host = host_binding

@@ -90,6 +90,7 @@ class Fleet:
         self.on_spawn = on_spawn
         self.on_exit = on_exit
         self.before_wake: Callable[[str], Awaitable[None]] | None = None  # hostd: thaw a tenant's cgroup
+        self.asleep: Callable[[str], bool] | None = None  # hostd: True while a tenant's cgroup is frozen (suspended)
         self.instances: dict[str, InstanceSupervisor] = {}
         self.home: dict[str, str] = {}                 # tenant_id -> instance name it is attached to
         self._pids: dict[str, int] = {}                # instance -> pid of its current process
@@ -245,7 +246,13 @@ class Fleet:
         supervisor = self.instances.get(name)
         if supervisor is None:
             raise ControlError("UNAVAILABLE", f"instance {name} is not running")
+        if self._frozen(name):  # would only time out
+            raise ControlError("UNAVAILABLE", f"instance {name} is frozen (tenant suspended)")
         return await supervisor.request(op, args, timeout)
+
+    def _frozen(self, name: str) -> bool:
+        tenant_id = self._tenant_of_instance(name)
+        return tenant_id is not None and self.asleep is not None and self.asleep(tenant_id)
 
     async def _best_effort(self, tenant_id: str, op: str, args: dict) -> bool:
         """Tell the instance; while it is down the restart's re-apply does it (False)."""
@@ -294,6 +301,8 @@ class Fleet:
         return await self._best_effort(tenant_id, "set_tenant_state", {"tenant_id": tenant_id, "state": state})
 
     async def set_quota(self, tenant_id: str, record: dict) -> bool:
+        if self.before_wake is not None:
+            await self.before_wake(tenant_id)  # frozen while suspended: hostd freezes it again after the change
         return await self._best_effort(tenant_id, "set_quota", {"tenant_id": tenant_id, "quota": engine_quota(record)})
 
     async def open_pdb(self, row: dict, mode: str) -> dict:
@@ -394,7 +403,7 @@ class Fleet:
         while True:
             await asyncio.sleep(SAMPLE_SECONDS)  # the sampling period, not synchronisation
             for name, supervisor in list(self.instances.items()):
-                if supervisor.health != "healthy":
+                if supervisor.health != "healthy" or self._frozen(name):
                     continue
                 try:
                     result = await supervisor.request("stats", {}, timeout=5.0)

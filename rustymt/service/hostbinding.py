@@ -380,6 +380,15 @@ class HostBinding:
             await asyncio.to_thread(self.host.freeze, tenant_id)
             log.info("host: suspended tenant %s's new instance frozen", tenant_id)
 
+    def asleep(self, tenant_id: str) -> bool:
+        """The fleet's check before it asks a dedicated instance anything: frozen
+        instances cannot answer (a cgroupfs read, no lock)."""
+        tree = self.host.tree
+        try:
+            return tree is not None and tree.exists(self.host.group(tenant_id)) and tree.is_frozen(self.host.group(tenant_id))
+        except (OSError, ValueError):
+            return False
+
     async def before_wake(self, tenant_id: str) -> None:
         """The fleet's hook before it talks to (or stops) a tenant's instance for
         anything but suspending it: a frozen instance could not answer."""

@@ -148,6 +148,11 @@ def test_dedicated_tenant_capped_frozen_thawed_and_removed(hostd):
     finally:
         loop.stop.set()
     wait_for(lambda: tree.is_frozen(group(tenant_id)), 5, what="suspended tenant's cgroup frozen")
+    # a quota change while suspended reaches the cgroup and the (briefly thawed) instance; frozen again after
+    response = hostd.daemon.request("PUT", f"/api/v1/tenants/{tenant_id}/quota", json={"cpu_percent": 30})
+    assert response.status == 200, response.text
+    wait_for(lambda: cfs_quota(tree, group(tenant_id)) == 30_000 and tree.is_frozen(group(tenant_id)), 5,
+             what="new cpu cap on the refrozen cgroup")
     frozen_at, reference = cpu_ns(tree, group(tenant_id)), cpu_ns(tree, group(clock["tenant_id"]))
     wait_for(lambda: cpu_ns(tree, group(clock["tenant_id"])) - reference >= 200_000_000, 10, what="reference cpu")
     assert cpu_ns(tree, group(tenant_id)) == frozen_at       # no CPU while the other tenant used 200 ms
@@ -158,6 +163,8 @@ def test_dedicated_tenant_capped_frozen_thawed_and_removed(hostd):
     with hostd.connect(capped, capped_name) as session:            # thawed and serving again
         assert session.execute(BUSY_SQL).fetchall() == [(BUSY_ROWS,)]
     assert cpu_ns(tree, group(tenant_id)) > frozen_at
+    cpu = hostd.daemon.request("GET", f"/api/v1/isolation/cpu?tenant={tenant_id}").json
+    assert cpu["max_percent"] == 30          # the engine got the change made while it was frozen
 
     instance_pids = hostd.placement(tenant_id)["instance_pids"]
     response = hostd.daemon.request("DELETE", f"/api/v1/tenants/{tenant_id}")
