@@ -52,6 +52,7 @@ log = logging.getLogger("rustymt.fleet")
 SHARED = "shared"
 DEDICATED_PREFIX = "ded-"
 SAMPLE_SECONDS = 1.0          # the usage sampler's period: rates are over this window
+REPAIR_EVERY_SAMPLES = 5     # every 5 s: attach live tenants no instance has
 CLOSE_TIMEOUT_SECONDS = 5.0   # close NORMAL: how long sessions may take to leave
 ENGINE_STATES = ("active", "suspended", "maintenance", "migrating")
 
@@ -255,11 +256,21 @@ class Fleet:
         return tenant_id is not None and self.asleep is not None and self.asleep(tenant_id)
 
     async def _best_effort(self, tenant_id: str, op: str, args: dict) -> bool:
-        """Tell the instance; while it is down the restart's re-apply does it (False)."""
+        """Tell the instance; while it is down the restart's re-apply does it (False).
+        A tenant the instance does not have (its re-apply failed, e.g. its port
+        was held by another program) is attached now, which carries the new
+        quota and state; if that fails too, the repair pass retries (False)."""
         try:
             await self._request(tenant_id, op, args)
             return True
         except ControlError as exc:
+            if exc.code == "NOT_FOUND" and op != "attach_tenant":
+                self.home.pop(tenant_id, None)
+                try:
+                    return await self.sync_tenant(tenant_id)
+                except ServiceError as again:
+                    log.warning("%s for %s: the tenant is not attached and attaching failed: %s", op, tenant_id, again)
+                    return False
             if exc.code not in ("UNAVAILABLE", "TIMEOUT"):
                 raise
             log.warning("%s for %s deferred to the instance's restart: %s", op, tenant_id, exc)
@@ -399,9 +410,31 @@ class Fleet:
             return None
         return result["tenants"].get(tenant_id)
 
+    async def _repair_unattached(self) -> None:
+        """Attach (and reopen the open PDBs of) live tenants no instance has,
+        e.g. because their port was busy when their instance (re)started."""
+        for record in await asyncio.to_thread(self._live_tenants):
+            tenant_id = record["tenant_id"]
+            name = self.instance_for(tenant_id)
+            supervisor = self.instances.get(name)
+            if tenant_id in self.home or supervisor is None or supervisor.health != "healthy":
+                continue
+            try:
+                await self._attach_on(name, tenant_id)
+                log.info("tenant %s attached to %s by the repair pass", tenant_id, name)
+            except (ControlError, ServiceError) as exc:
+                log.warning("tenant %s still not attached to %s: %s", tenant_id, name, exc)
+
     async def _sample_forever(self) -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(SAMPLE_SECONDS)  # the sampling period, not synchronisation
+            ticks += 1
+            if ticks % REPAIR_EVERY_SAMPLES == 0:
+                try:
+                    await self._repair_unattached()
+                except Exception:  # noqa: BLE001 - the sampler must keep running
+                    log.exception("repair pass failed")
             for name, supervisor in list(self.instances.items()):
                 if supervisor.health != "healthy" or self._frozen(name):
                     continue

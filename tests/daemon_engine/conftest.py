@@ -7,12 +7,13 @@
 from __future__ import annotations
 
 import itertools
-import random
 import socket
 import struct
 
 import psycopg
 import pytest
+
+from tests.daemon import private_tenant_ports
 
 PASSWORD = "correct horse battery"  # tests/daemon.py create_tenant's password
 _names = itertools.count(1)
@@ -29,8 +30,7 @@ def engine_daemon(tmp_path_factory):
 
 def port_range_env() -> dict[str, str]:
     """A random tenant port range of our own: daemons of other tests (and other people) run beside us."""
-    low = random.randrange(30000, 60000, 100)
-    return {"RUSTYMT_TENANT_PORTS": f"{low}-{low + 99}"}
+    return private_tenant_ports()
 
 
 def new_tenant(daemon, prefix: str, tier: str = "silver") -> dict:

@@ -20,6 +20,14 @@ def shared_instance(daemon) -> dict:
     return next(instance for instance in instances if instance["name"] == "shared")
 
 
+def read_catalog(daemon, sql: str) -> list[tuple]:
+    catalog = sqlite3.connect(f"file:{daemon.data_dir}/catalog.db?mode=ro", uri=True)
+    try:
+        return [tuple(row) for row in catalog.execute(sql)]
+    finally:
+        catalog.close()
+
+
 def assert_states_served(daemon, owner, suspended, read_only_name, closed_name):
     with connect(owner) as conn:
         assert conn.execute("SELECT v FROM kept").fetchall() == [("before the crash",)]
@@ -65,17 +73,16 @@ def test_instance_crash_and_daemon_restart_restore_every_state(daemon_factory):
     after = {pdb["pdb_id"]: (pdb["state"], pdb["open_mode"]) for pdb in get_json(daemon, "/api/v1/pdbs?page_size=100")["pdbs"]}
     assert after == states_before
 
-    catalog = sqlite3.connect(f"file:{daemon.data_dir}/catalog.db?mode=ro", uri=True)
-    try:
-        events = [row[0] for row in catalog.execute("SELECT event FROM instance_events WHERE instance = 'shared' ORDER BY seq")]
-    finally:
-        catalog.close()
-    assert events[:4] == ["instance.started", "instance.crashed", "instance.started", "instance.restarted"], events
+    events = read_catalog(daemon, "SELECT event FROM instance_events WHERE instance = 'shared' ORDER BY seq")
+    assert [row[0] for row in events][:4] == ["instance.started", "instance.crashed", "instance.started", "instance.restarted"], events
+    slots = read_catalog(daemon, "SELECT tenant_id, slot FROM tenant_slots ORDER BY slot")
+    assert sorted(tenant for tenant, _ in slots) == sorted([owner["tenant_id"], suspended["tenant_id"]])
 
     # The daemon itself restarts: same slots, ports and states from the catalog.
     daemon = daemon.restart()
     try:
         assert shared_instance(daemon)["restarts"] == 0
+        assert read_catalog(daemon, "SELECT tenant_id, slot FROM tenant_slots ORDER BY slot") == slots  # stable
         assert_states_served(daemon, owner, suspended, "PDB_CRASH_RO", "PDB_CRASH_CLOSED")
         assert post(daemon, f"/api/v1/tenants/{suspended['tenant_id']}/resume").status == 200
         with connect(suspended) as conn:
