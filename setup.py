@@ -27,7 +27,7 @@ SQLITE_LINK = [
     "-Wl,--exclude-libs,ALL", "-lm", "-ldl", "-lpthread",
 ]
 # RUSTYMT_SANITIZE=1 builds the extension with ASan + UBSan (tests then run
-# with LD_PRELOAD of libasan; see scripts/test).
+# with LD_PRELOAD of libasan; see scripts/test-sanitized).
 SANITIZE = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer"] if os.environ.get("RUSTYMT_SANITIZE") == "1" else []
 
 

@@ -140,6 +140,7 @@ async def serve(settings: Any) -> int:
         catalog.close()
         raise
     app = create_app(services, settings)
+    services.observability.install(app)  # API request metrics (metering)
     access_log = logging.getLogger("aiohttp.access") if settings.server.log_level == "debug" else None
     runner = web.AppRunner(app, access_log=access_log, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
     await runner.setup()
@@ -158,6 +159,7 @@ async def serve(settings: Any) -> int:
 
     background = []
     try:
+        background += services.observability.start()  # metering sampler, webhook dispatcher
         await services.tenants.apply_due_tier_changes()  # those that fell due while we were down
         background.append(asyncio.create_task(_apply_tier_changes_forever(services)))
         interval = sdnotify.watchdog_interval()

@@ -31,6 +31,9 @@ class Services:
         self.pdbs = PdbService(catalog, settings, bus, fleet)
         self.tenants = TenantService(catalog, settings, bus, self.capacity, pdbs=self.pdbs, fleet=fleet)
         self.cdb = CdbService(catalog, settings, fleet)
+        # metering, billing, SLA, webhooks (rustymt/metering, rustymt/sla, rustymt/events/webhooks.py)
+        from rustymt.metering.wiring import attach_metering
+        attach_metering(self)
 
     async def ready(self) -> bool:
         """True when the catalog answers (readiness probe)."""

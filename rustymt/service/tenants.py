@@ -113,6 +113,8 @@ class TenantService:
         self.host = None  # rustymt.service.hostbinding.HostBinding (the daemon sets it): host counters merged in
         self._tier_cache: dict[str, str | None] = {}
         self._create_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # tenant_id -> measured SLA block (rustymt.metering.service.MeteringService.sla_metrics) or None
+        self.sla_source: Callable[[str], dict | None] | None = None
 
     # ---- helpers
 
@@ -425,9 +427,12 @@ class TenantService:
                 "storage_bytes": storage_bytes, "last_updated": self._now(), "source": source}
 
     def _sla(self, record: dict, history: list[tuple[str, str]]) -> dict:
-        return {"uptime_percent": self._uptime_percent(history), "avg_response_time_ms": 0.0,
+        body = {"uptime_percent": self._uptime_percent(history), "avg_response_time_ms": 0.0,
                 "p95_response_time_ms": 0.0, "p99_response_time_ms": 0.0, "error_rate_percent": 0.0,
                 "violations": [], "source": SLA_SOURCE}
+        measured = self.sla_source(record["tenant_id"]) if self.sla_source else None
+        body.update({key: value for key, value in (measured or {}).items() if value is not None})
+        return body
 
     def _uptime_percent(self, history: list[tuple[str, str]]) -> float:
         if not history:

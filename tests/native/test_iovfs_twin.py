@@ -6,13 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import examples
 from rustymt._native import _core
 from rustymt._native.twins import iovfs as twin
 
 NS = 1_000_000_000
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     rate=st.integers(0, 10**9),
     burst=st.integers(0, 10**6),
@@ -26,7 +27,7 @@ def test_bucket_waits_agree(rate, burst, steps):
         assert c_bucket.admit(cost, now) == py_bucket.admit(cost, now)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(iops=st.integers(10, 5000), sizes=st.lists(st.sampled_from([512, 4096, 65536]), min_size=200, max_size=400))
 def test_twin_meter_holds_the_iops_rate(iops, sizes):
     meter = twin.TenantIo()

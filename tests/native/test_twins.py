@@ -5,6 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import examples
 from rustymt._native import _core
 from rustymt._native.twins.bufpool import Pool
 from rustymt._native.twins.tenantmem import TenantMem
@@ -66,7 +67,7 @@ def apply(pool, handles, op, twin):
     raise AssertionError(kind)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(nframes=st.integers(2, 12), ops=pool_ops)
 def test_bufpool_c_and_twin_agree(nframes, ops):
     c_pool, twin = _core.TestPool(nframes), Pool(nframes)
@@ -93,7 +94,7 @@ def test_bufpool_c_and_twin_agree(nframes, ops):
         assert s["pinned"] <= s["resident"]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(nframes=st.integers(4, 16), data=st.data())
 def test_a_tenant_under_its_min_never_loses_frames_to_others(nframes, data):
     """Tenant 1 fills its min, then tenant 2 churns through many pages: tenant 1
@@ -165,7 +166,7 @@ mem_ops = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(ops=mem_ops)
 def test_tenantmem_c_and_twin_agree(ops):
     slots = (250, 251, 252)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import examples
 from rustymt._native import _core
 from rustymt._native.twins import wfq as twin
 
@@ -53,7 +54,7 @@ def both(tokens):
     return [cls(tokens, 50 * MS, 5 * MS, THREADS) for cls in (_core.WfqSimulation, twin.WfqSimulation)]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     tokens=st.integers(1, 3),
     initial=st.lists(configs, min_size=TENANTS, max_size=TENANTS),
