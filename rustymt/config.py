@@ -182,6 +182,7 @@ KEYS: list[Key] = [
     Key("graphql", "explorer_assets_dir", parse_str, "", "local node_modules directory holding graphiql, react, react-dom; when set the daemon serves the assets itself (offline hosts)"),
     Key("engine", "pool_frames", int_in(64, 1 << 24), 8192, "page frames in each engine instance's buffer pool (4 KiB pages; tenants get partitions of it)"),
     Key("lifecycle", "export_roots", parse_str_list, "", "directories unplug manifests/datafiles and plug sources may be in (absolute); the first is the default for relative paths; empty = <data_dir>/exports"),
+    Key("host", "reconcile_seconds", float_in(0.2, 3600), 3.0, "period of the host reconcile loop (cgroups, tc vs the catalog)"),
 ]
 
 def _price_book(value: Any):

@@ -34,6 +34,7 @@ from rustymt.events.bus import EventBus
 from rustymt.exitcodes import EXIT_DATA_DIR, EXIT_FAILURE, EXIT_LISTEN, EXIT_OK, StartupError
 from rustymt.model.timeutil import utc_now_iso
 from rustymt.service.fleet import Fleet
+from rustymt.service.hostbinding import HostBinding
 from rustymt.service.services import Services
 
 log = logging.getLogger("rustymt.daemon")
@@ -111,18 +112,32 @@ async def _watchdog_forever(interval: float) -> None:
 
 async def serve(settings: Any) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
+    catalog = prepare_data_dir(settings)
+    bus = EventBus()
+    # Host enforcement (docs/host-daemon.md): adopted before any instance starts and before
+    # READY=1. Built before the signal handlers: its tc probe forks (pyroute2), and a forked
+    # child's signal would reach asyncio's shared wakeup fd and read as our own SIGTERM.
+    host_binding = await asyncio.to_thread(HostBinding.from_settings, settings, catalog, bus)
+    await asyncio.to_thread(host_binding.adopt_self)
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    catalog = prepare_data_dir(settings)
-    bus = EventBus()
-    fleet = Fleet(settings, catalog, bus)
+    fleet = Fleet(settings, catalog, bus, placement_of=host_binding.placement_of, on_spawn=host_binding.on_spawn,
+                  on_exit=host_binding.on_exit)
+    host_binding.fleet = fleet
+    fleet.before_wake, fleet.asleep = host_binding.before_wake, host_binding.asleep
     services = Services(catalog, settings, bus, fleet=fleet)
+    services.host = host_binding
+    services.tenants.host = host_binding
+    services.cdb.host_status = host_binding.status
     try:
+        await host_binding.start()   # cgroup tree + tc root qdiscs before instances are placed in them
         await _start_engine(services, fleet)
     except BaseException:
+        await host_binding.stop()
         catalog.close()
         raise
     app = create_app(services, settings)
@@ -161,6 +176,7 @@ async def serve(settings: Any) -> int:
         for task in background:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await services.host.stop()
         await runner.cleanup()
         await fleet.stop()  # instances end their sessions (57P01) and exit
         catalog.close()

@@ -34,6 +34,9 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The test process's environment without RUSTYMT_* settings, plus `extra`."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("RUSTYMT_") or key == "RUSTYMT_REQUIRE_HOST"}
     env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    # A test daemon enforces on the host only when its test gives it a cgroup root of its own
+    # (tests/host_daemon); others must not create or reconcile /rustymt as root.
+    env["RUSTYMT_HOST_ENFORCE"] = "false"
     env.update(extra or {})
     return env
 

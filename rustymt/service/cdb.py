@@ -23,6 +23,7 @@ class CdbService:
         self.settings = settings
         self.fleet = fleet  # engine instances: their pid, uptime, restarts, health
         self.started = time.monotonic()
+        self.host_status = None  # set by the daemon: HostBinding.status (the "host" section)
 
     async def status(self, principal: Principal) -> dict:
         authz.require(principal, PERMISSION["status"])
@@ -33,7 +34,7 @@ class CdbService:
 
         identity, counts = await asyncio.to_thread(query)
         empty = {"size_gb": 0, "used_gb": 0.0, "source": NO_SHARED_TABLESPACE}
-        return {
+        body = {
             "cdb_name": identity["cdb_name"] if identity else self.settings.cdb.name,
             "total_pdbs": counts["total"],
             "max_pdbs": self.settings.cdb.max_pdbs,
@@ -43,3 +44,6 @@ class CdbService:
             "shared_services": {"undo_tablespace": dict(empty), "temp_tablespace": dict(empty)},
             "instances": self.fleet.status() if self.fleet is not None else [],
         }
+        if self.host_status is not None:
+            body["host"] = await asyncio.to_thread(self.host_status)
+        return body

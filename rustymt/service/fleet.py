@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from rustymt.catalog import pdbs as pdb_rows
 from rustymt.catalog import tenants as tenant_rows
@@ -90,6 +90,8 @@ class Fleet:
         self.placement_of = placement_of or (lambda tenant_id: SHARED)
         self.on_spawn = on_spawn
         self.on_exit = on_exit
+        self.before_wake: Callable[[str], Awaitable[None]] | None = None  # hostd: thaw a tenant's cgroup
+        self.asleep: Callable[[str], bool] | None = None  # hostd: True while a tenant's cgroup is frozen (suspended)
         self.instances: dict[str, InstanceSupervisor] = {}
         self.home: dict[str, str] = {}                 # tenant_id -> instance name it is attached to
         self._pids: dict[str, int] = {}                # instance -> pid of its current process
@@ -245,7 +247,13 @@ class Fleet:
         supervisor = self.instances.get(name)
         if supervisor is None:
             raise ControlError("UNAVAILABLE", f"instance {name} is not running")
+        if self._frozen(name):  # would only time out
+            raise ControlError("UNAVAILABLE", f"instance {name} is frozen (tenant suspended)")
         return await supervisor.request(op, args, timeout)
+
+    def _frozen(self, name: str) -> bool:
+        tenant_id = self._tenant_of_instance(name)
+        return tenant_id is not None and self.asleep is not None and self.asleep(tenant_id)
 
     async def _best_effort(self, tenant_id: str, op: str, args: dict) -> bool:
         """Tell the instance; while it is down the restart's re-apply does it (False).
@@ -299,9 +307,13 @@ class Fleet:
             return record, slot
 
     async def set_state(self, tenant_id: str, state: str) -> bool:
+        if state != "suspended" and self.before_wake is not None:
+            await self.before_wake(tenant_id)  # a suspended dedicated instance is frozen: thaw it first
         return await self._best_effort(tenant_id, "set_tenant_state", {"tenant_id": tenant_id, "state": state})
 
     async def set_quota(self, tenant_id: str, record: dict) -> bool:
+        if self.before_wake is not None:
+            await self.before_wake(tenant_id)  # frozen while suspended: hostd freezes it again after the change
         return await self._best_effort(tenant_id, "set_quota", {"tenant_id": tenant_id, "quota": engine_quota(record)})
 
     async def open_pdb(self, row: dict, mode: str) -> dict:
@@ -325,6 +337,8 @@ class Fleet:
     async def detach(self, tenant_id: str) -> bool:
         """The tenant leaves its instance (sessions end, PDBs close, port freed);
         a dedicated instance is stopped."""
+        if self.before_wake is not None:
+            await self.before_wake(tenant_id)  # a frozen instance could neither answer nor die
         name = self.home.pop(tenant_id, None) or self.instance_for(tenant_id)
         self._samples.pop(tenant_id, None)
         ok = True
@@ -422,7 +436,7 @@ class Fleet:
                 except Exception:  # noqa: BLE001 - the sampler must keep running
                     log.exception("repair pass failed")
             for name, supervisor in list(self.instances.items()):
-                if supervisor.health != "healthy":
+                if supervisor.health != "healthy" or self._frozen(name):
                     continue
                 try:
                     result = await supervisor.request("stats", {}, timeout=5.0)

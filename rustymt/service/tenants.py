@@ -36,6 +36,7 @@ from rustymt.service import authz, inputs
 from rustymt.service.authz import Principal
 from rustymt.service.capacity import HostCapacity
 from rustymt.service.errors import ServiceError
+from rustymt.service.hostbinding import host_merged
 from rustymt.service.passwords import hash_password
 
 log = logging.getLogger("rustymt.tenants")
@@ -109,6 +110,7 @@ class TenantService:
         self.clock = clock
         self.pdbs = pdbs    # rustymt.service.pdbs.PdbService: the tenant's PDB files
         self.fleet = fleet  # rustymt.service.fleet.Fleet: the engine; None = catalog and files only
+        self.host = None  # rustymt.service.hostbinding.HostBinding (the daemon sets it): host counters merged in
         self._tier_cache: dict[str, str | None] = {}
         self._create_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # tenant_id -> measured SLA block (rustymt.metering.service.MeteringService.sla_metrics) or None
@@ -697,6 +699,7 @@ class TenantService:
         instance = self.fleet.home.get(tenant_id) or self.fleet.instance_for(tenant_id)
         return ENGINE_COUNTERS.format(instance=instance)
 
+    @host_merged("memory")
     async def isolation_memory(self, principal: Principal, tenant_id: str) -> dict:
         """The engine allocator's per-tenant counters (0 with a `source` while no instance serves the tenant)."""
         record, memory = await self._engine_block(principal, tenant_id, "memory")
@@ -706,6 +709,7 @@ class TenantService:
                 "peak_usage_bytes": 0, "oom_count": 0, "allocation_count": 0, "deallocation_count": 0,
                 "source": NOT_MEASURED}
 
+    @host_merged("cpu")
     async def isolation_cpu(self, principal: Principal, tenant_id: str) -> dict:
         """The scheduler's parameters (real, from tier/priority/quota) and counters (0 until the engine runs)."""
         record, cpu = await self._engine_block(principal, tenant_id, "cpu")
@@ -733,6 +737,7 @@ class TenantService:
                 "hit_ratio": float((pool or {}).get("hit_ratio", 0.0))}
         return {**body, "source": self._source(tenant_id) if pool else NOT_MEASURED}
 
+    @host_merged("network")
     async def isolation_network(self, principal: Principal, tenant_id: str) -> dict:
         """Bytes on the tenant's PostgreSQL port (counted by its instance) and its rate limit."""
         record, network = await self._engine_block(principal, tenant_id, "network")

@@ -161,7 +161,10 @@ def test_isolation_stats_match_spec(api_daemon, tenant):
 def test_cdb_status_matches_spec(api_daemon, tenant):
     response = api_daemon.request("GET", "/api/v1/cdb/status")
     assert response.status == 200, response.text
-    assert_shape(SPEC_CDB, response.json)
+    body = dict(response.json)
+    host = body.pop("host")  # issue 7's extension: host enforcement, tested in tests/host_daemon
+    assert {"enforced", "unavailable"} >= {m["state"] for m in host["mechanisms"].values()}
+    assert_shape(SPEC_CDB, body)
     assert response.json["cdb_name"] == "CDB_PROD" and response.json["seed_pdb"] == "PDB$SEED"
     assert response.json["total_pdbs"] >= 1 and response.json["max_pdbs"] == 100
 

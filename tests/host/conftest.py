@@ -92,9 +92,11 @@ def netns_name():
         netns.remove(name)
 
 
-def tcp_rate(netns: str, direction: str, port: int, warmup: float = 0.5, window: float = 1.5) -> float:
+def tcp_rate(netns: str, direction: str, port: int, warmup: float = 0.5, window: float = 1.5,
+             address: str = "127.0.0.1") -> float:
     """Mbit/s through `port` inside `netns` (see tcp_rate.py)."""
     script = os.path.join(os.path.dirname(__file__), "tcp_rate.py")
-    result = subprocess.run(["ip", "netns", "exec", netns, sys.executable, script, direction, str(port), str(warmup), str(window)],
+    result = subprocess.run(["ip", "netns", "exec", netns, sys.executable, script, direction, str(port), str(warmup), str(window),
+                             address],
                             capture_output=True, text=True, timeout=30, check=True)
     return float(result.stdout.strip())

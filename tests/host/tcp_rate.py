@@ -1,6 +1,6 @@
 """Measure TCP throughput on loopback through one port, in one process.
 
-    python tcp_rate.py from|to PORT WARMUP WINDOW
+    python tcp_rate.py from|to PORT WARMUP WINDOW [ADDRESS]
 
 `from`: the listener on PORT sends (traffic has PORT as source port);
 `to`: the client sends to PORT (PORT is the destination port). The receiver
@@ -14,11 +14,12 @@ import threading
 import time
 
 mode, port, warmup, window = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+address = sys.argv[5] if len(sys.argv) > 5 else "127.0.0.1"  # another loopback address when 127.0.0.1:PORT is served
 listener = socket.socket()
 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-listener.bind(("127.0.0.1", port))
+listener.bind((address, port))
 listener.listen(1)
-client = socket.create_connection(("127.0.0.1", port))
+client = socket.create_connection((address, port))
 server, _ = listener.accept()
 sender, receiver = (server, client) if mode == "from" else (client, server)
 stop = threading.Event()

@@ -19,7 +19,12 @@ STATUS_RESPONSE = obj({
         "last_exit_code": integer(nullable=True), "placement": enum(("shared", "dedicated")),
         "tenant_id": string(nullable=True), "tenants": array(string()),
     }), ),
-})
+    "host": obj({"mechanisms": {"type": "object", "additionalProperties": obj(
+        {"state": enum(("enforced", "unavailable")), "via": string(), "reason": string()}, required=("state",), extra=True)}},
+        required=("mechanisms",), extra=True,
+        description="host enforcement (cgroups, tc): each mechanism enforced or unavailable with the reason (docs/host.md)"),
+}, required=("cdb_name", "total_pdbs", "max_pdbs", "open_pdbs", "seed_pdb", "uptime_seconds", "shared_services",
+             "instances"))
 
 
 async def cdb_status(request: web.Request) -> web.Response:

@@ -26,6 +26,8 @@ CREATE_REQUEST = obj({
     "service_tier": TIER,
     "organization": string(256, nullable=True),
     "tags": string_map("free-form string labels"),
+    "placement": enum(("shared", "dedicated"), description="engine instance: shared, or dedicated (own instance and cgroup); "
+                                                         "default from the tier (gold, platinum: dedicated)"),
 }, required=("tenant_name", "admin_user", "admin_password", "service_tier"))
 CREATE_RESPONSE = obj({
     "tenant_id": string(), "pdb_id": string(), "status": STATE, "created_at": TIMESTAMP,
@@ -90,7 +92,14 @@ def answers(ok_status: int, ok_schema: dict, *errors: int) -> dict[int, dict]:
 
 async def create_tenant(request: web.Request) -> web.Response:
     body = await json_body(request)
-    return json_response(await services(request).tenants.create(principal(request), **body), status=201)
+    placement = body.pop("placement", None)
+    host = getattr(services(request), "host", None)  # rustymt.service.hostbinding, set by the daemon
+    if host is None:
+        return json_response(await services(request).tenants.create(principal(request), **body), status=201)
+    with host.expecting_placement(body.get("tenant_name"), placement):
+        created = await services(request).tenants.create(principal(request), **body)
+        await host.settle_placement(created["tenant_id"])
+    return json_response(created, status=201)
 
 
 async def list_tenants(request: web.Request) -> web.Response:
@@ -114,6 +123,9 @@ async def resume_tenant(request: web.Request) -> web.Response:
 async def change_tier(request: web.Request) -> web.Response:
     body = await json_body(request)
     result = await services(request).tenants.change_tier(principal(request), request.match_info["tenant_id"], **body)
+    host = getattr(services(request), "host", None)  # rustymt.service.hostbinding: a placement change migrates now
+    if host is not None and not result.get("scheduled"):
+        await host.settle_tier(request.match_info["tenant_id"])
     return json_response(result, status=202 if result.get("scheduled") else 200)
 
 
