@@ -18,7 +18,6 @@ import asyncio
 import logging
 import os
 import secrets
-import uuid
 
 from rustymt.catalog import jobs as job_rows
 from rustymt.catalog import lifecycle as shared_rows
@@ -503,7 +502,3 @@ class LifecycleService:
     def sync_common_users(self, folder: str, pdb_id: str, pdb_name: str) -> int:
         """For the PDB service's create: write the covering common users into a staged PDB."""
         return common_users.sync(folder, pdb_id, pdb_name, self._common_users())
-
-
-def new_idempotency_scope(principal) -> str:
-    return principal.tenant_id or f"operator:{principal.user_id or principal.username or uuid.uuid5(uuid.NAMESPACE_OID, ','.join(principal.roles))}"

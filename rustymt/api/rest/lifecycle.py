@@ -1,70 +1,19 @@
 """REST: PDB clone (async job), jobs, unplug, plug, lockdown profiles, common users.
 
-Creating POSTs honour `Idempotency-Key`: the first answer (status and body,
-errors below 500 included) is kept in the catalog per principal scope and
-key, and a retry with the same key gets it back without doing the work
-again; the same key on another path is 409 CONFLICT. Concurrent retries in
-this process queue on the key.
+Creating POSTs honour `Idempotency-Key` (rustymt.api.idempotency).
 """
 from __future__ import annotations
 
-import asyncio
-import weakref
 
 from aiohttp import web
 
+from rustymt.api.idempotency import idempotent
 from rustymt.api.request import json_body, json_response, principal, services
 from rustymt.api.routing import Route
 from rustymt.api.schema import ERROR, TIMESTAMP, array, boolean, enum, integer, number, obj, string
-from rustymt.catalog import jobs as job_rows
-from rustymt.engine import storage
 from rustymt.service.errors import ServiceError
-from rustymt.service.lifecycle import CLONE_TYPES, new_idempotency_scope
+from rustymt.service.lifecycle import CLONE_TYPES
 
-IDEMPOTENCY_HEADER = "Idempotency-Key"
-MAX_KEY_LENGTH = 200
-_key_locks: "weakref.WeakValueDictionary[tuple, asyncio.Lock]" = weakref.WeakValueDictionary()
-
-
-async def idempotent(request: web.Request, run) -> web.Response:
-    """run() -> (status, body). With an Idempotency-Key, the first answer is replayed."""
-    key = request.headers.get(IDEMPOTENCY_HEADER)
-    if key is None:
-        status, body = await run()
-        return json_response(body, status=status)
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise ServiceError("INVALID_REQUEST", f"{IDEMPOTENCY_HEADER} must be 1-{MAX_KEY_LENGTH} printable characters",
-                           field=IDEMPOTENCY_HEADER)
-    catalog = services(request).catalog
-    scope = new_idempotency_scope(principal(request))
-    lock = _key_locks.setdefault((scope, key), asyncio.Lock())
-    async with lock:
-        def lookup():
-            with catalog.read() as conn:
-                return job_rows.remembered_answer(conn, scope, key)
-
-        first = await asyncio.to_thread(lookup)
-        if first is not None:
-            if first["method"] != request.method or first["path"] != request.path:
-                raise ServiceError("CONFLICT", f"{IDEMPOTENCY_HEADER} {key!r} was used for {first['method']} {first['path']}",
-                                   field=IDEMPOTENCY_HEADER)
-            response = json_response(first["body"], status=first["status_code"])
-            response.headers["Idempotent-Replayed"] = "true"
-            return response
-        try:
-            status, body = await run()
-        except ServiceError as exc:
-            status = exc.http_status
-            if status >= 500:
-                raise
-            body = {"error": exc.to_dict()}
-
-        def remember():
-            with catalog.write() as conn:
-                job_rows.remember_answer(conn, scope, key, request.method, request.path, status, body, storage.now_iso())
-
-        await asyncio.to_thread(remember)
-        return json_response(body, status=status)
 
 
 # ---- schemas

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from rustymt.api.idempotency import idempotent
 from rustymt.api.request import json_body, json_response, principal, query, services
 from rustymt.api.routing import Route
 from rustymt.api.schema import (ERROR, SOURCE_NOTE, TIMESTAMP, array, boolean, enum, integer, number, obj, string,
@@ -94,12 +95,16 @@ async def create_tenant(request: web.Request) -> web.Response:
     body = await json_body(request)
     placement = body.pop("placement", None)
     host = getattr(services(request), "host", None)  # rustymt.service.hostbinding, set by the daemon
-    if host is None:
-        return json_response(await services(request).tenants.create(principal(request), **body), status=201)
-    with host.expecting_placement(body.get("tenant_name"), placement):
-        created = await services(request).tenants.create(principal(request), **body)
-        await host.settle_placement(created["tenant_id"])
-    return json_response(created, status=201)
+
+    async def run():
+        if host is None:
+            return 201, await services(request).tenants.create(principal(request), **body)
+        with host.expecting_placement(body.get("tenant_name"), placement):
+            created = await services(request).tenants.create(principal(request), **body)
+            await host.settle_placement(created["tenant_id"])
+        return 201, created
+
+    return await idempotent(request, run)
 
 
 async def list_tenants(request: web.Request) -> web.Response:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from rustymt.api.idempotency import idempotent
 from rustymt.api.request import json_body, json_response, principal, query, services
 from rustymt.api.routing import Route
 from rustymt.api.schema import ERROR, array, boolean, integer, obj, string
@@ -31,7 +32,11 @@ TAGS = ("webhooks",)
 
 async def register_webhook(request: web.Request) -> web.Response:
     body = await json_body(request)
-    return json_response(await services(request).webhooks.register(principal(request), **body), status=201)
+
+    async def run():
+        return 201, await services(request).webhooks.register(principal(request), **body)
+
+    return await idempotent(request, run)
 
 
 async def list_webhooks(request: web.Request) -> web.Response:
