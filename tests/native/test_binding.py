@@ -259,3 +259,40 @@ def test_close_during_a_running_statement_interrupts_and_closes_after_it(conn):
     wait_for(lambda: conn.closed, timeout=10, what="deferred close")
     with pytest.raises(_core.SQLiteError):
         stmt.step()
+
+
+def test_fetchmany_batches_agree_with_row_by_row_stepping(conn):
+    # fetchmany copies rows out of SQLite in batches under one GIL release;
+    # step()+row() reads them one at a time: both must give the same values,
+    # also for rows wider than a batch's byte budget (256 KiB).
+    run(conn, "CREATE TABLE w (i INTEGER, f REAL, t TEXT, b BLOB, n)")
+    ins, _ = conn.prepare("INSERT INTO w VALUES (?, ?, ?, ?, ?)")
+    expected = []
+    for i in range(40):
+        row = (i - 20, i / 7, "é" * (i * 3000), bytes([i % 256]) * (i * 5000), None if i % 2 else i)
+        ins.bind_all(row)
+        assert ins.fetchmany(1) == []
+        expected.append(row)
+    ins.finalize()
+    one, _ = conn.prepare("SELECT * FROM w ORDER BY rowid")
+    stepped = []
+    while one.step():
+        stepped.append(one.row())
+    one.finalize()
+    batched, _ = conn.prepare("SELECT * FROM w ORDER BY rowid")
+    first = batched.fetchmany(7)
+    rest = batched.fetchmany(1000)
+    assert (len(first), batched.fetchmany(5)) == (7, [])
+    assert first + rest == stepped == expected
+    batched.finalize()
+
+
+def test_fetchmany_error_midway_resets_the_statement(conn):
+    run(conn, "CREATE TABLE e (x TEXT)")
+    run(conn, "INSERT INTO e VALUES ('1'), ('2'), ('x')")
+    stmt, _ = conn.prepare("SELECT json(x) FROM e ORDER BY rowid")
+    with pytest.raises(_core.SQLiteError) as caught:
+        stmt.fetchmany(10)
+    assert caught.value.code == 1 and "JSON" in caught.value.message  # the third row
+    assert stmt.fetchmany(2) == [("1",), ("2",)]  # reset: it runs again from the start
+    stmt.finalize()
