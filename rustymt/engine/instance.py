@@ -138,6 +138,7 @@ class Instance:
             pdb.closing = True
             await tenant.wait_sessions_gone(pdb, CLOSE_GRACE_SECONDS)
             self._forget_pdb(pdb)
+            await asyncio.to_thread(storage.record_open_mode, pdb.folder, "CLOSED")
         await tenant.pg.close()
         del self.tenants[tenant.tenant_id]
         self.native.release(tenant.slot)
@@ -294,10 +295,7 @@ class Instance:
         native, slot = self.native, tenant.slot
         pdbs = {}
         for pdb in tenant.pdbs.values():
-            try:
-                size = storage.storage_bytes(pdb.folder)
-            except OSError:
-                size = 0
+            size = pdb.storage_bytes()
             pdbs[pdb.pdb_id] = {"pdb_name": pdb.name, "open_mode": pdb.mode, "sessions": len(pdb.sessions),
                                 "storage_bytes": size}
         return {

@@ -8,7 +8,8 @@ Every tenant session — a PostgreSQL client on the tenant's port or an
      with the tenant's native slot (page partition, allocator account, CPU
      scheduler) and, when the build has it, the metering VFS; read-only when
      the PDB is open READ_ONLY (SQLite refuses writes: SQLSTATE 25006);
-  2. ATTACH the PDB's further tablespaces under their names;
+  2. ATTACH the PDB's further tablespaces under their names; with a storage
+     quota, cap each datafile's growth at what is left of it (max_page_count);
   3. install the authorizer (rustymt.engine.lockdown): from here on the
      session can reach no other file.
 
@@ -67,9 +68,29 @@ def _run(conn, sql: str, params=()) -> None:
         stmt.finalize()
 
 
+def _rows(conn, sql: str) -> list:
+    stmt, _tail = _core.Connection.prepare(conn, sql)
+    try:
+        return stmt.fetchmany(1000)
+    finally:
+        stmt.finalize()
+
+
+def limit_growth(conn, schemas: list[str], budget_bytes: int) -> None:
+    """Let each datafile grow by at most `budget_bytes` (SQLite's max_page_count;
+    beyond it a write fails with SQLITE_FULL -> SQLSTATE 53100)."""
+    for schema in schemas:
+        pages = _rows(conn, f'PRAGMA "{schema}".page_count')[0][0]
+        page_size = _rows(conn, f'PRAGMA "{schema}".page_size')[0][0]
+        _rows(conn, f'PRAGMA "{schema}".max_page_count = {pages + max(budget_bytes, 0) // page_size}')
+
+
 def open_session_connection(folder: str, tablespaces: dict[str, str], slot: int, readonly: bool,
-                            profile_rules, counter: StatementCounter, vfs: str | None = None):
-    """Steps 1-3 of the module docstring; returns a TenantConnection."""
+                            profile_rules, counter: StatementCounter, vfs: str | None = None,
+                            storage_budget_bytes: int | None = None):
+    """Steps 1-3 of the module docstring; returns a TenantConnection. With a
+    storage budget (what is left of the tenant's storage quota) every datafile
+    may grow by at most that much in this session."""
     conn = TenantConnection(os.path.join(folder, tablespaces.get("users", "users.db")), slot, readonly, vfs, counter)
     try:
         conn.busy_timeout(BUSY_TIMEOUT_MS)
@@ -82,6 +103,8 @@ def open_session_connection(folder: str, tablespaces: dict[str, str], slot: int,
             if not _TABLESPACE_NAME.match(name) or os.path.basename(file) != file:
                 raise ValueError(f"bad tablespace entry {name!r} -> {file!r} in the PDB dictionary")
             _run(conn, f'ATTACH DATABASE ?1 AS "{name}"', (os.path.join(folder, file),))
+        if storage_budget_bytes is not None and not readonly:
+            limit_growth(conn, ["main", *(name for name in sorted(tablespaces) if name != "users")], storage_budget_bytes)
         conn.set_authorizer(lockdown.authorizer_rules(profile_rules))
     except BaseException:
         conn.close()

@@ -39,6 +39,7 @@ log = logging.getLogger("rustymt.instance")
 OPEN_MODES = ("READ_WRITE", "READ_ONLY", "UPGRADE", "MIGRATE")
 RESTRICTED_MODES = ("UPGRADE", "MIGRATE")
 TENANT_STATES = ("active", "suspended", "maintenance", "migrating")
+GIB = 1 << 30
 
 
 class OpenPdb:
@@ -81,7 +82,13 @@ class OpenPdb:
         d = self.dictionary()
         t = self.tenant
         return open_session_connection(self.folder, d["tablespaces"], t.slot, self.readonly,
-                                       d["profile_rules"], t.statements, t.vfs)
+                                       d["profile_rules"], t.statements, t.vfs, t.storage_budget())
+
+    def storage_bytes(self) -> int:
+        try:
+            return storage.storage_bytes(self.folder)
+        except OSError:
+            return 0
 
     def apply_lockdown(self) -> None:
         """Re-install every live session's authorizer with the current profile."""
@@ -231,6 +238,13 @@ class TenantRuntime:
             bytes_out += out
             bytes_in += into
         return {"bytes_in": bytes_in, "bytes_out": bytes_out}
+
+    def storage_budget(self) -> int | None:
+        """Bytes left of the storage quota over the tenant's open PDBs (None: no quota)."""
+        if not self.quota.storage_gb:
+            return None
+        used = sum(pdb.storage_bytes() for pdb in list(self.pdbs.values()))
+        return int(self.quota.storage_gb * GIB) - used
 
     # ---- sessions
 

@@ -270,6 +270,8 @@ def test_detach_closes_the_listener(engine):
     with pytest.raises(ControlError) as gone:
         engine.request("stats", {"tenant_id": "t_gone"})
     assert gone.value.code == "NOT_FOUND"
+    history = storage.open_mode_history(storage.pdb_dir(engine.data_dir, pdb_id))
+    assert [mode for _, mode in history] == ["READ_WRITE", "CLOSED"]
 
 
 def test_bad_requests_get_clear_errors(engine):
@@ -366,3 +368,15 @@ def test_a_reused_slot_starts_from_zero(engine):
     assert fresh["memory"]["allocation_count"] == 0 and fresh["cpu"]["used_cpu_ns"] == 0
     assert fresh["io"]["reads"] == fresh["io"]["writes"] == 0 and fresh["buffer_pool"]["hits"] == 0
     assert fresh["network"] == {"bytes_in": 0, "bytes_out": 0} and fresh["statements"] == 0
+
+
+def test_storage_quota_gives_53100_and_the_session_survives(engine):
+    port, pdb_id, name = tenant(engine, "disk", storage_gb=2 / 1024)  # 2 MiB over the tenant's datafiles
+    execute(engine, pdb_id, "CREATE TABLE t(x)")
+    with connect(port, name, autocommit=True) as conn:
+        conn.execute("INSERT INTO t VALUES (randomblob(500000))")        # fits
+        assert sqlstate_of(lambda: conn.execute("INSERT INTO t VALUES (randomblob(3000000))")) == "53100"
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)  # the session still works
+    assert sqlstate_of(lambda: execute(engine, pdb_id, "INSERT INTO t VALUES (randomblob(3000000))")) == "53100"
+    engine.request("set_quota", {"tenant_id": "t_disk", "quota": {"storage_gb": 1}})  # new sessions see it
+    assert execute(engine, pdb_id, "INSERT INTO t VALUES (randomblob(3000000))")["command"] == "INSERT 0 1"
