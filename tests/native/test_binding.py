@@ -296,3 +296,20 @@ def test_fetchmany_error_midway_resets_the_statement(conn):
     assert caught.value.code == 1 and "JSON" in caught.value.message  # the third row
     assert stmt.fetchmany(2) == [("1",), ("2",)]  # reset: it runs again from the start
     stmt.finalize()
+
+
+def test_close_finalizes_the_live_statements_after_others_were_collected(conn):
+    # The connection keeps its live statements in an intrusive list that each
+    # statement leaves when collected: dropping some first (head, middle, tail)
+    # must leave the rest reachable for close().
+    import gc
+
+    stmts = [conn.prepare(f"SELECT {i}")[0] for i in range(6)]
+    for index in (5, 2, 0):
+        del stmts[index]
+    gc.collect()
+    assert [s.sql for s in stmts] == ["SELECT 1", "SELECT 3", "SELECT 4"]
+    conn.close()
+    for stmt in stmts:
+        with pytest.raises(_core.SQLiteError, match="finalized"):
+            stmt.step()
