@@ -207,6 +207,26 @@ cdef int _put_row(rowbuf *buf, sqlite3_stmt *s, int ncols) noexcept nogil:
     return 0
 
 
+cdef enum:
+    _ROWBUF_NOMEM = -1     # _step_rows: no memory for the copy (not an SQLite code)
+
+
+cdef int _step_rows(sqlite3_stmt *s, rowbuf *buf, int limit, int ncols, int *got) noexcept nogil:
+    """Step up to limit rows into buf (stops early past BATCH_BYTES); the last
+    sqlite3_step result, SQLITE_ROW when stopped by a limit, or _ROWBUF_NOMEM."""
+    cdef int rc = SQLITE_DONE
+    while got[0] < limit:
+        rc = sqlite3_step(s)
+        if rc != SQLITE_ROW:
+            break
+        if _put_row(buf, s, ncols) != 0:
+            return _ROWBUF_NOMEM
+        got[0] += 1
+        if buf.size >= BATCH_BYTES:
+            break
+    return rc
+
+
 cdef int _decode_rows(rowbuf *buf, int count, int ncols, list rows) except -1:
     """Append `count` rows from buf to rows as tuples of None/int/float/str/bytes."""
     cdef size_t pos = 0
@@ -338,11 +358,58 @@ cdef class Connection:
             return None, rest
         cdef Statement s = Statement.__new__(Statement)
         s._init(self, stmt)
-        s.next_statement = self.first_statement
-        if self.first_statement != NULL:
-            (<Statement>self.first_statement).prev_statement = <void *>s
-        self.first_statement = <void *>s
         return s, rest
+
+    def prepare_and_fetch(self, sql, int n):
+        """prepare(sql), and when the statement is read-only also its first
+        rows (as fetchmany(n) would return them), under ONE release of the
+        GIL: (Statement | None, tail, rows or None). rows is None when
+        nothing was stepped (a writing statement: the caller may need a lock
+        first). Errors as prepare() and fetchmany() raise them."""
+        cdef sqlite3 *db = self._db()
+        cdef bytes encoded = sql.encode("utf-8")
+        cdef const char *start = encoded
+        cdef const char *tail = NULL
+        cdef sqlite3_stmt *stmt = NULL
+        cdef int rc, step_rc = SQLITE_OK, got = 0, ncols = 0
+        cdef bint stepped = False
+        cdef Py_ssize_t nbytes = len(encoded)
+        cdef rowbuf buf
+        cdef Statement s
+        buf.data = NULL
+        buf.size = buf.cap = 0
+        self._enter_sqlite()
+        try:
+            with nogil:
+                rc = sqlite3_prepare_v2(db, start, <int>nbytes, &stmt, &tail)
+                if rc == SQLITE_OK and stmt != NULL and n > 0 and sqlite3_stmt_readonly(stmt):
+                    stepped = True
+                    ncols = sqlite3_column_count(stmt)
+                    rmt_exec_enter(&self.ctx)
+                    step_rc = _step_rows(stmt, &buf, n, ncols, &got)
+                    rmt_exec_leave(&self.ctx)
+            if rc != SQLITE_OK:
+                self._leave_sqlite()
+                raise _error(db, rc)
+            rest = encoded[tail - start:].decode("utf-8") if tail != NULL else ""
+            if stmt == NULL:
+                self._leave_sqlite()
+                return None, rest, None
+            s = Statement.__new__(Statement)
+            s._init(self, stmt)
+            if not stepped:
+                self._leave_sqlite()
+                return s, rest, None
+            s.stepping = True
+            s._after_batch(stmt, step_rc, got)   # leaves SQLite; raises a step error
+            rows = []
+            if got:
+                _decode_rows(&buf, got, ncols, rows)
+        finally:
+            free(buf.data)
+        if got < n and not s.done:
+            rows += s.fetchmany(n - got)   # stopped at the batch's byte budget
+        return s, rest, rows
 
     def changes(self):
         return sqlite3_changes(self._db())
@@ -498,6 +565,10 @@ cdef class Statement:
     cdef _init(self, Connection conn, sqlite3_stmt *stmt):
         self.conn = conn
         self.stmt = stmt
+        self.next_statement = conn.first_statement   # join conn's live list
+        if conn.first_statement != NULL:
+            (<Statement>conn.first_statement).prev_statement = <void *>self
+        conn.first_statement = <void *>self
         self.done = False
         cdef const char *text = sqlite3_sql(stmt)
         self.sql = text.decode("utf-8") if text != NULL else ""
@@ -696,7 +767,6 @@ cdef class Statement:
         (as _step does). The scheduler token is held for the whole batch
         (one rmt_exec_enter/leave), never while Python converts the rows."""
         cdef int rc = SQLITE_DONE, got = 0, ncols = self.column_count
-        cdef bint out_of_memory = False
         cdef rmt_exec_ctx *ctx = &self.conn.ctx
         if self.done or limit <= 0:
             return 0
@@ -704,17 +774,14 @@ cdef class Statement:
         self.stepping = True
         with nogil:
             rmt_exec_enter(ctx)
-            while got < limit:
-                rc = sqlite3_step(s)
-                if rc != SQLITE_ROW:
-                    break
-                if _put_row(buf, s, ncols) != 0:
-                    out_of_memory = True
-                    break
-                got += 1
-                if buf.size >= BATCH_BYTES:
-                    break
+            rc = _step_rows(s, buf, limit, ncols, &got)
             rmt_exec_leave(ctx)
+        return self._after_batch(s, rc, got)
+
+    cdef int _after_batch(self, sqlite3_stmt *s, int rc, int got) except -1:
+        """The GIL-side end of a batch _step_rows ran (entered with
+        conn._enter_sqlite() and stepping set): done / error / pending close."""
+        cdef bint out_of_memory = rc == _ROWBUF_NOMEM
         self.stepping = False
         err = None
         if out_of_memory:

@@ -313,3 +313,22 @@ def test_close_finalizes_the_live_statements_after_others_were_collected(conn):
     for stmt in stmts:
         with pytest.raises(_core.SQLiteError, match="finalized"):
             stmt.step()
+
+
+def test_prepare_and_fetch_steps_only_read_only_statements(conn):
+    run(conn, "CREATE TABLE p (x INTEGER, y TEXT)")
+    stmt, tail, rows = conn.prepare_and_fetch("INSERT INTO p VALUES (1, 'a'), (2, 'b') ; SELECT 1", 10)
+    assert (rows, tail.strip()) == (None, "SELECT 1") and conn.total_changes() == 0  # not stepped
+    assert stmt.fetchmany(1) == [] and conn.total_changes() == 2
+    stmt.finalize()
+    stmt, tail, rows = conn.prepare_and_fetch("SELECT x, y FROM p ORDER BY x", 1)
+    assert (rows, tail) == ([(1, "a")], "")
+    assert stmt.fetchmany(10) == [(2, "b")]             # continues where it stopped
+    stmt, _, rows = conn.prepare_and_fetch("SELECT x FROM p WHERE x > 5", 10)
+    assert rows == [] and stmt.fetchmany(10) == []      # done
+    assert conn.prepare_and_fetch("  -- nothing", 10) == (None, "", None)
+    with pytest.raises(_core.SQLiteError):
+        conn.prepare_and_fetch("SELECT json('{') FROM p", 10)   # a step error is raised
+    run(conn, "INSERT INTO p SELECT x + 2, hex(randomblob(200000)) FROM p")  # rows wider than a batch
+    stmt, _, rows = conn.prepare_and_fetch("SELECT x, y FROM p ORDER BY x", 10)
+    assert [r[0] for r in rows] == [1, 2, 3, 4] and len(rows[3][1]) == 400000
