@@ -20,10 +20,15 @@ The SCRAM user name is ignored (libpq sends it empty): the startup message's
 user is authoritative. For an unknown user the exchange runs with a salt derived
 from a per-process secret and the user name, and fails only at step 2, so user
 names cannot be probed (PostgreSQL's mock authentication).
+
+This is the one SCRAM implementation: rustymt.service.passwords re-exports
+the verifier functions for PDB users it stores.
 """
 from __future__ import annotations
 
 import base64
+import binascii
+import dataclasses
 import hashlib
 import hmac
 import os
@@ -50,61 +55,118 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def saslprep(password: str) -> str:
-    """RFC 4013 SASLprep; like PostgreSQL, fall back to the raw string when the
-    password contains prohibited characters (so such passwords still work)."""
+def b64decode_lenient(text: str) -> bytes:
+    """Decode base64 with or without padding; ValueError when it is not base64."""
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"not base64: {exc}") from None
+
+
+def saslprep(text: str) -> str:
+    """RFC 4013 SASLprep for stored strings; ValueError when `text` is prohibited.
+
+    PostgreSQL applies this to passwords and, when it fails, falls back to the
+    raw bytes (src/common/saslprep.c); scram_normalize does the same.
+    """
+    # 1. Map: non-ASCII spaces -> space, "commonly mapped to nothing" -> removed.
     mapped = "".join(
         " " if stringprep.in_table_c12(ch) else ch
-        for ch in password
+        for ch in text
         if not stringprep.in_table_b1(ch)
     )
-    normal = unicodedata.normalize("NFKC", mapped)
+    # 2. Normalize with NFKC.
+    normalized = unicodedata.normalize("NFKC", mapped)
+    if not normalized:
+        return normalized
+    # 3. Prohibit; unassigned code points too (stored strings, RFC 3454 section 7).
     prohibited = (
-        stringprep.in_table_c12, stringprep.in_table_c21_c22, stringprep.in_table_c3,
-        stringprep.in_table_c4, stringprep.in_table_c5, stringprep.in_table_c6,
-        stringprep.in_table_c7, stringprep.in_table_c8, stringprep.in_table_c9,
+        stringprep.in_table_c12, stringprep.in_table_c21, stringprep.in_table_c22,
+        stringprep.in_table_c3, stringprep.in_table_c4, stringprep.in_table_c5,
+        stringprep.in_table_c6, stringprep.in_table_c7, stringprep.in_table_c8,
+        stringprep.in_table_c9, stringprep.in_table_a1,
     )
-    if any(test(ch) for ch in normal for test in prohibited):
-        return password
-    if any(stringprep.in_table_d1(ch) for ch in normal):
-        # RandALCat text must start and end with RandALCat and contain no LCat.
-        if not (stringprep.in_table_d1(normal[0]) and stringprep.in_table_d1(normal[-1])):
-            return password
-        if any(stringprep.in_table_d2(ch) for ch in normal):
-            return password
-    return normal
+    for ch in normalized:
+        if any(table(ch) for table in prohibited):
+            raise ValueError(f"prohibited character U+{ord(ch):04X}")
+    # 4. Bidirectional text: RandAL text must not mix with L and must start and end with RandAL.
+    rand_al = [stringprep.in_table_d1(ch) for ch in normalized]
+    if any(rand_al):
+        if any(stringprep.in_table_d2(ch) for ch in normalized):
+            raise ValueError("mixes right-to-left and left-to-right characters")
+        if not (rand_al[0] and rand_al[-1]):
+            raise ValueError("right-to-left text must start and end with a right-to-left character")
+    return normalized
 
 
-def _keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
-    salted = hashlib.pbkdf2_hmac("sha256", saslprep(password).encode("utf-8"), salt, iterations)
-    stored_key = hashlib.sha256(_hmac(salted, b"Client Key")).digest()
-    server_key = _hmac(salted, b"Server Key")
-    return stored_key, server_key
-
-
-def make_verifier(password: str, salt: bytes | None = None, iterations: int = DEFAULT_ITERATIONS) -> str:
-    """PostgreSQL-format SCRAM-SHA-256 verifier for `password`."""
-    salt = os.urandom(SALT_BYTES) if salt is None else salt
-    stored_key, server_key = _keys(password, salt, iterations)
-    return f"{MECHANISM}${iterations}:{_b64(salt)}${_b64(stored_key)}:{_b64(server_key)}"
-
-
-def parse_verifier(verifier: str) -> tuple[int, bytes, bytes, bytes]:
-    """-> (iterations, salt, stored_key, server_key); ValueError if malformed."""
+def scram_normalize(password: str) -> bytes:
+    """The bytes PostgreSQL feeds to PBKDF2: SASLprep'd UTF-8, or the raw UTF-8 when that fails."""
     try:
-        mechanism, rest = verifier.split("$", 1)
-        params, keys = rest.split("$", 1)
-        iterations_text, salt_b64 = params.split(":", 1)
-        stored_b64, server_b64 = keys.split(":", 1)
+        return saslprep(password).encode("utf-8")
+    except ValueError:
+        return password.encode("utf-8")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScramVerifier:
+    iterations: int
+    salt: bytes
+    stored_key: bytes  # H(ClientKey): checks the client's proof
+    server_key: bytes  # HMAC(SaltedPassword, "Server Key"): signs the server's final message
+
+    def __str__(self) -> str:
+        return f"{MECHANISM}${self.iterations}:{_b64(self.salt)}${_b64(self.stored_key)}:{_b64(self.server_key)}"
+
+
+def scram_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes, bytes]:
+    """(SaltedPassword, StoredKey, ServerKey) as RFC 5802 section 3 defines them."""
+    salted = hashlib.pbkdf2_hmac("sha256", scram_normalize(password), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+    return salted, stored_key, server_key
+
+
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = DEFAULT_ITERATIONS) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier string for `password` (random 16-byte salt by default)."""
+    if not isinstance(password, str):
+        raise TypeError("password must be a str")
+    salt = os.urandom(SALT_BYTES) if salt is None else salt
+    _, stored_key, server_key = scram_keys(password, salt, iterations)
+    return str(ScramVerifier(iterations, salt, stored_key, server_key))
+
+
+make_verifier = scram_verifier   # the name the wire server's callers use
+
+
+def parse_scram_verifier(text: str) -> ScramVerifier:
+    """Split a verifier string; ValueError when it is not SCRAM-SHA-256$<i>:<salt>$<stored>:<server>."""
+    try:
+        scheme, rest = text.split("$", 1)
+        iter_salt, keys = rest.split("$", 1)
+        iterations_text, salt_text = iter_salt.split(":", 1)
+        stored_text, server_text = keys.split(":", 1)
         iterations = int(iterations_text)
-        salt = base64.b64decode(salt_b64, validate=True)
-        stored_key = base64.b64decode(stored_b64, validate=True)
-        server_key = base64.b64decode(server_b64, validate=True)
-    except (ValueError, TypeError) as exc:
-        raise ValueError("malformed SCRAM verifier") from exc
-    if mechanism != MECHANISM or iterations < 1 or len(stored_key) != 32 or len(server_key) != 32:
-        raise ValueError("malformed SCRAM verifier")
-    return iterations, salt, stored_key, server_key
+    except ValueError:
+        raise ValueError("not a SCRAM-SHA-256 verifier") from None
+    if scheme != MECHANISM:
+        raise ValueError("not a SCRAM-SHA-256 verifier")
+    if not 1 <= iterations <= 10_000_000:
+        raise ValueError("SCRAM iteration count out of range")
+    salt, stored_key, server_key = b64decode_lenient(salt_text), b64decode_lenient(stored_text), b64decode_lenient(server_text)
+    if not salt or len(stored_key) != 32 or len(server_key) != 32:
+        raise ValueError("SCRAM salt or key has a bad length")
+    return ScramVerifier(iterations, salt, stored_key, server_key)
+
+
+def scram_verify_password(password: str, verifier: str) -> bool:
+    """True when `password` produces `verifier`'s StoredKey and ServerKey (constant-time)."""
+    try:
+        parsed = parse_scram_verifier(verifier)
+    except ValueError:
+        return False
+    _, stored_key, server_key = scram_keys(password, parsed.salt, parsed.iterations)
+    return hmac.compare_digest(stored_key + server_key, parsed.stored_key + parsed.server_key)
 
 
 def _attributes(message: str) -> list[tuple[str, str]]:
@@ -126,7 +188,9 @@ class ScramExchange:
         self.mock = verifier is None
         if verifier is not None:
             try:
-                self.iterations, self.salt, self.stored_key, self.server_key = parse_verifier(verifier)
+                parsed = parse_scram_verifier(verifier)
+                self.iterations, self.salt = parsed.iterations, parsed.salt
+                self.stored_key, self.server_key = parsed.stored_key, parsed.server_key
             except ValueError:
                 verifier = None
                 self.mock = True

@@ -259,3 +259,76 @@ def test_close_during_a_running_statement_interrupts_and_closes_after_it(conn):
     wait_for(lambda: conn.closed, timeout=10, what="deferred close")
     with pytest.raises(_core.SQLiteError):
         stmt.step()
+
+
+def test_fetchmany_batches_agree_with_row_by_row_stepping(conn):
+    # fetchmany copies rows out of SQLite in batches under one GIL release;
+    # step()+row() reads them one at a time: both must give the same values,
+    # also for rows wider than a batch's byte budget (256 KiB).
+    run(conn, "CREATE TABLE w (i INTEGER, f REAL, t TEXT, b BLOB, n)")
+    ins, _ = conn.prepare("INSERT INTO w VALUES (?, ?, ?, ?, ?)")
+    expected = []
+    for i in range(40):
+        row = (i - 20, i / 7, "é" * (i * 3000), bytes([i % 256]) * (i * 5000), None if i % 2 else i)
+        ins.bind_all(row)
+        assert ins.fetchmany(1) == []
+        expected.append(row)
+    ins.finalize()
+    one, _ = conn.prepare("SELECT * FROM w ORDER BY rowid")
+    stepped = []
+    while one.step():
+        stepped.append(one.row())
+    one.finalize()
+    batched, _ = conn.prepare("SELECT * FROM w ORDER BY rowid")
+    first = batched.fetchmany(7)
+    rest = batched.fetchmany(1000)
+    assert (len(first), batched.fetchmany(5)) == (7, [])
+    assert first + rest == stepped == expected
+    batched.finalize()
+
+
+def test_fetchmany_error_midway_resets_the_statement(conn):
+    run(conn, "CREATE TABLE e (x TEXT)")
+    run(conn, "INSERT INTO e VALUES ('1'), ('2'), ('x')")
+    stmt, _ = conn.prepare("SELECT json(x) FROM e ORDER BY rowid")
+    with pytest.raises(_core.SQLiteError) as caught:
+        stmt.fetchmany(10)
+    assert caught.value.code == 1 and "JSON" in caught.value.message  # the third row
+    assert stmt.fetchmany(2) == [("1",), ("2",)]  # reset: it runs again from the start
+    stmt.finalize()
+
+
+def test_close_finalizes_the_live_statements_after_others_were_collected(conn):
+    # The connection keeps its live statements in an intrusive list that each
+    # statement leaves when collected: dropping some first (head, middle, tail)
+    # must leave the rest reachable for close().
+    import gc
+
+    stmts = [conn.prepare(f"SELECT {i}")[0] for i in range(6)]
+    for index in (5, 2, 0):
+        del stmts[index]
+    gc.collect()
+    assert [s.sql for s in stmts] == ["SELECT 1", "SELECT 3", "SELECT 4"]
+    conn.close()
+    for stmt in stmts:
+        with pytest.raises(_core.SQLiteError, match="finalized"):
+            stmt.step()
+
+
+def test_prepare_and_fetch_steps_only_read_only_statements(conn):
+    run(conn, "CREATE TABLE p (x INTEGER, y TEXT)")
+    stmt, tail, rows = conn.prepare_and_fetch("INSERT INTO p VALUES (1, 'a'), (2, 'b') ; SELECT 1", 10)
+    assert (rows, tail.strip()) == (None, "SELECT 1") and conn.total_changes() == 0  # not stepped
+    assert stmt.fetchmany(1) == [] and conn.total_changes() == 2
+    stmt.finalize()
+    stmt, tail, rows = conn.prepare_and_fetch("SELECT x, y FROM p ORDER BY x", 1)
+    assert (rows, tail) == ([(1, "a")], "")
+    assert stmt.fetchmany(10) == [(2, "b")]             # continues where it stopped
+    stmt, _, rows = conn.prepare_and_fetch("SELECT x FROM p WHERE x > 5", 10)
+    assert rows == [] and stmt.fetchmany(10) == []      # done
+    assert conn.prepare_and_fetch("  -- nothing", 10) == (None, "", None)
+    with pytest.raises(_core.SQLiteError):
+        conn.prepare_and_fetch("SELECT json('{') FROM p", 10)   # a step error is raised
+    run(conn, "INSERT INTO p SELECT x + 2, hex(randomblob(200000)) FROM p")  # rows wider than a batch
+    stmt, _, rows = conn.prepare_and_fetch("SELECT x, y FROM p ORDER BY x", 10)
+    assert [r[0] for r in rows] == [1, 2, 3, 4] and len(rows[3][1]) == 400000

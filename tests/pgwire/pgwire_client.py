@@ -8,7 +8,7 @@ import hmac
 import socket
 import struct
 
-from rustymt.engine.scram import saslprep
+from rustymt.engine.scram import scram_normalize
 
 
 def startup(user="alice", database="app", version=196608, **params) -> bytes:
@@ -99,7 +99,7 @@ class ScramClient:
 
     def final_response(self, server_first: bytes) -> bytes:
         attrs = dict(part.split("=", 1) for part in server_first.decode().split(","))
-        salted = hashlib.pbkdf2_hmac("sha256", saslprep(self.password).encode(), base64.b64decode(attrs["s"]), int(attrs["i"]))
+        salted = hashlib.pbkdf2_hmac("sha256", scram_normalize(self.password), base64.b64decode(attrs["s"]), int(attrs["i"]))
         client_key = hmac.new(salted, b"Client Key", "sha256").digest()
         without_proof = f"c=biws,r={attrs['r']}"
         auth = f"{self.first_bare},{server_first.decode()},{without_proof}".encode()

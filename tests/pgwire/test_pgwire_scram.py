@@ -28,12 +28,13 @@ def test_verifier_has_postgresql_format_and_keys():
     verifier = scram.make_verifier("pencil", salt=RFC_SALT)
     mechanism, rest = verifier.split("$", 1)
     assert mechanism == "SCRAM-SHA-256"
-    iterations, salt, stored, server = scram.parse_verifier(verifier)
+    parsed = scram.parse_scram_verifier(verifier)
+    iterations, salt, stored, server = parsed.iterations, parsed.salt, parsed.stored_key, parsed.server_key
     salted = hashlib.pbkdf2_hmac("sha256", b"pencil", RFC_SALT, 4096)
     assert (iterations, salt) == (4096, RFC_SALT)
     assert stored == hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
     assert server == hmac.new(salted, b"Server Key", "sha256").digest()
-    assert len(scram.parse_verifier(scram.make_verifier("x"))[1]) == 16  # PostgreSQL's salt length
+    assert len(scram.parse_scram_verifier(scram.make_verifier("x")).salt) == 16  # PostgreSQL's salt length
 
 
 def test_wrong_proof_and_unknown_user_fail_the_same_way():
@@ -73,4 +74,6 @@ def test_saslprep_maps_and_normalises():
     assert scram.saslprep("I\u00adX") == "IX"          # soft hyphen mapped to nothing
     assert scram.saslprep("\u2168") == "IX"            # NFKC
     assert scram.saslprep("a\u00a0b") == "a b"         # non-ASCII space -> space
-    assert scram.saslprep("a\u0007b") == "a\u0007b"    # prohibited: used raw, like PostgreSQL
+    with pytest.raises(ValueError):
+        scram.saslprep("a\u0007b")                        # prohibited ...
+    assert scram.scram_normalize("a\u0007b") == b"a\x07b"  # ... so hashed raw, like PostgreSQL

@@ -1,11 +1,15 @@
 """The compiled hot loops against their pure-Python twins, on the same inputs."""
+import errno
+import socket
 import struct
+import threading
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rustymt.engine.pgwire import codecs as C
+from rustymt.engine.pgwire import exchange as exchange_mod
 from rustymt.engine.pgwire import framing, rows
 
 
@@ -69,3 +73,34 @@ def test_parse_bind_twins_agree_on_valid_binds(name, param_formats, params, resu
     body = bind(name, "s" + name, params, param_formats, result_formats)[5:]
     expected = (name, "s" + name, param_formats, params, result_formats)
     assert framing.parse_bind_c(body) == framing.parse_bind_py(body) == expected
+
+
+@pytest.mark.parametrize("exchange", [exchange_mod.exchange_py, exchange_mod.exchange], ids=["python", "compiled"])
+def test_exchange_sends_then_returns_the_next_bytes(exchange):
+    assert exchange_mod.exchange is not exchange_mod.exchange_py  # the compiled one is built
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        inbuf = bytearray(8)
+        theirs.sendall(b"0123456789")          # more than inbuf holds: the rest stays queued
+        big = bytes(range(256)) * 4096         # > a socket buffer: sent in several writes
+        received = bytearray()
+
+        def drain():
+            while len(received) < len(big):
+                received.extend(theirs.recv(1 << 20))
+
+        reader = threading.Thread(target=drain)
+        reader.start()
+        assert exchange(ours.fileno(), big, inbuf, -1.0) == b"01234567"
+        reader.join(10)
+        assert bytes(received) == big
+        assert exchange(ours.fileno(), b"", inbuf, 5.0) == b"89"
+        with pytest.raises(socket.timeout):
+            exchange(ours.fileno(), b"x", inbuf, 0.05)
+        assert theirs.recv(10) == b"x"
+        theirs.shutdown(socket.SHUT_WR)
+        assert exchange(ours.fileno(), b"", inbuf, -1.0) == b""   # end of stream
+        theirs.close()
+        with pytest.raises(OSError) as failed:
+            exchange(ours.fileno(), b"y", inbuf, -1.0)   # the peer is gone: EPIPE, not a timeout
+        assert not isinstance(failed.value, socket.timeout) and failed.value.errno == errno.EPIPE

@@ -149,3 +149,19 @@ def test_plain_statement_shortcut_matches_the_full_translation(sql):
                                  "UPDATE t SET name = current_user", "with a as (select 1) select * from a"])
 def test_plain_statement_shortcut_declines_what_needs_translation(sql):
     assert F._plain_statement(sql) is None
+
+
+@pytest.mark.parametrize("sql", ["SELECT abalance FROM pgbench_accounts WHERE aid = 5;", "select 1",
+                                 "select a from t2 where x = 10", "CREATE TABLE t (id serial4)",
+                                 "UPDATE t SET v = v + -3.25 WHERE id = 5", "select x from t where y = $1",
+                                 "insert into t values (7, 'a 1'); select 2"])
+def test_plain_statement_verdict_cache_agrees_with_the_patterns(sql):
+    # The verdict is cached by shape (numbers replaced): the cached answer,
+    # for this text and for the same text with other numbers, is the direct one.
+    for variant in (sql, sql.replace("5", "123"), sql.replace("1", "98")):
+        direct = F._plain_verb(variant)
+        for _ in range(2):  # first computes, second hits the cache
+            fast = F._plain_statement(variant)
+            assert (fast.verb if fast else None) == direct
+            if fast:
+                assert fast.sql == variant.strip().rstrip(";").rstrip() and fast.returns_rows == (direct == "SELECT")

@@ -132,3 +132,75 @@ def parse_bind(const unsigned char[:] body):
         raise ValueError("bad result format count")
     result_formats = [_i16(body, pos + 2 * i) for i in range(count)]
     return portal, statement, param_formats, params, result_formats
+
+
+# ---- one blocking exchange per round trip ------------------------------------
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t send(int fd, const void *buf, size_t n, int flags)
+    ssize_t recv(int fd, void *buf, size_t n, int flags)
+    int MSG_NOSIGNAL
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd *fds, unsigned long nfds, int timeout)
+    short POLLIN
+cdef extern from "<errno.h>" nogil:
+    int errno
+    int EINTR
+
+import socket as _socket
+import os as _os
+
+
+def exchange(int fd, const unsigned char[:] out, unsigned char[:] inbuf, double timeout):
+    """Send all of `out` on the blocking socket fd, then wait for the client's
+    next bytes and return them (b"" at end of stream) — under ONE release of
+    the GIL, where sendall() + recv() hand it over twice per round trip.
+    timeout < 0 waits forever; otherwise socket.timeout after `timeout`
+    seconds without data. OSError on a socket error (client gone)."""
+    cdef Py_ssize_t sent = 0, total = out.shape[0], got = 0
+    cdef Py_ssize_t room = inbuf.shape[0]
+    cdef const unsigned char *outp = &out[0] if total else NULL
+    cdef unsigned char *inp = &inbuf[0]
+    cdef int err = 0, timed_out = 0, ready
+    cdef int wait_ms = -1 if timeout < 0 else <int>(timeout * 1000)
+    cdef pollfd waiting
+    cdef ssize_t rc
+    with nogil:
+        while sent < total:
+            rc = send(fd, outp + sent, total - sent, MSG_NOSIGNAL)
+            if rc < 0:
+                if errno == EINTR:
+                    continue
+                err = errno
+                break
+            sent += rc
+        if err == 0 and wait_ms >= 0:
+            waiting.fd = fd
+            waiting.events = POLLIN
+            while True:
+                ready = poll(&waiting, 1, wait_ms)
+                if ready < 0 and errno == EINTR:
+                    continue
+                if ready < 0:
+                    err = errno
+                elif ready == 0:
+                    timed_out = 1
+                break
+        if err == 0 and not timed_out:
+            while True:
+                rc = recv(fd, inp, room, 0)
+                if rc < 0 and errno == EINTR:
+                    continue
+                if rc < 0:
+                    err = errno
+                else:
+                    got = rc
+                break
+    if err:
+        raise OSError(err, _os.strerror(err))
+    if timed_out:
+        raise _socket.timeout("timed out")
+    return PyBytes_FromStringAndSize(<const char *>inp, got)

@@ -34,10 +34,12 @@ from . import protocol as P
 from . import sqlstate as S
 from .backend import Backend
 from .errors import PgError, fatal
+from .exchange import exchange
 from .session import Session
 
 log = logging.getLogger("rustymt.pgwire")
 READ_BYTES = 256 * 1024
+_NOT_SESSION_WORK = (P.Closed, P.Terminate)   # events the server handles, not Session.run
 
 
 class PgServer:
@@ -195,26 +197,30 @@ class PgServer:
             sock.close()
 
     def _serve_blocking(self, state, sock):
-        """The query phase of a plaintext session, on its own thread."""
+        """The query phase of a plaintext session, on its own thread.
+
+        Each round trip is one exchange(): send the answer, wait for the next
+        bytes, under a single release of the GIL (see exchange.py)."""
         proto, session = state.proto, state.session
         sock.setblocking(True)
+        fd = sock.fileno()
+        inbuf = bytearray(READ_BYTES)
+        idle_timeout = self.idle_in_transaction_timeout
         events = state.events
-        timeout = None
         try:
             while True:
-                work = [e for e in events if not isinstance(e, (P.Closed, P.Terminate))]
+                work = [e for e in events if type(e) not in _NOT_SESSION_WORK] if events else events
                 out = session.run(work) if work else b""
                 pending = proto.data_to_send()
-                if out or pending:
-                    sock.sendall(out + pending if pending else out)
+                if pending:
+                    out += pending
                 if proto.closed:
+                    if out:
+                        sock.sendall(out)
                     return
-                wanted = self.idle_in_transaction_timeout if session.status() != b"I" else None
-                if wanted != timeout:  # a syscall; only when the transaction state flips
-                    timeout = wanted
-                    sock.settimeout(timeout)
+                timeout = idle_timeout if idle_timeout and session.status() != b"I" else -1.0
                 try:
-                    data = sock.recv(READ_BYTES)
+                    data = exchange(fd, out, inbuf, timeout)
                 except socket.timeout:
                     proto.fail(fatal(S.IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
                                      "terminating connection due to idle-in-transaction timeout"))

@@ -162,7 +162,10 @@ class Session:
             except Exception as exc:  # noqa: BLE001 - a bug here must not drop the connection silently
                 log.exception("pgwire: internal error in session %s", self.pid)
                 self._error(PgError(S.INTERNAL_ERROR, f"internal error: {type(exc).__name__}"), out)
-                self.skipping = True
+                if kind is P.Query:  # a Query always ends with ReadyForQuery, or the client waits forever
+                    out.append(M.ready_for_query(self.status()))
+                else:
+                    self.skipping = True
         self._release_write_lock()
         return out.take()
 
@@ -189,7 +192,12 @@ class Session:
                     continue
                 if front.param_count:
                     raise PgError(S.UNDEFINED_PARAMETER, f"there is no parameter ${front.param_count}")
-                stmt = self._prepare(front.sql, front)
+                # A read-only statement's first rows come with its compilation (one
+                # GIL release for both) unless a BEGIN must be issued before it runs.
+                if self.begin_pending:
+                    stmt, first_rows = self._prepare(front.sql, front), None
+                else:
+                    stmt, first_rows = self._prepare(front.sql, front, prefetch=True)
                 try:
                     if stmt is None:
                         out.append(M.EMPTY_QUERY_RESPONSE)
@@ -197,6 +205,8 @@ class Session:
                     self._begin_if_pending(stmt)
                     prepared = Prepared("", front, stmt, [], self._columns(front, stmt))
                     portal = Portal("", prepared, stmt, False, [0])
+                    if first_rows is not None:
+                        portal.pending, portal.done = first_rows, len(first_rows) < FETCH_ROWS
                     self._run_portal(portal, 0, out, describe=True)
                 finally:
                     if stmt is not None:
@@ -410,16 +420,24 @@ class Session:
             return f"SELECT {rows}"
         return verb
 
-    def _prepare(self, sql, front=None):
+    def _prepare(self, sql, front=None, prefetch=False):
+        """The SQLite statement for sql; with prefetch, (statement, its first
+        FETCH_ROWS rows if it is read-only else None)."""
         try:
-            stmt, tail = self.conn.prepare(sql)
+            if prefetch:
+                self.running = True  # the statement may run: cancel() interrupts it
+                stmt, tail, rows = self.conn.prepare_and_fetch(sql, FETCH_ROWS)
+            else:
+                stmt, tail = self.conn.prepare(sql)
         except Exception as exc:  # noqa: BLE001 - binding SQLiteError
             raise self._sqlite_error(exc, front) from None
+        finally:
+            self.running = False
         if tail.strip():
             if stmt is not None:
                 stmt.finalize()
             raise PgError(S.SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
-        return stmt
+        return (stmt, rows) if prefetch else stmt
 
     def _sqlite_error(self, exc, front):
         if isinstance(exc, PgError):
