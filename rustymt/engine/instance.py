@@ -307,6 +307,7 @@ class Instance:
             "sessions": sum(len(pdb.sessions) for pdb in tenant.pdbs.values()),
             "max_connections": tenant.quota.max_connections,
             "statements": tenant.statements.count,
+            "statement_stats": tenant.statement_stats.snapshot(),
             "storage_bytes": sum(entry["storage_bytes"] for entry in pdbs.values()),
             "pdbs": pdbs,
         }

@@ -33,6 +33,7 @@ from rustymt.engine.pgwire.backend import Backend, DatabaseSession
 from rustymt.engine.pgwire.errors import fatal
 from rustymt.engine.pgwire.server import PgServer
 from rustymt.engine.sessions import EngineSession, SqlError, StatementCounter, open_session_connection
+from rustymt.sla.statements import StatementStats
 
 log = logging.getLogger("rustymt.instance")
 
@@ -207,6 +208,7 @@ class TenantRuntime:
         self.closed_bytes_in = 0               # of connections already gone
         self.closed_bytes_out = 0
         self.statements = StatementCounter()
+        self.statement_stats = StatementStats()  # latency sketch + outcomes for the SLA (rustymt.sla)
         self.reserved = 0                      # sessions being opened (counted against the limit)
         self.backend = TenantBackend(self)
         self.pg = make_wire_server(self.backend)
@@ -374,7 +376,8 @@ class TenantBackend(Backend):
             raise error
         admin = bool(pdb.dictionary()["users"].get(user, {}).get("is_admin"))
         session = DatabaseSession(conn, readonly=pdb.readonly, tenant=tenant.slot, write_lock=pdb.write_lock,
-                                  parameters={"is_superuser": "on" if admin else "off"})
+                                  parameters={"is_superuser": "on" if admin else "off"},
+                                  on_statement=tenant.statement_stats.record)
         pdb.add_session(session)
         link = _current_link.get()
         if link is not None:

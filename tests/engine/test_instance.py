@@ -240,7 +240,14 @@ def test_stats_after_a_known_workload(engine):
         conn.commit()
         for _ in range(50):
             conn.execute("SELECT count(*), sum(length(payload)) FROM blobs").fetchone()
+        with pytest.raises(psycopg.errors.SyntaxError):
+            conn.execute("SELEC 1")  # the tenant's own mistake: a client error, not the platform's
+        conn.rollback()
     after = engine.stats("t_stats")
+    timed = after["statement_stats"]
+    assert timed["statements"] - before["statement_stats"]["statements"] >= 50 + 1  # every Query/Execute timed
+    assert timed["client_errors"] == before["statement_stats"]["client_errors"] + 1 and timed["server_errors"] == 0
+    assert timed["latency_ms"]  # the SLA's latency sketch is fed
     grown = after["storage_bytes"] - before["storage_bytes"]
     assert abs(grown - rows * size) <= 0.10 * rows * size, (grown, rows * size)
     assert after["network"]["bytes_in"] > before["network"]["bytes_in"] + rows * 20

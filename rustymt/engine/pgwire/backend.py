@@ -31,6 +31,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .. import scram
 from . import sqlstate as S
@@ -48,6 +49,9 @@ class DatabaseSession:
     # in-process (woken at once on release) instead of in SQLite's busy handler,
     # which sleeps in growing steps up to 100 ms. None = rely on busy_timeout.
     write_lock: threading.Lock | None = None
+    # Called after every Query and Execute message with (latency_ms, sqlstate
+    # or None on success): the engine feeds the tenant's SLA statistics.
+    on_statement: Callable[[float, str | None], None] | None = None
 
 
 class Backend(abc.ABC):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 
 from . import codecs as C
@@ -98,6 +99,8 @@ class Session:
         self.running = False
         self.cancel_requested = False
         self.write_lock = getattr(db, "write_lock", None)
+        self.on_statement = getattr(db, "on_statement", None)
+        self.last_sqlstate: str | None = None  # of the message being timed for on_statement
         self.holds_write_lock = False
         self._columns_cache: dict[str, dict] = {}
         self.ctx = sqlfront.Context(self.settings, database, user, pid, self._columns_of)
@@ -140,6 +143,9 @@ class Session:
             kind = type(event)
             if self.skipping and kind is not P.Sync:
                 continue
+            timed = self.on_statement is not None and (kind is P.Query or kind is P.Execute)
+            if timed:
+                self.last_sqlstate, started = None, time.perf_counter()
             try:
                 if kind is P.Query:
                     self._simple_query(event.sql, out)
@@ -166,10 +172,13 @@ class Session:
                     out.append(M.ready_for_query(self.status()))
                 else:
                     self.skipping = True
+            if timed:
+                self.on_statement((time.perf_counter() - started) * 1000.0, self.last_sqlstate)
         self._release_write_lock()
         return out.take()
 
     def _error(self, error: PgError, out):
+        self.last_sqlstate = error.code
         if self.explicit or self.conn.in_transaction:
             self.failed = True
         out.append(error.encode())
