@@ -15,6 +15,7 @@ the guarantees of all live tenants would exceed the host's CPU. Ceilings
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import sqlite3
 import weakref
@@ -65,6 +66,10 @@ QUOTA_LIMITS = {
 NOT_MEASURED = "not measured yet: no engine instance serves this tenant, so usage counters are 0"
 SLA_SOURCE = ("uptime_percent: share of the tenant's lifetime spent in state active (catalog state history); "
               "response times are not measured until the engine serves the tenant")
+
+
+# The state log's timestamps never change once written: parse each once (GET tenant computes uptime every call).
+_instant = functools.lru_cache(maxsize=65_536)(timeutil.from_iso)
 
 
 def pdb_name_for(tenant_name: str) -> str:
@@ -211,16 +216,17 @@ class TenantService:
         tier = inputs.choice("tier", tier, TIER_NAMES) if tier is not None else None
         state = inputs.choice("state", state, STATE_NAMES) if state is not None else None
 
-        def query():
-            with self.catalog.read() as conn:
-                # A tenant-scoped caller sees only its own tenant, never others' metadata.
-                return rows.page(conn, offset=(page - 1) * page_size, limit=page_size, tier=tier, state=state,
-                                 tenant_id=principal.tenant_id)
+        def query(conn: sqlite3.Connection) -> tuple[int, list[dict]]:
+            # A tenant-scoped caller sees only its own tenant, never others' metadata.
+            total, records = rows.page(conn, offset=(page - 1) * page_size, limit=page_size, tier=tier, state=state,
+                                       tenant_id=principal.tenant_id)
+            return total, [{key: record[key] for key in ("tenant_id", "tenant_name", "service_tier", "state", "created_at")}
+                           for record in records]
 
-        total, records = await self._in_thread(query)
+        # Two SELECTs over a small catalog, on this thread and kept until the next commit (Catalog.read_cached).
+        total, summaries = self.catalog.read_cached(("list", page, page_size, tier, state, principal.tenant_id), query)
         return {
-            "tenants": [{key: record[key] for key in ("tenant_id", "tenant_name", "service_tier", "state", "created_at")}
-                        for record in records],
+            "tenants": summaries,
             "total": total,
             "page": page,
             "page_size": page_size,
@@ -230,13 +236,14 @@ class TenantService:
         """Everything known about a tenant (GraphQL's Tenant); REST's GET is a projection of it."""
         authz.require(principal, PERMISSION["get"], tenant_id)
 
-        def query():
-            with self.catalog.read() as conn:
-                record = self._require_tenant(conn, tenant_id)
-                return record, cdb_rows.pdbs_of_tenant(conn, tenant_id), rows.state_history(conn, tenant_id), \
-                    rows.pending_tier_change(conn, tenant_id)
+        def query(conn: sqlite3.Connection) -> tuple:
+            record = self._require_tenant(conn, tenant_id)
+            return record, cdb_rows.pdbs_of_tenant(conn, tenant_id), rows.state_history(conn, tenant_id), \
+                rows.pending_tier_change(conn, tenant_id)
 
-        return self._describe_body(*await self._in_thread(query))
+        # Four one-tenant SELECTs, on this thread and kept until the next commit (Catalog.read_cached);
+        # the body is still built per call (uptime and last_updated move with the clock).
+        return self._describe_body(*self.catalog.read_cached(("describe", tenant_id), query))
 
     async def describe_many(self, principal: Principal, tenant_ids: list[str]) -> dict[str, dict | ServiceError]:
         """describe() of many tenants in one catalog read (GraphQL lists): {tenant_id: body or refusal}.
@@ -338,12 +345,12 @@ class TenantService:
         if not history:
             return 0.0
         now = self.clock()
-        start = timeutil.from_iso(history[0][1])
+        start = _instant(history[0][1])
         active_seconds = 0.0
         for index, (state, at) in enumerate(history):
-            until = timeutil.from_iso(history[index + 1][1]) if index + 1 < len(history) else now
+            until = _instant(history[index + 1][1]) if index + 1 < len(history) else now
             if state == TenantState.ACTIVE.value:
-                active_seconds += (until - timeutil.from_iso(at)).total_seconds()
+                active_seconds += (until - _instant(at)).total_seconds()
         lifetime = (now - start).total_seconds()
         if lifetime <= 0:  # created within this second
             return 100.0 if history[-1][0] == TenantState.ACTIVE.value else 0.0
