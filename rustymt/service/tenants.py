@@ -70,6 +70,8 @@ SLA_SOURCE = ("uptime_percent: share of the tenant's lifetime spent in state act
 
 # The state log's timestamps never change once written: parse each once (GET tenant computes uptime every call).
 _instant = functools.lru_cache(maxsize=65_536)(timeutil.from_iso)
+# The clock has whole seconds: each second's ISO string is formatted once, not on every GET (strftime).
+_iso = functools.lru_cache(maxsize=16)(timeutil.to_iso)
 
 
 def pdb_name_for(tenant_name: str) -> str:
@@ -93,7 +95,7 @@ class TenantService:
         return await asyncio.to_thread(function, *args)
 
     def _now(self) -> str:
-        return timeutil.to_iso(self.clock())
+        return _iso(self.clock())
 
     def _publish(self, events: list[tuple[str, str | None, dict]]) -> None:
         for event_type, tenant_id, data in events:
