@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace):
     overrides = {"server.data_dir": getattr(args, "data_dir", None), "server.listen": getattr(args, "listen", None)}
-    return config.load(args.config, overrides=overrides)
+    settings = config.load(args.config, overrides=overrides)
+    settings.config_path = os.path.abspath(args.config) if args.config else None  # engine instances read it too
+    return settings
 
 
 def _fail(message: str, code: int) -> int:

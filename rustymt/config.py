@@ -183,6 +183,26 @@ KEYS: list[Key] = [
     Key("engine", "pool_frames", int_in(64, 1 << 24), 8192, "page frames in each engine instance's buffer pool (4 KiB pages; tenants get partitions of it)"),
 ]
 
+def _price_book(value: Any):
+    from rustymt.metering.pricebook import parse_price_book  # billing owns its format
+    return parse_price_book(value)
+
+
+# metering, SLA, billing, webhooks (branch metering)
+KEYS += [
+    Key("metering", "raw_retention_seconds", int_in(60, 7 * 86400), 7200, "raw samples older than this are rolled up into 1-minute records"),
+    Key("metering", "minute_retention_seconds", int_in(3600, 90 * 86400), 3 * 86400, "1-minute records older than this are rolled up into 1-hour records"),
+    Key("metering", "hour_retention_days", int_in(31, 3650), 400, "1-hour records (and SLA hours) older than this are deleted"),
+    Key("metering", "max_range_days", int_in(1, 3650), 31, "widest start..end a metering query may ask for; wider -> 400"),
+    Key("billing", "currency", parse_str, "USD", "ISO-4217 currency of every price in billing.price_book"),
+    Key("billing", "price_book", _price_book, "", "JSON (env) or TOML table: per tier monthly_base, included and overage rates, sla_credits; empty = built-in book (docs/metering.md)"),
+    Key("sla", "latency_min_statements", int_in(1, 1_000_000), 100, "a window needs this many statements before its p99 and error rate are judged"),
+    Key("webhooks", "timeout_seconds", float_in(0.5, 120), 10.0, "one delivery attempt's deadline (connect + response)"),
+    Key("webhooks", "retry_base_seconds", float_in(0.05, 3600), 2.0, "first retry delay; doubles per attempt, jittered within its upper half"),
+    Key("webhooks", "retry_max_seconds", float_in(0.1, 86400), 3600.0, "longest delay between two attempts"),
+    Key("webhooks", "max_age_seconds", int_in(1, 7 * 86400), 86400, "a delivery still failing this long after its event is dead-lettered"),
+]
+
 # Names fixed by the contract that do not follow the SECTION_KEY rule.
 ENV_ALIASES = {"RUSTYMT_TENANT_PORTS": ("tenant", "ports")}
 

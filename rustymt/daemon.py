@@ -7,7 +7,10 @@ aiohttp app, bind the listen address, write the bound address to
 scheduled tier changes that fell due while the daemon was down, then tell
 systemd READY=1. While running: apply scheduled tier changes when due (the
 catalog holds them, so they survive restarts). SIGTERM/SIGINT: stop accepting,
-let in-flight requests finish, close the catalog, exit 0.
+let in-flight requests finish, stop the engine instances, close the catalog,
+exit 0. Before the listener opens: PDB storage recovery (staged creates
+finished or removed, catalog and disk reconciled), the seed, and the engine
+instances started with every tenant re-applied (rustymt.service.fleet).
 """
 from __future__ import annotations
 
@@ -25,9 +28,12 @@ from rustymt.api.app import create_app
 from rustymt.api.keys import load_or_create_keys
 from rustymt.catalog import cdb as cdb_rows
 from rustymt.catalog.db import Catalog, CatalogError, catalog_path
+from rustymt.engine import storage
+from rustymt.engine.control import ControlError
 from rustymt.events.bus import EventBus
-from rustymt.exitcodes import EXIT_DATA_DIR, EXIT_LISTEN, EXIT_OK, StartupError
+from rustymt.exitcodes import EXIT_DATA_DIR, EXIT_FAILURE, EXIT_LISTEN, EXIT_OK, StartupError
 from rustymt.model.timeutil import utc_now_iso
+from rustymt.service.fleet import Fleet
 from rustymt.service.services import Services
 
 log = logging.getLogger("rustymt.daemon")
@@ -79,6 +85,23 @@ async def _apply_tier_changes_forever(services: Services) -> None:
             log.info("scheduled tier change applied: %s -> %s", change["tenant_id"], change["new_tier"])
 
 
+async def _start_engine(services: Services, fleet: Fleet) -> None:
+    """Storage recovery (finish or roll back what a crash interrupted), the
+    seed, then the engine instances with every tenant re-applied."""
+    data_dir = services.settings.server.data_dir
+    try:
+        await asyncio.to_thread(services.pdbs.reconcile_storage)
+        await asyncio.to_thread(storage.ensure_seed, data_dir)
+    except Exception as exc:
+        raise StartupError(f"data dir {data_dir}: PDB storage recovery failed: {exc}", EXIT_DATA_DIR) from None
+    try:
+        await fleet.start()
+    except (ControlError, OSError) as exc:
+        await fleet.stop()
+        raise StartupError(f"engine instance did not start: {exc}", EXIT_FAILURE) from None
+    log.info("engine: %s", ", ".join(f"{i['name']} pid {i['pid']}" for i in fleet.status()))
+
+
 async def _watchdog_forever(interval: float) -> None:
     while True:
         sdnotify.watchdog()
@@ -93,8 +116,16 @@ async def serve(settings: Any) -> int:
         loop.add_signal_handler(signum, stop.set)
 
     catalog = prepare_data_dir(settings)
-    services = Services(catalog, settings, EventBus())
+    bus = EventBus()
+    fleet = Fleet(settings, catalog, bus)
+    services = Services(catalog, settings, bus, fleet=fleet)
+    try:
+        await _start_engine(services, fleet)
+    except BaseException:
+        catalog.close()
+        raise
     app = create_app(services, settings)
+    services.observability.install(app)  # API request metrics (metering)
     access_log = logging.getLogger("aiohttp.access") if settings.server.log_level == "debug" else None
     runner = web.AppRunner(app, access_log=access_log, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
     await runner.setup()
@@ -104,6 +135,7 @@ async def serve(settings: Any) -> int:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
+        await fleet.stop()
         catalog.close()
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_LISTEN) from None
     bound_host, bound_port = runner.addresses[0][:2]
@@ -112,6 +144,7 @@ async def serve(settings: Any) -> int:
 
     background = []
     try:
+        background += services.observability.start()  # metering sampler, webhook dispatcher
         await services.tenants.apply_due_tier_changes()  # those that fell due while we were down
         background.append(asyncio.create_task(_apply_tier_changes_forever(services)))
         interval = sdnotify.watchdog_interval()
@@ -128,6 +161,7 @@ async def serve(settings: Any) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await runner.cleanup()
+        await fleet.stop()  # instances end their sessions (57P01) and exit
         catalog.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(address_file)

@@ -79,3 +79,14 @@ def examples(count: int) -> int:
     sanitizer run sets it: instrumented native code runs several times slower)."""
     scale = float(os.environ.get("RUSTYMT_EXAMPLES_SCALE", "1"))
     return max(10, int(count * scale))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _native_build_is_the_expected_one():
+    """Under scripts/test-sanitized the instrumented extension must be the one loaded."""
+    expected = os.environ.get("RUSTYMT_EXPECT_NATIVE_DIR")
+    if expected:
+        import rustymt._native._core as core
+
+        assert os.path.realpath(core.__file__).startswith(os.path.realpath(expected)), core.__file__
+    yield

@@ -17,6 +17,7 @@ import dataclasses
 import http.client
 import json as jsonlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -35,6 +36,13 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra or {})
     return env
+
+
+def private_tenant_ports(size: int = 100) -> dict[str, str]:
+    """env giving a daemon a random tenant port range of its own: its engine
+    binds real ports, and other daemons (other tests, other people) run beside it."""
+    low = random.randrange(30000, 60000 - size, size)
+    return {"RUSTYMT_TENANT_PORTS": f"{low}-{low + size - 1}"}
 
 
 def rustymt(*args: str, env: Mapping[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -76,6 +76,126 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX tenant_state_log_tenant ON tenant_state_log(tenant_id, seq);
     """,
+    # 2: engine wiring (daemon): each PDB's GUID and whether a dropped PDB's
+    #    files were kept; native tenant slots (stable across
+    #    restarts); engine instance events (start, crash, restart).
+    """
+    CREATE INDEX pdbs_list ON pdbs(created_at, pdb_id);
+    CREATE TABLE pdb_files (              -- what the daemon knows of a PDB's folder
+        pdb_id          TEXT PRIMARY KEY REFERENCES pdbs(pdb_id),
+        guid            TEXT NOT NULL,
+        datafiles_kept  INTEGER NOT NULL DEFAULT 0   -- 1: dropped (or terminated) with its files kept
+    );
+    CREATE TABLE tenant_slots (
+        slot       INTEGER PRIMARY KEY CHECK (slot BETWEEN 1 AND 255),  -- native tenant id; 0 is the system
+        tenant_id  TEXT NOT NULL UNIQUE REFERENCES tenants(tenant_id)
+    );
+    CREATE TABLE instance_events (
+        seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+        instance  TEXT NOT NULL,     -- "shared" or "dedicated-<tenant_id>"
+        event     TEXT NOT NULL,     -- instance.started | instance.crashed | instance.restarted | instance.stopped
+        data      TEXT NOT NULL,     -- JSON
+        at        TEXT NOT NULL
+    );
+    """,
+    # 3 (metering branch): metering records at three resolutions, SLA hourly
+    #    aggregates, violations and declared maintenance windows, the tier log
+    #    billing prorates with, and webhooks with their durable delivery outbox. IF NOT EXISTS so that the
+    #    order of parallel branches' appended migrations cannot break a merge.
+    """
+    CREATE TABLE IF NOT EXISTS metering_records (
+        tenant_id         TEXT NOT NULL,
+        resolution        INTEGER NOT NULL,  -- 0 = raw sample, 60 = 1 min, 3600 = 1 h rollup
+        period_start      REAL NOT NULL,     -- unix seconds
+        period_end        REAL NOT NULL,
+        tier              TEXT NOT NULL,     -- tier in effect when sampled (bucket start for rollups)
+        cpu_seconds       REAL NOT NULL DEFAULT 0,
+        memory_mb_avg     REAL NOT NULL DEFAULT 0,  -- time-weighted over the period
+        memory_mb_peak    REAL NOT NULL DEFAULT 0,
+        storage_gb        REAL NOT NULL DEFAULT 0,  -- time-weighted over the period
+        read_ops          INTEGER NOT NULL DEFAULT 0,
+        write_ops         INTEGER NOT NULL DEFAULT 0,
+        network_bytes_in  INTEGER NOT NULL DEFAULT 0,
+        network_bytes_out INTEGER NOT NULL DEFAULT 0,
+        peak_connections  INTEGER NOT NULL DEFAULT 0,
+        statements        INTEGER NOT NULL DEFAULT 0,
+        api_requests      INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (tenant_id, resolution, period_start)
+    );
+    CREATE INDEX IF NOT EXISTS metering_records_time ON metering_records(resolution, period_start);
+    CREATE TABLE IF NOT EXISTS billing_tier_log (
+        seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id    TEXT NOT NULL,
+        tier         TEXT NOT NULL,
+        effective_at REAL NOT NULL             -- unix seconds
+    );
+    CREATE INDEX IF NOT EXISTS billing_tier_log_tenant ON billing_tier_log(tenant_id, effective_at);
+    CREATE TABLE IF NOT EXISTS sla_hours (
+        tenant_id         TEXT NOT NULL,
+        hour              INTEGER NOT NULL,    -- unix seconds, multiple of 3600
+        up_seconds        REAL NOT NULL DEFAULT 0,
+        down_seconds      REAL NOT NULL DEFAULT 0,
+        excluded_seconds  REAL NOT NULL DEFAULT 0,  -- operator suspension, declared maintenance
+        statements        INTEGER NOT NULL DEFAULT 0,
+        server_errors     INTEGER NOT NULL DEFAULT 0,
+        executing_ns      INTEGER NOT NULL DEFAULT 0,
+        queued_ns         INTEGER NOT NULL DEFAULT 0,
+        throttled_ns      INTEGER NOT NULL DEFAULT 0,   -- held back at the tenant's own caps
+        latency_sketch    TEXT,                         -- JSON DDSketch of statement latencies (ms)
+        PRIMARY KEY (tenant_id, hour)
+    );
+    CREATE TABLE IF NOT EXISTS sla_violations (
+        violation_id   INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id      TEXT NOT NULL,
+        violation_type TEXT NOT NULL,          -- uptime, latency, error_rate
+        at             TEXT NOT NULL,          -- ISO-8601 Z
+        severity       TEXT NOT NULL,          -- critical, high, medium, low
+        description    TEXT NOT NULL,
+        remediation    TEXT NOT NULL,
+        current_value  REAL NOT NULL,
+        sla_target     REAL NOT NULL,
+        event_id       TEXT
+    );
+    CREATE INDEX IF NOT EXISTS sla_violations_tenant ON sla_violations(tenant_id, violation_id);
+    CREATE TABLE IF NOT EXISTS webhooks (
+        webhook_id   TEXT PRIMARY KEY,
+        tenant_id    TEXT,                     -- NULL: every tenant's events (CDB admins only)
+        url          TEXT NOT NULL,
+        events       TEXT NOT NULL,            -- JSON array of event types
+        secret       TEXT NOT NULL,            -- sealed with <data_dir>/keys/webhooks.key, never plain
+        created_at   TEXT NOT NULL,
+        created_by   TEXT NOT NULL,
+        deleted_at   TEXT
+    );
+    CREATE TABLE IF NOT EXISTS webhook_outbox (
+        delivery_id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        webhook_id      TEXT NOT NULL,
+        event_id        TEXT NOT NULL,
+        event_type      TEXT NOT NULL,
+        body            TEXT NOT NULL,         -- the exact bytes sent (signed) on every attempt
+        state           TEXT NOT NULL,         -- pending, delivered, dead, cancelled
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL,         -- unix seconds
+        created_at      REAL NOT NULL,
+        last_attempt_at REAL,
+        delivered_at    REAL,
+        last_status     INTEGER,
+        last_error      TEXT,
+        UNIQUE (webhook_id, event_id)
+    );
+    CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox(state, next_attempt_at);
+    CREATE INDEX IF NOT EXISTS webhook_outbox_hook ON webhook_outbox(webhook_id, delivery_id);
+    CREATE TABLE IF NOT EXISTS sla_maintenance (  -- declared maintenance: excluded from uptime
+        window_id    INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id    TEXT NOT NULL,
+        starts_at    REAL NOT NULL,             -- unix seconds
+        ends_at      REAL NOT NULL,
+        reason       TEXT NOT NULL,
+        declared_by  TEXT NOT NULL,
+        declared_at  TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS sla_maintenance_time ON sla_maintenance(ends_at, starts_at);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

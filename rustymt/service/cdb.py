@@ -18,9 +18,10 @@ NO_SHARED_TABLESPACE = "SQLite keeps undo (rollback journal/WAL) and temp storag
 
 
 class CdbService:
-    def __init__(self, catalog: Catalog, settings: Any):
+    def __init__(self, catalog: Catalog, settings: Any, fleet: Any = None):
         self.catalog = catalog
         self.settings = settings
+        self.fleet = fleet  # engine instances: their pid, uptime, restarts, health
         self.started = time.monotonic()
 
     async def status(self, principal: Principal) -> dict:
@@ -36,8 +37,9 @@ class CdbService:
             "cdb_name": identity["cdb_name"] if identity else self.settings.cdb.name,
             "total_pdbs": counts["total"],
             "max_pdbs": self.settings.cdb.max_pdbs,
-            "open_pdbs": counts["open"],
+            "open_pdbs": await self.fleet.open_pdb_count() if self.fleet is not None else counts["open"],
             "seed_pdb": cdb_rows.SEED_PDB,
             "uptime_seconds": int(time.monotonic() - self.started),
             "shared_services": {"undo_tablespace": dict(empty), "temp_tablespace": dict(empty)},
+            "instances": self.fleet.status() if self.fleet is not None else [],
         }

@@ -3,6 +3,8 @@
     services = Services(catalog, settings, bus)
     await services.tenants.create(principal, tenant_name=..., ...)
     await services.cdb.status(principal)
+    await services.pdbs.open(principal, pdb_id, mode="READ_WRITE")
+    services.fleet                 # engine instances (rustymt.service.fleet), None in-process
 """
 from __future__ import annotations
 
@@ -13,17 +15,25 @@ from rustymt.catalog.db import Catalog
 from rustymt.events.bus import EventBus
 from rustymt.service.capacity import HostCapacity
 from rustymt.service.cdb import CdbService
+from rustymt.service.fleet import Fleet
+from rustymt.service.pdbs import PdbService
 from rustymt.service.tenants import TenantService
 
 
 class Services:
-    def __init__(self, catalog: Catalog, settings: Any, bus: EventBus, capacity: HostCapacity | None = None):
+    def __init__(self, catalog: Catalog, settings: Any, bus: EventBus, capacity: HostCapacity | None = None,
+                 fleet: Fleet | None = None):
         self.catalog = catalog
         self.settings = settings
         self.bus = bus
         self.capacity = capacity or HostCapacity.detect()
-        self.tenants = TenantService(catalog, settings, bus, self.capacity)
-        self.cdb = CdbService(catalog, settings)
+        self.fleet = fleet  # the engine instances; None: catalog and PDB files only (in-process tests)
+        self.pdbs = PdbService(catalog, settings, bus, fleet)
+        self.tenants = TenantService(catalog, settings, bus, self.capacity, pdbs=self.pdbs, fleet=fleet)
+        self.cdb = CdbService(catalog, settings, fleet)
+        # metering, billing, SLA, webhooks (rustymt/metering, rustymt/sla, rustymt/events/webhooks.py)
+        from rustymt.metering.wiring import attach_metering
+        attach_metering(self)
 
     async def ready(self) -> bool:
         """True when the catalog answers (readiness probe)."""

@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import os
 import secrets
+import socket
 import sqlite3
 import weakref
 from typing import Any, Callable
 
 from rustymt.catalog import cdb as cdb_rows
+from rustymt.catalog import pdbs as pdb_rows
+from rustymt.engine import storage
 from rustymt.catalog import tenants as rows
 from rustymt.catalog.db import Catalog
 from rustymt.events.bus import EventBus
@@ -33,6 +38,8 @@ from rustymt.service.authz import Principal
 from rustymt.service.capacity import HostCapacity
 from rustymt.service.errors import ServiceError
 from rustymt.service.passwords import hash_password
+
+log = logging.getLogger("rustymt.tenants")
 
 # The permission each operation needs; the REST route table reads it from here.
 PERMISSION = {
@@ -63,7 +70,9 @@ QUOTA_LIMITS = {
     "max_connections": 100_000,
 }
 
-NOT_MEASURED = "not measured yet: no engine instance serves this tenant, so usage counters are 0"
+NOT_MEASURED = "not measured: no engine instance serves this tenant right now, so usage counters are 0"
+MEASURED = ("engine instance {instance}: allocator, scheduler, iovfs and session counters; cpu_percent, iops and "
+            "network_mbps over the sampler's last window (0 until it has two samples)")
 SLA_SOURCE = ("uptime_percent: share of the tenant's lifetime spent in state active (catalog state history); "
               "response times are not measured until the engine serves the tenant")
 
@@ -73,6 +82,24 @@ _instant = functools.lru_cache(maxsize=65_536)(timeutil.from_iso)
 # The clock has whole seconds: each second's ISO string is formatted once, not on every GET (strftime).
 _iso = functools.lru_cache(maxsize=16)(timeutil.to_iso)
 
+MIB, GIB = 1 << 20, 1 << 30
+MEMORY_FIELDS = ("allocated_bytes", "quota_bytes", "peak_usage_bytes", "oom_count", "allocation_count", "deallocation_count")
+IO_FIELDS = ("reads", "writes", "bytes", "read_bytes", "write_bytes", "throttled_ns")
+POOL_FIELDS = ("hits", "misses", "evictions", "resident", "min_frames", "max_frames", "frame_bytes")
+ENGINE_COUNTERS = "engine instance {instance}: native counters, cumulative since the tenant's slot was attached there"
+NETWORK_SOURCE = ("bytes: every protocol byte on the tenant's port, counted by its engine instance; "
+                  "packets_dropped: drops happen in the host's tc shaping, not counted here")
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the instance's listener binds
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
 
 def pdb_name_for(tenant_name: str) -> str:
     return f"PDB_{tenant_name.upper()}"
@@ -80,14 +107,18 @@ def pdb_name_for(tenant_name: str) -> str:
 
 class TenantService:
     def __init__(self, catalog: Catalog, settings: Any, bus: EventBus, capacity: HostCapacity,
-                 clock: Callable[[], Any] = timeutil.utc_now):
+                 clock: Callable[[], Any] = timeutil.utc_now, pdbs: Any = None, fleet: Any = None):
         self.catalog = catalog
         self.settings = settings
         self.bus = bus
         self.capacity = capacity
         self.clock = clock
+        self.pdbs = pdbs    # rustymt.service.pdbs.PdbService: the tenant's PDB files
+        self.fleet = fleet  # rustymt.service.fleet.Fleet: the engine; None = catalog and files only
         self._tier_cache: dict[str, str | None] = {}
         self._create_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # tenant_id -> measured SLA block (rustymt.metering.service.MeteringService.sla_metrics) or None
+        self.sla_source: Callable[[str], dict | None] | None = None
 
     # ---- helpers
 
@@ -125,7 +156,9 @@ class TenantService:
         low, high = self.settings.tenant.ports
         used = rows.used_ports(conn)
         for port in range(low, high + 1):
-            if port not in used:
+            # A port some other program already holds would leave the tenant
+            # without a listener: skip it (checked again when the instance binds).
+            if port not in used and (self.fleet is None or port_is_free(self.settings.tenant.listen_host, port)):
                 return port
         raise ServiceError("INSUFFICIENT_RESOURCES", f"no free tenant port left in {low}-{high}",
                            details={"resource": "network_port", "range": f"{low}-{high}"})
@@ -152,14 +185,43 @@ class TenantService:
         async with lock:
             await self._in_thread(self._refuse_duplicate_name, tenant_name)
             password_hash = await self._in_thread(hash_password, admin_password)
-            body = await self._in_thread(self._create_tx, tenant_name, admin_user, password_hash, tier, organization, tags)
-        self._tier_cache[body["tenant_id"]] = tier
+            tenant_id, pdb_id = f"tenant_{secrets.token_hex(6)}", f"pdb_{secrets.token_hex(6)}"
+            # The PDB's files are staged (seed copy + the admin's SCRAM verifier),
+            # the catalog committed, then the folder renamed into place.
+            stage, guid = (await self._in_thread(self.pdbs.stage, pdb_id, pdb_name_for(tenant_name), admin_user, admin_password)
+                           if self.pdbs else (None, ""))
+            try:
+                body = await self._in_thread(self._create_tx, tenant_id, pdb_id, guid, tenant_name, admin_user,
+                                             password_hash, tier, organization, tags, stage is not None)
+            except BaseException:
+                if stage is not None:
+                    storage.discard(stage)
+                raise
+            if stage is not None:
+                await self._in_thread(storage.publish, self.settings.server.data_dir, stage, pdb_id)
+        self._tier_cache[tenant_id] = tier
+        pdb_state = "mounted" if stage is not None else "created"
         self._publish([
-            ("tenant.created", body["tenant_id"], {"tenant_name": tenant_name, "service_tier": tier, "pdb_id": body["pdb_id"],
-                                                   "network_port": body["resources"]["network_port"]}),
-            ("pdb.created", body["tenant_id"], {"pdb_id": body["pdb_id"], "pdb_name": pdb_name_for(tenant_name), "state": "created"}),
+            ("tenant.created", tenant_id, {"tenant_name": tenant_name, "service_tier": tier, "pdb_id": pdb_id,
+                                           "network_port": body["resources"]["network_port"]}),
+            ("pdb.created", tenant_id, {"pdb_id": pdb_id, "pdb_name": pdb_name_for(tenant_name), "state": pdb_state}),
         ])
+        if self.fleet is not None:
+            await self._serve_new_tenant(tenant_id, pdb_id)
         return body
+
+    async def _serve_new_tenant(self, tenant_id: str, pdb_id: str) -> None:
+        """Attach the tenant to its instance and open its PDB READ_WRITE. The
+        tenant exists once committed: if the engine is down now, the PDB stays
+        mounted (logged) and POST /pdbs/{id}/open opens it later."""
+        def read():
+            with self.catalog.read() as conn:
+                return pdb_rows.get(conn, pdb_id)
+
+        try:
+            await self.pdbs.open_row(await self._in_thread(read), "READ_WRITE")
+        except ServiceError as exc:
+            log.error("tenant %s created, but its PDB %s could not be opened: %s", tenant_id, pdb_id, exc)
 
     def _refuse_duplicate_name(self, tenant_name: str) -> None:
         with self.catalog.read() as conn:
@@ -171,7 +233,8 @@ class TenantService:
         return ServiceError("TENANT_ALREADY_EXISTS", f"tenant_name: a tenant named {tenant_name} already exists",
                             details={"tenant_name": tenant_name}, field="tenant_name")
 
-    def _create_tx(self, tenant_name, admin_user, password_hash, tier, organization, tags) -> dict:
+    def _create_tx(self, tenant_id, pdb_id, guid, tenant_name, admin_user, password_hash, tier, organization, tags,
+                   files_staged) -> dict:
         spec = TIERS[tier]
         now = self._now()
         with self.catalog.write() as conn:
@@ -187,8 +250,6 @@ class TenantService:
                                    details={"resource": "pdbs", "max_pdbs": self.settings.cdb.max_pdbs})
             self._check_admission(conn, None, tier, spec.quota.cpu_percent)
             port = self._allocate_port(conn)
-            tenant_id = f"tenant_{secrets.token_hex(6)}"
-            pdb_id = f"pdb_{secrets.token_hex(6)}"
             rows.insert(conn, {
                 "tenant_id": tenant_id, "tenant_name": tenant_name, "admin_user": admin_user,
                 "admin_password": password_hash, "organization": organization, "tags": tags,
@@ -196,8 +257,10 @@ class TenantService:
                 **spec.quota.as_dict(), "network_port": port, "created_at": now, "updated_at": now,
                 "state_changed_at": now,
             })
-            # The PDB's catalog row; its files are created by the engine (state "created" until then).
-            cdb_rows.insert_pdb(conn, pdb_id, pdb_name, tenant_id, "created", now)
+            # The PDB's catalog rows: "mounted" when its files are staged (published after this commit).
+            cdb_rows.insert_pdb(conn, pdb_id, pdb_name, tenant_id, "mounted" if files_staged else "created", now)
+            if files_staged:
+                pdb_rows.insert_files(conn, pdb_id, guid)
             rows.log_state(conn, tenant_id, None, TenantState.ACTIVE.value, "created", now)
         return {
             "tenant_id": tenant_id,
@@ -245,7 +308,8 @@ class TenantService:
 
         # Four one-tenant SELECTs, on this thread and kept until the next commit (Catalog.read_cached);
         # the body is still built per call (uptime and last_updated move with the clock).
-        return self._describe_body(*self.catalog.read_cached(("describe", tenant_id), query))
+        return self._describe_body(*self.catalog.read_cached(("describe", tenant_id), query),
+                                   measured=await self._measure(tenant_id))
 
     async def describe_many(self, principal: Principal, tenant_ids: list[str]) -> dict[str, dict | ServiceError]:
         """describe() of many tenants in one catalog read (GraphQL lists): {tenant_id: body or refusal}.
@@ -272,11 +336,11 @@ class TenantService:
             return found
 
         for tenant_id, parts in (await self._in_thread(query)).items():
-            answers[tenant_id] = self._describe_body(*parts) if parts else ServiceError(
+            answers[tenant_id] = self._describe_body(*parts, measured=await self._measure(tenant_id)) if parts else ServiceError(
                 "TENANT_NOT_FOUND", f"tenant {tenant_id} does not exist", details={"tenant_id": tenant_id})
         return answers
 
-    def _describe_body(self, record: dict, pdbs: list, history: list, pending: dict | None) -> dict:
+    def _describe_body(self, record: dict, pdbs: list, history: list, pending: dict | None, measured: dict | None = None) -> dict:
         return {
             "tenant_id": record["tenant_id"],
             "tenant_name": record["tenant_name"],
@@ -285,7 +349,7 @@ class TenantService:
             "priority": record["priority"],
             "cpu_shares": cpu_shares(record["service_tier"], record["priority"]),
             "quota": rows.quota_of(record),
-            "usage": self._usage(record),
+            "usage": self._usage(record, measured),
             "sla": self._sla(record, history),
             "admin_user": record["admin_user"],
             "organization": record["organization"],
@@ -311,7 +375,8 @@ class TenantService:
             "state": full["state"],
             "priority": full["priority"],
             "quota": {key: quota[key] for key in ("cpu_percent", "memory_mb", "storage_gb", "iops", "max_connections")},
-            "usage": {key: usage[key] for key in ("cpu_percent", "memory_mb", "storage_gb", "iops", "active_connections", "source")},
+            "usage": {key: usage[key] for key in ("cpu_percent", "memory_mb", "storage_gb", "iops", "active_connections",
+                                                  "storage_bytes", "source")},
             "sla": {key: full["sla"][key] for key in ("uptime_percent", "avg_response_time_ms", "violations", "source")},
             "created_at": full["created_at"],
             "pdb_id": full["pdb_id"],
@@ -332,16 +397,49 @@ class TenantService:
             raise ServiceError("TENANT_NOT_FOUND", f"no tenant named {tenant_name}", details={"tenant_name": tenant_name})
         return await self.describe(principal, record["tenant_id"])
 
-    def _usage(self, record: dict) -> dict:
-        # Until the engine serves tenants there is nothing to sample: report 0
-        # and say so, rather than inventing numbers.
-        return {"cpu_percent": 0.0, "memory_mb": 0, "storage_gb": 0, "iops": 0, "network_mbps": 0,
-                "active_connections": 0, "last_updated": self._now(), "source": NOT_MEASURED}
+    async def _measure(self, tenant_id: str) -> dict | None:
+        """What the engine measures of a tenant: {"stats", "rates", "instance", "storage_bytes"}; None without an engine."""
+        if self.fleet is None:
+            return None
+        stats = await self.fleet.stats(tenant_id)
+        storage_bytes = await self._in_thread(self._storage_bytes, tenant_id)
+        return {"stats": stats, "rates": self.fleet.rates(tenant_id), "storage_bytes": storage_bytes,
+                "instance": self.fleet.home.get(tenant_id) or self.fleet.instance_for(tenant_id)}
+
+    def _storage_bytes(self, tenant_id: str) -> int:
+        """Datafile sizes (WAL included) of the tenant's live PDBs, open or not."""
+        with self.catalog.read() as conn:
+            pdb_ids = [pdb["pdb_id"] for pdb in cdb_rows.pdbs_of_tenant(conn, tenant_id) if pdb["state"] != "dropped"]
+        total = 0
+        for pdb_id in pdb_ids:
+            folder = storage.pdb_dir(self.settings.server.data_dir, pdb_id)
+            if os.path.isdir(folder):
+                total += storage.storage_bytes(folder)
+        return total
+
+    def _usage(self, record: dict, measured: dict | None = None) -> dict:
+        # Nothing sampled (no engine, or the instance is down): report 0 and
+        # say so, rather than inventing numbers.
+        stats = measured and measured["stats"]
+        storage_bytes = measured["storage_bytes"] if measured else 0
+        if not stats:
+            return {"cpu_percent": 0.0, "memory_mb": 0, "storage_gb": round(storage_bytes / GIB), "iops": 0,
+                    "network_mbps": 0, "active_connections": 0, "storage_bytes": storage_bytes,
+                    "last_updated": self._now(), "source": NOT_MEASURED}
+        source = MEASURED.format(instance=measured["instance"])  # constant: an idle tenant's usage does not change
+        rates = measured["rates"] or {"cpu_percent": 0.0, "iops": 0, "network_mbps": 0}
+        return {"cpu_percent": float(rates["cpu_percent"]), "memory_mb": round(stats["memory"]["allocated_bytes"] / MIB),
+                "storage_gb": round(storage_bytes / GIB), "iops": int(rates["iops"]),
+                "network_mbps": round(rates["network_mbps"]), "active_connections": stats["sessions"],
+                "storage_bytes": storage_bytes, "last_updated": self._now(), "source": source}
 
     def _sla(self, record: dict, history: list[tuple[str, str]]) -> dict:
-        return {"uptime_percent": self._uptime_percent(history), "avg_response_time_ms": 0.0,
+        body = {"uptime_percent": self._uptime_percent(history), "avg_response_time_ms": 0.0,
                 "p95_response_time_ms": 0.0, "p99_response_time_ms": 0.0, "error_rate_percent": 0.0,
                 "violations": [], "source": SLA_SOURCE}
+        measured = self.sla_source(record["tenant_id"]) if self.sla_source else None
+        body.update({key: value for key, value in (measured or {}).items() if value is not None})
+        return body
 
     def _uptime_percent(self, history: list[tuple[str, str]]) -> float:
         if not history:
@@ -374,6 +472,8 @@ class TenantService:
                 dropped = [pdb for pdb in cdb_rows.pdbs_of_tenant(conn, tenant_id) if pdb["state"] != "dropped"]
                 for pdb in dropped:
                     cdb_rows.set_pdb_state(conn, pdb["pdb_id"], "dropped", now)
+                    pdb_rows.set_datafiles_kept(conn, pdb["pdb_id"], True)  # files kept: docs/daemon.md "Terminate"
+                pdb_rows.release_slot(conn, tenant_id)
             rows.update(conn, tenant_id, changes)
             rows.log_state(conn, tenant_id, record["state"], target.value, reason, now)
         return record, now, dropped
@@ -384,9 +484,18 @@ class TenantService:
         record, now, dropped = await self._in_thread(self._transition_tx, tenant_id, target, reason)
         if target is TenantState.TERMINATED:
             self._tier_cache.pop(tenant_id, None)
+        if self.fleet is not None:
+            # The instance is told after the commit (sessions end with 57P01 on
+            # suspend; terminate detaches: PDBs closed, listener gone).
+            if target is TenantState.TERMINATED:
+                await self.fleet.detach(tenant_id)
+            else:
+                await self.fleet.set_state(tenant_id, target.value)
         self._publish([("tenant.state.changed", tenant_id,
                         {"old_state": record["state"], "new_state": target.value, "reason": reason, **(extra_event_data or {})})]
-                      + [("pdb.dropped", tenant_id, {"pdb_id": pdb["pdb_id"], "pdb_name": pdb["pdb_name"]}) for pdb in dropped])
+                      + [event for pdb in dropped for event in (
+                          ("pdb.dropped", tenant_id, {"pdb_id": pdb["pdb_id"], "pdb_name": pdb["pdb_name"], "keep_datafiles": True}),
+                          ("pdb.state.changed", tenant_id, {"pdb_id": pdb["pdb_id"], "old_state": pdb["state"], "new_state": "dropped"}))])
         return now
 
     async def suspend(self, principal: Principal, tenant_id: str, reason: str, notify_admin: bool = False) -> dict:
@@ -427,6 +536,7 @@ class TenantService:
                 when = None  # already due: apply now
         if when is None:
             record, now = await self._in_thread(self._apply_tier_tx, tenant_id, new_tier, None)
+            await self._push_quota(tenant_id)
             self._after_tier_change(tenant_id, record, new_tier)
             return self._tier_body(tenant_id, record["service_tier"], new_tier, now)
         record = await self._in_thread(self._schedule_tier_tx, tenant_id, new_tier, timeutil.to_iso(when))
@@ -465,6 +575,11 @@ class TenantService:
         rows.cancel_tier_change(conn, tenant_id)
         return record, now
 
+    async def _push_quota(self, tenant_id: str) -> None:
+        """The tenant's current quota, shares and guarantee to its instance (live sessions within a second)."""
+        if self.fleet is not None:
+            await self.fleet.set_quota(tenant_id, await self._in_thread(self._read_tenant, tenant_id))
+
     def _after_tier_change(self, tenant_id: str, record: dict, new_tier: str) -> None:
         self._tier_cache[tenant_id] = new_tier
         self._publish([("tenant.tier.changed", tenant_id,
@@ -498,6 +613,7 @@ class TenantService:
 
         applied, failed = await self._in_thread(apply)
         for change, record in applied:
+            await self._push_quota(change["tenant_id"])
             self._after_tier_change(change["tenant_id"], record, change["new_tier"])
         self._publish([("system.alert", change["tenant_id"],
                         {"alert": "scheduled tier change dropped", "new_tier": change["new_tier"],
@@ -518,6 +634,7 @@ class TenantService:
             return record, now
 
         record, now = await self._in_thread(tx)
+        await self._push_quota(tenant_id)
         shares = cpu_shares(record["service_tier"], priority)
         self._publish([("tenant.priority.changed", tenant_id,
                         {"old_priority": record["priority"], "new_priority": priority, "cpu_shares": shares})])
@@ -545,6 +662,7 @@ class TenantService:
             return record
 
         record = await self._in_thread(tx)
+        await self._push_quota(tenant_id)
         old = rows.quota_of(record)
         self._publish([("tenant.quota.changed", tenant_id, {"old_quota": old, "new_quota": {**old, **quota}})])
         return {"tenant_id": tenant_id, "quota_updated": True, "effective_immediately": True}
@@ -554,7 +672,7 @@ class TenantService:
     async def resources(self, principal: Principal, tenant_id: str) -> dict:
         authz.require(principal, PERMISSION["resources"], tenant_id)
         record = await self._in_thread(self._read_tenant, tenant_id)
-        usage = self._usage(record)
+        usage = self._usage(record, await self._measure(tenant_id))
         quota = rows.quota_of(record)
 
         def share(used: float, limit: float) -> str:
@@ -563,7 +681,7 @@ class TenantService:
         return {
             "tenant_id": tenant_id,
             "current_usage": {key: usage[key] for key in ("cpu_percent", "memory_mb", "storage_gb", "iops", "network_mbps",
-                                                          "active_connections", "source")},
+                                                          "active_connections", "storage_bytes", "source")},
             "quota": quota,
             "utilization": {
                 "cpu": share(usage["cpu_percent"], quota["cpu_percent"]),
@@ -577,22 +695,64 @@ class TenantService:
         with self.catalog.read() as conn:
             return self._require_tenant(conn, tenant_id)
 
-    async def isolation_memory(self, principal: Principal, tenant_id: str) -> dict:
-        """The engine allocator's per-tenant counters; the quota is real, the counters 0 until the engine runs."""
+    async def _engine_block(self, principal: Principal, tenant_id: str, block: str) -> tuple[dict, dict | None]:
+        """(catalog record, the instance's `block` of this tenant's stats or None)."""
         authz.require(principal, PERMISSION["isolation"], tenant_id)
         record = await self._in_thread(self._read_tenant, tenant_id)
+        stats = await self.fleet.stats(tenant_id) if self.fleet is not None else None
+        return record, (stats[block] if stats else None)
+
+    def _source(self, tenant_id: str) -> str:
+        instance = self.fleet.home.get(tenant_id) or self.fleet.instance_for(tenant_id)
+        return ENGINE_COUNTERS.format(instance=instance)
+
+    async def isolation_memory(self, principal: Principal, tenant_id: str) -> dict:
+        """The engine allocator's per-tenant counters (0 with a `source` while no instance serves the tenant)."""
+        record, memory = await self._engine_block(principal, tenant_id, "memory")
+        if memory is not None:
+            return {"tenant_id": tenant_id, **{key: int(memory[key]) for key in MEMORY_FIELDS}, "source": self._source(tenant_id)}
         return {"tenant_id": tenant_id, "allocated_bytes": 0, "quota_bytes": record["memory_mb"] << 20,
                 "peak_usage_bytes": 0, "oom_count": 0, "allocation_count": 0, "deallocation_count": 0,
                 "source": NOT_MEASURED}
 
     async def isolation_cpu(self, principal: Principal, tenant_id: str) -> dict:
         """The scheduler's parameters (real, from tier/priority/quota) and counters (0 until the engine runs)."""
-        authz.require(principal, PERMISSION["isolation"], tenant_id)
-        record = await self._in_thread(self._read_tenant, tenant_id)
+        record, cpu = await self._engine_block(principal, tenant_id, "cpu")
+        if cpu is not None:
+            return {"tenant_id": tenant_id, **{key: int(cpu[key]) for key in ("shares", "min_percent", "max_percent",
+                                                                              "used_cpu_ns", "throttled_ns")},
+                    "throttle_ratio": float(cpu["throttle_ratio"]), "allocation_percent": float(cpu["allocation_percent"]),
+                    "source": self._source(tenant_id)}
         return {"tenant_id": tenant_id, "shares": cpu_shares(record["service_tier"], record["priority"]),
                 "min_percent": guaranteed_cpu_percent(record["service_tier"], record["cpu_percent"]),
                 "max_percent": record["cpu_percent"], "used_cpu_ns": 0, "throttled_ns": 0, "throttle_ratio": 0.0,
                 "allocation_percent": 0.0, "source": NOT_MEASURED}
+
+    async def isolation_io(self, principal: Principal, tenant_id: str) -> dict:
+        """Datafile IO through the engine's VFS: operations, bytes, time throttled by the iops quota."""
+        record, io = await self._engine_block(principal, tenant_id, "io")
+        body = {"tenant_id": tenant_id, **{key: int((io or {}).get(key, 0)) for key in IO_FIELDS}}
+        body["iops_limit"] = int(io["iops_limit"]) if io else record["iops"]
+        return {**body, "source": self._source(tenant_id) if io else NOT_MEASURED}
+
+    async def isolation_buffer_pool(self, principal: Principal, tenant_id: str) -> dict:
+        """The tenant's partition of its instance's page buffer pool."""
+        record, pool = await self._engine_block(principal, tenant_id, "buffer_pool")
+        body = {"tenant_id": tenant_id, **{key: int((pool or {}).get(key, 0)) for key in POOL_FIELDS},
+                "hit_ratio": float((pool or {}).get("hit_ratio", 0.0))}
+        return {**body, "source": self._source(tenant_id) if pool else NOT_MEASURED}
+
+    async def isolation_network(self, principal: Principal, tenant_id: str) -> dict:
+        """Bytes on the tenant's PostgreSQL port (counted by its instance) and its rate limit."""
+        record, network = await self._engine_block(principal, tenant_id, "network")
+        rates = self.fleet.rates(tenant_id) if self.fleet is not None else None
+        body = {"tenant_id": tenant_id, "port": record["network_port"], "rate_limit_mbps": record["network_mbps"],
+                "bytes_received": int((network or {}).get("bytes_in", 0)),
+                "bytes_sent": int((network or {}).get("bytes_out", 0)),
+                "network_mbps": float(rates["network_mbps"]) if rates else 0.0,
+                "packets_dropped": 0,
+                "source": (NETWORK_SOURCE if network is not None else NOT_MEASURED)}
+        return body
 
     # ---- lookups for the auth and rate-limit middlewares (synchronous, fast)
 

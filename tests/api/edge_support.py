@@ -69,6 +69,8 @@ def unique_name(prefix: str = "edge") -> str:
 
 def example(schema: dict) -> Any:
     """A value valid for `schema` (the route-table subset): required fields only."""
+    if "example" in schema:  # a route's own valid example (webhook registration)
+        return schema["example"]
     kind = schema.get("type")
     kind = next(k for k in kind if k != "null") if isinstance(kind, list) else kind
     if "enum" in schema:

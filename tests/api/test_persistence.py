@@ -5,6 +5,7 @@ import datetime
 import sqlite3
 
 from tests.conftest import wait_for
+from tests.daemon import private_tenant_ports
 
 STABLE = ("tenant_id", "tenant_name", "service_tier", "state", "priority", "quota", "created_at", "pdb_id", "network_port")
 
@@ -16,7 +17,7 @@ def snapshot(daemon):
 
 
 def test_restart_keeps_everything(daemon_factory):
-    daemon = daemon_factory()
+    daemon = daemon_factory(env=private_tenant_ports())  # "lowest free port" below needs ports nobody else binds
     kept = daemon.create_tenant("kept_corp", tier="gold")["tenant_id"]
     paused = daemon.create_tenant("paused_corp")["tenant_id"]
     gone_created = daemon.create_tenant("gone_corp")

@@ -103,33 +103,34 @@ def test_event_fed_subscriptions_map_bus_events(tmp_path):
         app = App(tmp_path)
         mine = await app.services.tenants.create(ADMIN, tenant_name="mine", admin_user="mine@x.example",
                                                  admin_password="correct horse battery", service_tier="bronze")
+        pdb = mine["pdb_id"]  # a real PDB: the subscription checks that the caller may see it
         async with app:
             from rustymt.api.auth import issue_token
 
             scoped = issue_token(app.settings.server.data_dir, app.settings, "tenant_admin", tenant_id=mine["tenant_id"])
             admin_ws = await subscribed(app, app.token(), {
-                "pdb": ('subscription { pdbStateChanged(pdbId: "pdb_1") { pdbId oldState newState timestamp } }', None),
+                "pdb": (f'subscription {{ pdbStateChanged(pdbId: "{pdb}") {{ pdbId oldState newState timestamp }} }}', None),
                 "clone": ('subscription { cloneProgress(jobId: "job_1") { jobId progress bytesTransferred status estimatedCompletion } }', None),
                 "sla": ('subscription($t: ID!) { tenantSlaViolations(tenantId: $t) { violationType severity description timestamp } }', {"t": mine["tenant_id"]}),
                 "alert": ("subscription { systemAlerts { alertId severity source message tenantId } }", None),
             })
             scoped_ws = await subscribed(app, scoped, {
-                "pdb": ('subscription { pdbStateChanged(pdbId: "pdb_1") { pdbId newState } }', None)})
+                "pdb": (f'subscription {{ pdbStateChanged(pdbId: "{pdb}") {{ pdbId newState }} }}', None)})
             bus = app.services.bus
-            bus.publish("pdb.state.changed", "tenant_other", {"pdb_id": "pdb_1", "old_state": "mounted", "new_state": "open"})
+            bus.publish("pdb.state.changed", "tenant_other", {"pdb_id": pdb, "old_state": "mounted", "new_state": "open"})
             bus.publish("pdb.state.changed", mine["tenant_id"], {"pdb_id": "pdb_2", "old_state": "mounted", "new_state": "open"})
             bus.publish("clone.progress", "tenant_other", {"job_id": "job_1", "progress": 0.5, "bytes_transferred": 1024, "status": "in_progress"})
             bus.publish("clone.completed", "tenant_other", {"job_id": "job_1", "bytes_transferred": 2048})
             bus.publish("tenant.sla.violated", mine["tenant_id"], {"violation_type": "uptime", "current_value": 98.5, "sla_target": 99.5, "severity": "high"})
             alert = bus.publish("system.alert", None, {"severity": "critical", "source": "instance", "message": "shared instance restarted"})
-            bus.publish("pdb.state.changed", mine["tenant_id"], {"pdb_id": "pdb_1", "old_state": "open", "new_state": "closed"})
+            bus.publish("pdb.state.changed", mine["tenant_id"], {"pdb_id": pdb, "old_state": "open", "new_state": "closed"})
             admin_msgs = [await admin_ws.receive_json(timeout=5) for _ in range(7)]
             scoped_msg = await scoped_ws.receive_json(timeout=5)
             await admin_ws.close()
             await scoped_ws.close()
-            return admin_msgs, scoped_msg, alert, mine["tenant_id"]
+            return admin_msgs, scoped_msg, alert, mine["tenant_id"], pdb
 
-    admin_msgs, scoped_msg, alert, tenant_id = asyncio.run(scenario())
+    admin_msgs, scoped_msg, alert, tenant_id, pdb = asyncio.run(scenario())
     by_id = collections.defaultdict(list)
     for message in admin_msgs:
         by_id[message["id"]].append(message)
@@ -143,8 +144,8 @@ def test_event_fed_subscriptions_map_bus_events(tmp_path):
     assert sla["violationType"] == "uptime" and sla["severity"] == "HIGH" and "98.5" in sla["description"]
     assert by_id["alert"][0]["payload"]["data"]["systemAlerts"] == {
         "alertId": alert.event_id, "severity": "CRITICAL", "source": "instance", "message": "shared instance restarted", "tenantId": None}
-    # the scoped caller got its own tenant's pdb_1 change, not the other tenant's
-    assert scoped_msg["payload"]["data"]["pdbStateChanged"] == {"pdbId": "pdb_1", "newState": "CLOSED"}
+    # the scoped caller got its own tenant's PDB change, not the other tenant's
+    assert scoped_msg["payload"]["data"]["pdbStateChanged"] == {"pdbId": pdb, "newState": "CLOSED"}
 
 
 async def subscribed(app: App, token: str, operations: dict):

@@ -49,3 +49,10 @@ def test_every_key_is_in_the_markdown_table():
     table = config.markdown_table()
     for key in config.KEYS:
         assert f"`{key.dotted}`" in table and f"`{key.env}`" in table
+
+
+def test_readme_documents_every_key_exactly_as_generated():
+    import pathlib
+
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert config.markdown_table() in readme, "README's configuration table is stale: regenerate it with python -m rustymt.config"

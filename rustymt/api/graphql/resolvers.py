@@ -34,6 +34,9 @@ AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "ISOLATION_VIOLA
 # GraphQL field -> REST key where the name is not the camelCase of the key.
 FIELD_KEYS = {
     ("ResourceUsage", "currentIops"): "iops",
+    ("BufferPoolIsolationStats", "residentPages"): "resident",
+    ("BufferPoolIsolationStats", "minPages"): "min_frames",
+    ("BufferPoolIsolationStats", "maxPages"): "max_frames",
 }
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])([A-Z])")
@@ -237,7 +240,7 @@ async def q_metering_records(_root, info: GraphQLResolveInfo, tenantId: str, sta
     context = ctx(info)
     if endDate <= startDate:
         raise ServiceError("INVALID_REQUEST", "endDate must be after startDate", field="endDate")
-    method = getattr(context.services.tenants, "metering", None)
+    method = getattr(getattr(context.services, "metering", None), "records", None)
     if method is None:
         # No sampler writes metering records in this build: check access, then the truth is "none".
         authz.require(context.caller(), "resources:read", tenantId)
@@ -250,7 +253,7 @@ async def q_tenant_billing(_root, info: GraphQLResolveInfo, tenantId: str, perio
     context = ctx(info)
     if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
         raise ServiceError("INVALID_REQUEST", "period must be YYYY-MM", field="period")
-    method = service_method(context.services, "tenants", "billing", "billing")
+    method = service_method(context.services, "metering", "billing", "billing")
     return await method(context.caller(), tenantId, period=period)
 
 

@@ -39,8 +39,10 @@ LIST_RESPONSE = obj({
 })
 QUOTA_SHORT = obj({name: integer(1) for name in ("cpu_percent", "memory_mb", "storage_gb", "iops", "max_connections")})
 QUOTA_FULL = obj({name: integer(1) for name in QUOTA_LIMITS})
+STORAGE_BYTES = integer(0, description="datafile bytes (WAL included) of the tenant's live PDBs; storage_gb rounds it")
 USAGE = obj({"cpu_percent": number(), "memory_mb": integer(0), "storage_gb": integer(0), "iops": integer(0),
-             "active_connections": integer(0), "source": SOURCE_NOTE}, required=("cpu_percent", "memory_mb", "storage_gb", "iops", "active_connections"))
+             "active_connections": integer(0), "storage_bytes": STORAGE_BYTES, "source": SOURCE_NOTE},
+            required=("cpu_percent", "memory_mb", "storage_gb", "iops", "active_connections"))
 GET_RESPONSE = obj({
     "tenant_id": string(), "tenant_name": string(), "service_tier": TIER, "state": STATE, "priority": PRIORITY,
     "quota": QUOTA_SHORT, "usage": USAGE,
@@ -64,7 +66,8 @@ TIER_RESPONSE = obj({
 RESOURCES_RESPONSE = obj({
     "tenant_id": string(),
     "current_usage": obj({"cpu_percent": number(), "memory_mb": integer(0), "storage_gb": integer(0), "iops": integer(0),
-                          "network_mbps": integer(0), "active_connections": integer(0), "source": SOURCE_NOTE},
+                          "network_mbps": integer(0), "active_connections": integer(0), "storage_bytes": STORAGE_BYTES,
+                          "source": SOURCE_NOTE},
                          required=("cpu_percent", "memory_mb", "storage_gb", "iops", "network_mbps", "active_connections")),
     "quota": QUOTA_FULL,
     "utilization": obj({name: string(description='percent of quota, e.g. "22.6%"') for name in ("cpu", "memory", "storage", "connections")}),
