@@ -1,8 +1,16 @@
 """The control-plane catalog: one SQLite file, WAL, foreign keys, migrations.
 
 Each thread gets its own connection (sqlite3 connections must not be shared
-across threads; the service layer runs catalog work in worker threads so the
-event loop never waits on a disk sync). Connections are in autocommit mode and
+across threads; the service layer runs writes and heavy reads in worker threads
+so the event loop never waits on a lock or a disk sync). Short indexed reads
+(`read_now`, the GET paths) run on the calling thread instead, on a separate
+read-only connection: in WAL mode a reader takes no lock a writer holds and
+never syncs, so a one-row SELECT costs tens of microseconds, less than the
+hand-off to a worker thread and back (asyncio.to_thread: 70-190 us of CPU plus
+two thread switches, measured under wrk load; docs/api.md "Performance").
+`read_cached` goes one step further for the hottest GETs: it keeps a read's
+result until SQLite's data_version says some connection (this process's
+writers or any other process) committed, so a repeated GET costs one PRAGMA. Connections are in autocommit mode and
 every mutation is one explicit `BEGIN IMMEDIATE` transaction: the write lock is
 taken up front, so two concurrent creates of one name serialize at BEGIN and
 the second sees the first's row instead of failing late on a stale snapshot.
@@ -15,11 +23,14 @@ import contextlib
 import os
 import sqlite3
 import threading
-from typing import Iterator
+from typing import Callable, Hashable, Iterator, TypeVar
 
 from rustymt.catalog.migrations import migrate
 
 BUSY_TIMEOUT_MS = 10_000
+READ_CACHE_ENTRIES = 4096  # per thread; all dropped at once when full (a bound, not an LRU)
+
+T = TypeVar("T")
 
 
 class CatalogError(RuntimeError):
@@ -49,10 +60,11 @@ class Catalog:
             raise CatalogError(f"cannot open catalog {path}: {exc}") from exc
         return catalog
 
-    def _connection(self) -> sqlite3.Connection:
+    def _connection(self, role: str = "conn") -> sqlite3.Connection:
+        """This thread's connection for `role`: "conn" (read/write) or "reader" (query_only)."""
         if self._closed:
             raise CatalogError("catalog is closed")
-        conn = getattr(self._local, "conn", None)
+        conn = getattr(self._local, role, None)
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
             conn.row_factory = sqlite3.Row
@@ -60,7 +72,11 @@ class Catalog:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
-            self._local.conn = conn
+            if role == "reader":
+                # Enforced by SQLite: a write through this connection fails
+                # instead of taking the write lock on the event-loop thread.
+                conn.execute("PRAGMA query_only = ON")
+            setattr(self._local, role, conn)
             with self._lock:
                 self._connections.append(conn)
         return conn
@@ -77,16 +93,53 @@ class Catalog:
             self._rollback(conn)
             raise
 
-    @contextlib.contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
+    def read(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A consistent snapshot for several SELECTs."""
-        conn = self._connection()
+        return self._snapshot(self._connection())
+
+    def read_now(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """A consistent snapshot on this thread's read-only connection, for a
+        few short indexed SELECTs run right here (the event-loop thread's GET
+        paths): WAL readers wait on no writer and never sync. Scans, writes and
+        anything touching files belong in a worker thread with read()/write()."""
+        return self._snapshot(self._connection("reader"))
+
+    def read_cached(self, key: Hashable, query: Callable[[sqlite3.Connection], T]) -> T:
+        """query(conn) in a read_now() snapshot, or the result it gave for `key`
+        when nothing was committed to the catalog since.
+
+        `PRAGMA data_version` changes when any other connection, in this
+        process or another, commits; this thread's reader never writes, so an
+        unchanged value means every earlier result is still the catalog's
+        truth. The version is read before the snapshot: a commit in between
+        makes the stored result newer than its version, never staler. Results
+        are shared between callers and must not be mutated; a query that
+        raises stores nothing.
+        """
+        conn = self._connection("reader")
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        cache = getattr(self._local, "read_cache", None)
+        if cache is None or cache[0] != version:
+            cache = self._local.read_cache = (version, {})
+        results = cache[1]
+        if key in results:
+            return results[key]
+        with self._snapshot(conn):
+            result = query(conn)
+        if len(results) >= READ_CACHE_ENTRIES:
+            results.clear()
+        results[key] = result
+        return result
+
+    @classmethod
+    @contextlib.contextmanager
+    def _snapshot(cls, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("BEGIN")
         try:
             yield conn
             conn.execute("COMMIT")
         except BaseException:
-            self._rollback(conn)
+            cls._rollback(conn)
             raise
 
     @staticmethod

@@ -15,6 +15,7 @@ the guarantees of all live tenants would exceed the host's CPU. Ceilings
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -77,6 +78,11 @@ SLA_SOURCE = ("uptime_percent: share of the tenant's lifetime spent in state act
               "response times are not measured until the engine serves the tenant")
 
 
+# The state log's timestamps never change once written: parse each once (GET tenant computes uptime every call).
+_instant = functools.lru_cache(maxsize=65_536)(timeutil.from_iso)
+# The clock has whole seconds: each second's ISO string is formatted once, not on every GET (strftime).
+_iso = functools.lru_cache(maxsize=16)(timeutil.to_iso)
+
 MIB, GIB = 1 << 20, 1 << 30
 MEMORY_FIELDS = ("allocated_bytes", "quota_bytes", "peak_usage_bytes", "oom_count", "allocation_count", "deallocation_count")
 IO_FIELDS = ("reads", "writes", "bytes", "read_bytes", "write_bytes", "throttled_ns")
@@ -122,7 +128,7 @@ class TenantService:
         return await asyncio.to_thread(function, *args)
 
     def _now(self) -> str:
-        return timeutil.to_iso(self.clock())
+        return _iso(self.clock())
 
     def _publish(self, events: list[tuple[str, str | None, dict]]) -> None:
         for event_type, tenant_id, data in events:
@@ -277,16 +283,17 @@ class TenantService:
         tier = inputs.choice("tier", tier, TIER_NAMES) if tier is not None else None
         state = inputs.choice("state", state, STATE_NAMES) if state is not None else None
 
-        def query():
-            with self.catalog.read() as conn:
-                # A tenant-scoped caller sees only its own tenant, never others' metadata.
-                return rows.page(conn, offset=(page - 1) * page_size, limit=page_size, tier=tier, state=state,
-                                 tenant_id=principal.tenant_id)
+        def query(conn: sqlite3.Connection) -> tuple[int, list[dict]]:
+            # A tenant-scoped caller sees only its own tenant, never others' metadata.
+            total, records = rows.page(conn, offset=(page - 1) * page_size, limit=page_size, tier=tier, state=state,
+                                       tenant_id=principal.tenant_id)
+            return total, [{key: record[key] for key in ("tenant_id", "tenant_name", "service_tier", "state", "created_at")}
+                           for record in records]
 
-        total, records = await self._in_thread(query)
+        # Two SELECTs over a small catalog, on this thread and kept until the next commit (Catalog.read_cached).
+        total, summaries = self.catalog.read_cached(("list", page, page_size, tier, state, principal.tenant_id), query)
         return {
-            "tenants": [{key: record[key] for key in ("tenant_id", "tenant_name", "service_tier", "state", "created_at")}
-                        for record in records],
+            "tenants": summaries,
             "total": total,
             "page": page,
             "page_size": page_size,
@@ -296,13 +303,15 @@ class TenantService:
         """Everything known about a tenant (GraphQL's Tenant); REST's GET is a projection of it."""
         authz.require(principal, PERMISSION["get"], tenant_id)
 
-        def query():
-            with self.catalog.read() as conn:
-                record = self._require_tenant(conn, tenant_id)
-                return record, cdb_rows.pdbs_of_tenant(conn, tenant_id), rows.state_history(conn, tenant_id), \
-                    rows.pending_tier_change(conn, tenant_id)
+        def query(conn: sqlite3.Connection) -> tuple:
+            record = self._require_tenant(conn, tenant_id)
+            return record, cdb_rows.pdbs_of_tenant(conn, tenant_id), rows.state_history(conn, tenant_id), \
+                rows.pending_tier_change(conn, tenant_id)
 
-        return self._describe_body(*await self._in_thread(query), measured=await self._measure(tenant_id))
+        # Four one-tenant SELECTs, on this thread and kept until the next commit (Catalog.read_cached);
+        # the body is still built per call (uptime and last_updated move with the clock).
+        return self._describe_body(*self.catalog.read_cached(("describe", tenant_id), query),
+                                   measured=await self._measure(tenant_id))
 
     async def describe_many(self, principal: Principal, tenant_ids: list[str]) -> dict[str, dict | ServiceError]:
         """describe() of many tenants in one catalog read (GraphQL lists): {tenant_id: body or refusal}.
@@ -438,12 +447,12 @@ class TenantService:
         if not history:
             return 0.0
         now = self.clock()
-        start = timeutil.from_iso(history[0][1])
+        start = _instant(history[0][1])
         active_seconds = 0.0
         for index, (state, at) in enumerate(history):
-            until = timeutil.from_iso(history[index + 1][1]) if index + 1 < len(history) else now
+            until = _instant(history[index + 1][1]) if index + 1 < len(history) else now
             if state == TenantState.ACTIVE.value:
-                active_seconds += (until - timeutil.from_iso(at)).total_seconds()
+                active_seconds += (until - _instant(at)).total_seconds()
         lifetime = (now - start).total_seconds()
         if lifetime <= 0:  # created within this second
             return 100.0 if history[-1][0] == TenantState.ACTIVE.value else 0.0

@@ -77,3 +77,49 @@ def test_two_processes_racing_on_one_name_make_one_tenant(tmp_path):
     assert {error.code for error in losers} == {"TENANT_ALREADY_EXISTS"}
     for stack in stacks:
         stack.catalog.close()
+
+
+def test_read_now_is_a_read_only_connection_of_its_own(tmp_path):
+    catalog = Catalog.open(str(tmp_path / "catalog.db"))
+    try:
+        with catalog.write() as conn:
+            conn.execute("INSERT INTO cdb (id, cdb_name, created_at) VALUES (1, 'CDB1', 'x')")
+        with catalog.read_now() as reader:
+            assert reader.execute("SELECT cdb_name FROM cdb").fetchone()[0] == "CDB1"  # sees what was committed
+            with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
+                reader.execute("DELETE FROM cdb")  # the event loop's connection can never take the write lock
+        with catalog.read() as conn:
+            assert conn.execute("SELECT count(*) FROM cdb").fetchone()[0] == 1
+    finally:
+        catalog.close()
+
+
+def test_read_cached_answers_from_memory_until_any_connection_commits(tmp_path):
+    path = str(tmp_path / "catalog.db")
+    catalog = Catalog.open(path)
+    runs = []
+
+    def names(conn):
+        runs.append(1)
+        return [row[0] for row in conn.execute("SELECT cdb_name FROM cdb")]
+
+    def refuse(conn):
+        runs.append(1)
+        raise ServiceError("NOT_FOUND", "nothing here")
+
+    try:
+        assert catalog.read_cached("names", names) == [] and len(runs) == 1
+        assert catalog.read_cached("names", names) == [] and len(runs) == 1  # nothing committed: not run again
+        with catalog.write() as conn:  # this process's writer connection
+            conn.execute("INSERT INTO cdb (id, cdb_name, created_at) VALUES (1, 'CDB1', 'x')")
+        assert catalog.read_cached("names", names) == ["CDB1"] and len(runs) == 2
+        other = sqlite3.connect(path, isolation_level=None)  # as another process would commit
+        other.execute("UPDATE cdb SET cdb_name = 'CDB2'")
+        other.close()
+        assert catalog.read_cached("names", names) == ["CDB2"] and len(runs) == 3
+        for _ in range(2):  # a refusal is never kept
+            with pytest.raises(ServiceError):
+                catalog.read_cached("missing", refuse)
+        assert len(runs) == 5
+    finally:
+        catalog.close()
