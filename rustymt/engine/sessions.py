@@ -52,11 +52,20 @@ class TenantConnection(_core.Connection):
         self.lockdown_profile = None  # name of the PDB's lockdown profile: named in 42501 messages
 
     def prepare(self, sql):
+        return self._compile(_core.Connection.prepare, sql)
+
+    def prepare_and_fetch(self, sql, n):
+        # The wire's fast path compiles through here too: the same checks apply.
+        return self._compile(_core.Connection.prepare_and_fetch, sql, n)
+
+    def _compile(self, compile_call, sql, *args):
+        """Every statement the tenant compiles: refused once the session was
+        ended, counted, and a lockdown refusal names the profile."""
         if self.ended_with is not None:
             raise self.ended_with
         self.counter.count += 1  # GIL-protected increment: good enough for a statistic
         try:
-            return _core.Connection.prepare(self, sql)
+            return compile_call(self, sql, *args)
         except _core.SQLiteError as exc:  # the authorizer refuses at prepare time
             if self.lockdown_profile and "not authorized" in exc.message:
                 raise _core.SQLiteError(exc.code, exc.extended_code,
