@@ -103,6 +103,15 @@ def parse_port_range(value: Any) -> tuple[int, int]:
     return low, high
 
 
+def parse_dir(value: Any) -> str:
+    """A directory, made absolute against the working directory at start-up,
+    so that paths the API reports (datafiles, manifests) are absolute."""
+    text = parse_str(value).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    return os.path.abspath(os.path.expanduser(text))
+
+
 def parse_str_list(value: Any) -> tuple[str, ...]:
     """A TOML array of strings, or a comma-separated env string."""
     if isinstance(value, str):
@@ -149,7 +158,7 @@ class Key:
 
 KEYS: list[Key] = [
     Key("server", "listen", parse_listen, "127.0.0.1:8420", "REST/GraphQL listen address HOST:PORT"),
-    Key("server", "data_dir", parse_str, "./var", "data directory (catalog, keys, PDB files, sockets)"),
+    Key("server", "data_dir", parse_dir, "./var", "data directory (catalog, keys, PDB files, sockets)"),
     Key("server", "max_body_bytes", int_in(1024, 64 << 20), 1 << 20, "largest accepted HTTP request body; larger -> 413"),
     Key("server", "log_level", one_of("debug", "info", "warning", "error"), "info", "daemon log level"),
     Key("auth", "algorithms", algorithm_list, "EdDSA", "JWT algorithms accepted (pinned): EdDSA and/or HS256"),

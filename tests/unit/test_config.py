@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from rustymt import config
@@ -6,7 +8,7 @@ from rustymt import config
 def test_defaults_are_the_documented_embedded_default():
     settings = config.load(env={})
     assert settings.server.listen == ("127.0.0.1", 8420)
-    assert settings.server.data_dir == "./var"
+    assert settings.server.data_dir == os.path.abspath("./var")
     assert settings.tenant.ports == (20000, 20999)
     assert settings.auth.algorithms == ("EdDSA",)
 
