@@ -183,9 +183,11 @@ class PgServer:
         """Hand the socket to the session's thread and wait until it is done."""
         transport = state.writer.transport
         transport.pause_reading()
-        while transport.get_write_buffer_size():
-            await state.write(b"")
-            await asyncio.sleep(0.001)  # startup replies still draining (rare; a few hundred bytes)
+        if transport.get_write_buffer_size():
+            # Startup replies still queued (rare; a few hundred bytes): with a
+            # zero high-water mark drain() returns only once the buffer is empty.
+            transport.set_write_buffer_limits(high=0)
+            await state.writer.drain()
         sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
         transport.abort()  # closes asyncio's descriptor only; `sock` keeps the connection
         state.raw = sock
