@@ -14,7 +14,7 @@ import weakref
 
 from aiohttp import web
 
-from rustymt.api.request import json_response, principal, services
+from rustymt.api.request import json_body, json_response, principal, services
 from rustymt.catalog import jobs as job_rows
 from rustymt.engine import storage
 from rustymt.service.errors import ServiceError
@@ -63,6 +63,16 @@ async def idempotent(request: web.Request, run) -> web.Response:
 
         await asyncio.to_thread(remember)
         return json_response(body, status=status)
+
+
+async def create_once(request: web.Request, status: int, call) -> web.Response:
+    """A creating POST: call(principal, **body) once per Idempotency-Key."""
+    body = await json_body(request)
+
+    async def run():
+        return status, await call(principal(request), **body)
+
+    return await idempotent(request, run)
 
 
 def idempotency_scope(principal) -> str:

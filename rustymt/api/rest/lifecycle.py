@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from rustymt.api.idempotency import idempotent
+from rustymt.api.idempotency import create_once, idempotent
 from rustymt.api.request import json_body, json_response, principal, services
 from rustymt.api.routing import Route
 from rustymt.api.schema import ERROR, TIMESTAMP, array, boolean, enum, integer, number, obj, string
-from rustymt.service.errors import ServiceError
 from rustymt.service.lifecycle import CLONE_TYPES
 
 
@@ -73,19 +72,9 @@ def answers(ok_status: int, ok_schema: dict, *errors: int) -> dict[int, dict]:
 # ---- handlers
 
 
-async def _create(request: web.Request, status: int, call) -> web.Response:
-    """A creating POST: call(principal, **body) once per Idempotency-Key."""
-    body = await json_body(request)
-
-    async def run():
-        return status, await call(principal(request), **body)
-
-    return await idempotent(request, run)
-
-
 async def clone_pdb(request: web.Request) -> web.Response:
     lifecycle, pdb_id = services(request).lifecycle, request.match_info["pdb_id"]
-    return await _create(request, 202, lambda who, **body: lifecycle.clone(who, pdb_id, **body))
+    return await create_once(request, 202, lambda who, **body: lifecycle.clone(who, pdb_id, **body))
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -114,7 +103,7 @@ async def plug_pdb(request: web.Request) -> web.Response:
 
 
 async def create_profile(request: web.Request) -> web.Response:
-    return await _create(request, 201, services(request).lifecycle.create_lockdown_profile)
+    return await create_once(request, 201, services(request).lifecycle.create_lockdown_profile)
 
 
 async def list_profiles(request: web.Request) -> web.Response:
@@ -136,7 +125,7 @@ async def apply_profile(request: web.Request) -> web.Response:
 
 
 async def create_common_user(request: web.Request) -> web.Response:
-    return await _create(request, 201, services(request).lifecycle.create_common_user)
+    return await create_once(request, 201, services(request).lifecycle.create_common_user)
 
 
 async def list_common_users(request: web.Request) -> web.Response:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from rustymt.api.idempotency import idempotent
+from rustymt.api.idempotency import create_once
 from rustymt.api.request import json_body, json_response, principal, query, services
 from rustymt.api.routing import Route
 from rustymt.api.schema import ERROR, TIMESTAMP, array, boolean, enum, integer, obj, string
@@ -42,12 +42,7 @@ def answers(ok_status: int, ok_schema: dict, *errors: int) -> dict[int, dict]:
 
 
 async def create_pdb(request: web.Request) -> web.Response:
-    body = await json_body(request)
-
-    async def run():
-        return 201, await services(request).pdbs.create(principal(request), **body)
-
-    return await idempotent(request, run)
+    return await create_once(request, 201, services(request).pdbs.create)
 
 
 async def open_pdb(request: web.Request) -> web.Response:

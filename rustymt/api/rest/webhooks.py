@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from rustymt.api.idempotency import idempotent
-from rustymt.api.request import json_body, json_response, principal, query, services
+from rustymt.api.idempotency import create_once
+from rustymt.api.request import json_response, principal, query, services
 from rustymt.api.routing import Route
 from rustymt.api.schema import ERROR, array, boolean, integer, obj, string
 from rustymt.events.webhooks import DELIVERY_STATES, MAX_SECRET_LENGTH, MAX_URL_LENGTH, PERMISSION
@@ -31,12 +31,7 @@ TAGS = ("webhooks",)
 
 
 async def register_webhook(request: web.Request) -> web.Response:
-    body = await json_body(request)
-
-    async def run():
-        return 201, await services(request).webhooks.register(principal(request), **body)
-
-    return await idempotent(request, run)
+    return await create_once(request, 201, services(request).webhooks.register)
 
 
 async def list_webhooks(request: web.Request) -> web.Response:
