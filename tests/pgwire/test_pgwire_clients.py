@@ -9,7 +9,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from conftest import PASSWORD
+from tests.pgwire.conftest import PASSWORD
 from tests.conftest import wait_for
 
 PSQL_SCRIPT = r"""

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from conftest import PASSWORD
+from tests.pgwire.conftest import PASSWORD
 from tests.conftest import wait_for
 
 FOREVER = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
@@ -84,7 +84,7 @@ def test_read_only_database_write_is_25006(pg):
 def test_tenant_memory_quota_is_53200_and_the_session_survives(pg):
     from rustymt._native import _core
 
-    from conftest import QUOTA_SLOT
+    from tests.pgwire.conftest import QUOTA_SLOT
     if not os.path.exists(pg.backend.path_of("quota")):
         pg.backend.create_database("quota")
     with psycopg.connect(pg.dsn("quota"), autocommit=True) as conn:
@@ -123,7 +123,7 @@ def test_cancel_request_interrupts_the_running_statement_57014(pg, db):
 def test_cancel_with_wrong_secret_does_nothing(pg, db):
     import socket
 
-    from pgwire_client import cancel_request
+    from tests.pgwire.pgwire_client import cancel_request
     with psycopg.connect(pg.dsn(db), autocommit=True) as conn:
         pid = conn.info.backend_pid
         secret, session = pg.server.sessions[pid]

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from rustymt.engine import scram
 from rustymt.engine.pgwire import protocol as P
-from pgwire_client import (SYNC, ScramClient, bind, cancel_request, error_fields, execute, gssenc_request, msg, parse,
+from tests.pgwire.pgwire_client import (SYNC, ScramClient, bind, cancel_request, error_fields, execute, gssenc_request, msg, parse,
                            query, split_messages, ssl_request, startup)
 
 VERIFIER = scram.make_verifier("pw", iterations=64)

@@ -7,8 +7,8 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from conftest import PASSWORD, ServerThread
-from pgwire_client import (ScramClient, error_fields, msg, query, read_until, split_messages, ssl_request, startup)
+from tests.pgwire.conftest import PASSWORD, ServerThread
+from tests.pgwire.pgwire_client import (ScramClient, error_fields, msg, query, read_until, split_messages, ssl_request, startup)
 from tests.conftest import wait_for
 
 

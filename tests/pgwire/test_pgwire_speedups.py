@@ -65,7 +65,7 @@ def test_parse_bind_twins_agree_on_random_bodies(body):
 @given(st.text(max_size=8).filter(lambda s: "\0" not in s), st.lists(st.integers(0, 1), max_size=4),
        st.lists(st.one_of(st.none(), st.binary(max_size=12)), max_size=6), st.lists(st.integers(0, 1), max_size=4))
 def test_parse_bind_twins_agree_on_valid_binds(name, param_formats, params, result_formats):
-    from pgwire_client import bind
+    from tests.pgwire.pgwire_client import bind
     body = bind(name, "s" + name, params, param_formats, result_formats)[5:]
     expected = (name, "s" + name, param_formats, params, result_formats)
     assert framing.parse_bind_c(body) == framing.parse_bind_py(body) == expected

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import ServerThread
+from tests.pgwire.conftest import ServerThread
 
 
 def self_signed(directory):
