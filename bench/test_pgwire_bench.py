@@ -4,7 +4,8 @@ clients, 100k accounts. Reports the TPS ratio (rustymt / PostgreSQL) and p99
 latencies. Run:
 
     .venv/bin/python -m pytest bench/test_pgwire_bench.py -s
-    RUSTYMT_PGBENCH_SECONDS=30 ...   (default 10 s per run)
+    RUSTYMT_PGBENCH_SECONDS=30 RUSTYMT_PGBENCH_ROUNDS=5 ...
+      (default: 10 s per side and script/mode, in 3 alternating slices)
 
 PostgreSQL comes from Debian's postgresql-15 package (scripts/apt-packages.txt):
 the bench runs initdb into a throwaway directory as the `postgres` user (the

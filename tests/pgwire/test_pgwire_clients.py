@@ -3,14 +3,12 @@ psql, psycopg 3, asyncpg and pgbench."""
 import asyncio
 import decimal
 import subprocess
-import threading
 
 import asyncpg
 import psycopg
 import pytest
 
 from tests.pgwire.conftest import PASSWORD
-from tests.conftest import wait_for
 
 PSQL_SCRIPT = r"""
 \set ON_ERROR_STOP 1

@@ -631,7 +631,7 @@ class Session:
         if describe:
             out.append(M.row_description(fields))
         out.append(encode_rows(rows, [C.text_encoder(C.TEXT)] * len(fields)))
-        out.append(M.command_complete(f"SHOW"))
+        out.append(M.command_complete("SHOW"))
 
 
 _CANONICAL = {name.lower(): name for name in DEFAULT_SETTINGS}
