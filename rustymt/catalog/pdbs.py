@@ -12,8 +12,8 @@ LIVE = "state != 'dropped'"
 MAX_SLOT = 255  # native slots 1..255; 0 is the system
 
 
-SELECT = ("SELECT pdbs.*, pdb_files.guid, coalesce(pdb_files.datafiles_kept, 0) AS datafiles_kept "
-          "FROM pdbs LEFT JOIN pdb_files USING (pdb_id)")
+SELECT = ("SELECT pdbs.*, pdb_files.guid, coalesce(pdb_files.datafiles_kept, 0) AS datafiles_kept, "
+          "pdb_files.datafiles_dir FROM pdbs LEFT JOIN pdb_files USING (pdb_id)")
 
 
 def get(conn: sqlite3.Connection, pdb_id: str) -> dict[str, Any] | None:
@@ -55,6 +55,11 @@ def set_state(conn: sqlite3.Connection, pdb_id: str, state: str, open_mode: str 
 def set_datafiles_kept(conn: sqlite3.Connection, pdb_id: str, kept: bool) -> None:
     conn.execute("INSERT INTO pdb_files (pdb_id, guid, datafiles_kept) VALUES (?, '', ?) "
                  "ON CONFLICT (pdb_id) DO UPDATE SET datafiles_kept = excluded.datafiles_kept", (pdb_id, int(kept)))
+
+
+def set_datafiles_dir(conn: sqlite3.Connection, pdb_id: str, datafiles_dir: str | None) -> None:
+    """Where an unplugged PDB's datafiles went (None: its own folder under pdbs/)."""
+    conn.execute("UPDATE pdb_files SET datafiles_dir = ? WHERE pdb_id = ?", (datafiles_dir, pdb_id))
 
 
 def live(conn: sqlite3.Connection) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ import time
 import uuid
 
 from rustymt._native import _core
-from rustymt.engine import storage
+from rustymt.engine import crashpoint, storage
 from rustymt.engine.storage import execute
 
 FICLONE = 0x40049409          # _IOW(0x94, 9, int), linux/fs.h
@@ -145,6 +145,7 @@ def hot_clone(source_folder: str, stage: str, progress: Progress | None = None,
     for name in tablespace_files(source_folder):
         progress.check()
         _hot_copy_file(os.path.join(source_folder, name), os.path.join(stage, name), progress, pages_per_step)
+        crashpoint.reached("clone_hot", f"copied {name}")
 
 
 # ---- snapshot
@@ -214,6 +215,7 @@ def snapshot_clone(source_folder: str, stage: str, allow_full_copy: bool = False
                 execute(lock, "ROLLBACK")
         finally:
             lock.close()
+        crashpoint.reached("clone_snapshot", f"cloned {name}")
     return method
 
 
@@ -259,6 +261,7 @@ def metadata_clone(source_folder: str, stage: str, progress: Progress | None = N
         else:
             _metadata_copy_file(source, target)
         progress.advance(os.path.getsize(target))
+        crashpoint.reached("clone_metadata_only", f"copied the schema of {name}")
 
 
 # ---- identity
@@ -295,7 +298,9 @@ def clone_pdb(data_dir: str, source_folder: str, pdb_id: str, pdb_name: str, clo
     stage = storage._new_stage(data_dir, f"clone-{pdb_id}")
     started = time.monotonic()
     progress = progress or Progress(source_bytes(source_folder))
+    op = f"clone_{clone_type}"
     try:
+        crashpoint.reached(op, "stage made")
         if clone_type == "hot":
             hot_clone(source_folder, stage, progress, pages_per_step)
             method = "backup"
@@ -305,9 +310,11 @@ def clone_pdb(data_dir: str, source_folder: str, pdb_id: str, pdb_name: str, clo
             metadata_clone(source_folder, stage, progress)
             method = "metadata"
         guid = set_identity(stage, pdb_id, pdb_name)
+        crashpoint.reached(op, "identity set")
         for name in os.listdir(stage):
             os.chmod(os.path.join(stage, name), 0o600)
         storage._fsync_tree(stage)
+        crashpoint.reached(op, "staged")
         progress.finish()
     except BaseException:
         storage.discard(stage)

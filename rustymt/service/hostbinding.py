@@ -127,8 +127,6 @@ class HostBinding:
         self._migrating: set[str] = set()
         self._lookup: sqlite3.Connection | None = None
         self._lookup_lock = threading.Lock()
-        with catalog.write() as conn:
-            placement_rows.ensure_table(conn)
 
     @classmethod
     def from_settings(cls, settings: Any, catalog: Catalog, bus: EventBus, fleet: Any = None) -> "HostBinding":

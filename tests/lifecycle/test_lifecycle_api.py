@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import tempfile
 import threading
 
 import psycopg
@@ -19,11 +21,21 @@ def series(n: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def daemon(tmp_path_factory):
+def other_filesystem_root():
+    """An export root on another filesystem than the data dir (tmpfs), for unplug's copy path."""
+    root = tempfile.mkdtemp(prefix="rustymt-test-exports-", dir="/dev/shm")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, other_filesystem_root):
     from tests.daemon import Daemon
 
     low = random.randrange(21000, 32000, 100)  # own range (others run daemons too), below the ephemeral ports
-    daemon = Daemon.start(str(tmp_path_factory.mktemp("lifecycle") / "data"), {"RUSTYMT_TENANT_PORTS": f"{low}-{low + 99}"})
+    data_dir = str(tmp_path_factory.mktemp("lifecycle") / "data")
+    roots = f"{data_dir}/exports,{other_filesystem_root}"
+    daemon = Daemon.start(data_dir, {"RUSTYMT_TENANT_PORTS": f"{low}-{low + 99}", "RUSTYMT_LIFECYCLE_EXPORT_ROOTS": roots})
     yield daemon
     daemon.stop()
 
@@ -182,6 +194,85 @@ def test_unplug_and_plug_round_trip(daemon):
         handle.write(b"\x00\x01\x02")
     tampered = acme.call("POST", plug, {"xml_path": "acme.xml", "pdb_name": "ACME_T", "dry_run": True})
     assert any(v["severity"] == "ERROR" and "SHA-256" in v["message"] for v in tampered.json["violations"])
+
+
+def ledger_pdb(daemon, name: str, rows: int) -> "Tenant":
+    tenant = Tenant(daemon, name)
+    with tenant.connect(autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger(id INTEGER PRIMARY KEY, amount INTEGER, note TEXT)")
+        conn.execute("INSERT INTO ledger(amount, note) SELECT value, hex(randomblob(50)) FROM " + series(rows))
+        tenant.rows = conn.execute("SELECT id, amount, note FROM ledger ORDER BY id").fetchall()
+    assert tenant.call("POST", f"/api/v1/pdbs/{tenant.pdb_id}/close", {"mode": "IMMEDIATE"}).status == 200
+    return tenant
+
+
+def open_and_read(tenant: "Tenant", pdb_id: str, pdb_name: str) -> list:
+    assert tenant.call("POST", f"/api/v1/pdbs/{pdb_id}/open", {"mode": "READ_WRITE"}).status == 200
+    with tenant.connect(pdb_name) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return conn.execute("SELECT id, amount, note FROM ledger ORDER BY id").fetchall()
+
+
+def test_unplug_moving_datafiles_on_one_filesystem_then_plug_in_place(daemon):
+    """keep_datafiles false, same filesystem: the datafiles are hard-linked beside the
+    manifest, the PDB's folder leaves the data dir, a restart keeps it that way, and an
+    in-place plug serves the same rows from them (then the export folder is gone)."""
+    acme = ledger_pdb(daemon, "acmemove", 3000)
+    exports = os.path.realpath(os.path.join(daemon.data_dir, "exports"))
+    folder = os.path.join(daemon.data_dir, "pdbs", acme.pdb_id)
+    inode = os.stat(os.path.join(folder, "users.db")).st_ino
+    unplug = f"/api/v1/pdbs/{acme.pdb_id}/unplug"
+    assert acme.call("POST", unplug, {"xml_path": "m/acme.xml", "keep_datafiles": "no"}).status == 400
+    os.makedirs(os.path.join(exports, "taken_datafiles"))
+    taken = acme.call("POST", unplug, {"xml_path": "taken.xml", "keep_datafiles": False})
+    assert taken.status == 400 and "taken_datafiles already exists" in taken.text  # never into an existing folder
+    assert not os.path.exists(os.path.join(exports, "taken.xml"))
+    answer = acme.call("POST", unplug, {"xml_path": "m/acme.xml", "keep_datafiles": False})
+    assert answer.status == 200, answer.text
+    moved = os.path.join(exports, "m", "acme_datafiles")
+    assert answer.json["xml_manifest"] == os.path.join(exports, "m", "acme.xml") and answer.json["keep_datafiles"] is False
+    assert answer.json["datafiles_dir"] == moved and answer.json["method"] == "link"
+    assert not os.path.exists(folder), "nothing of the PDB stays in the data dir"
+    assert sorted(os.listdir(moved)) == ["system.db", "users.db"]
+    assert os.stat(os.path.join(moved, "users.db")).st_ino == inode  # moved, not copied
+    assert os.listdir(os.path.join(daemon.data_dir, "staging")) == []
+    daemon.restart()  # startup reconcile must not take the missing folder for a lost PDB
+    assert acme.call("GET", f"/api/v1/pdbs/{acme.pdb_id}").json["state"] == "unplugged"
+    assert sorted(os.listdir(moved)) == ["system.db", "users.db"]
+    dry = acme.call("POST", "/api/v1/pdbs/plug", {"xml_path": "m/acme.xml", "copy_datafiles": False, "dry_run": True})
+    assert dry.json == {"violations": []}
+    plugged = acme.call("POST", "/api/v1/pdbs/plug", {"xml_path": "m/acme.xml", "pdb_name": "ACME_BACK",
+                                                      "copy_datafiles": False})
+    assert plugged.status == 201, plugged.text
+    assert not os.path.exists(moved), "an in-place plug takes the files and their folder"
+    assert os.stat(os.path.join(daemon.data_dir, "pdbs", plugged.json["pdb_id"], "users.db")).st_ino == inode
+    assert open_and_read(acme, plugged.json["pdb_id"], "ACME_BACK") == acme.rows
+    assert acme.call("GET", f"/api/v1/pdbs/{acme.pdb_id}").json["state"] == "dropped"  # the unplugged record retired
+
+
+def test_unplug_moving_datafiles_to_another_filesystem_then_plug_copies(daemon, other_filesystem_root):
+    """keep_datafiles false into an export root on tmpfs: copied, fsynced, checked against
+    the manifest's SHA-256, removed from the data dir; plug with copy_datafiles and then
+    in place (a copy again, across filesystems) both serve the same rows."""
+    acme = ledger_pdb(daemon, "acmeshm", 2000)
+    folder = os.path.join(daemon.data_dir, "pdbs", acme.pdb_id)
+    xml = os.path.join(other_filesystem_root, "acme.xml")
+    answer = acme.call("POST", f"/api/v1/pdbs/{acme.pdb_id}/unplug", {"xml_path": xml, "keep_datafiles": False})
+    assert answer.status == 200, answer.text
+    moved = os.path.join(other_filesystem_root, "acme_datafiles")
+    assert answer.json["method"] == "copy" and answer.json["datafiles_dir"] == moved
+    assert not os.path.exists(folder) and sorted(os.listdir(moved)) == ["system.db", "users.db"]
+    plug = "/api/v1/pdbs/plug"
+    copied = acme.call("POST", plug, {"xml_path": xml, "pdb_name": "ACME_SHM_COPY", "copy_datafiles": True})
+    assert copied.status == 201, copied.text
+    assert open_and_read(acme, copied.json["pdb_id"], "ACME_SHM_COPY") == acme.rows
+    assert sorted(os.listdir(moved)) == ["system.db", "users.db"]  # a copy leaves the export as it was
+    assert acme.call("POST", f"/api/v1/pdbs/{copied.json['pdb_id']}/close", {"mode": "IMMEDIATE"}).status == 200
+    assert acme.call("DELETE", f"/api/v1/pdbs/{copied.json['pdb_id']}").status == 200  # its GUID is free again
+    in_place = acme.call("POST", plug, {"xml_path": xml, "pdb_name": "ACME_SHM_BACK", "copy_datafiles": False})
+    assert in_place.status == 201, in_place.text
+    assert not os.path.exists(moved)
+    assert open_and_read(acme, in_place.json["pdb_id"], "ACME_SHM_BACK") == acme.rows
 
 
 def test_lockdown_profiles_and_common_users(daemon):
