@@ -140,12 +140,14 @@ def _hot_copy_file(source: str, target: str, progress: Progress, pages_per_step:
 
 
 def hot_clone(source_folder: str, stage: str, progress: Progress | None = None,
-              pages_per_step: int = DEFAULT_PAGES_PER_STEP) -> None:
+              pages_per_step: int = DEFAULT_PAGES_PER_STEP, step=None) -> None:
+    """step(label) after each file (crash points)."""
     progress = progress or Progress(source_bytes(source_folder))
     for name in tablespace_files(source_folder):
         progress.check()
         _hot_copy_file(os.path.join(source_folder, name), os.path.join(stage, name), progress, pages_per_step)
-        crashpoint.reached("clone_hot", f"copied {name}")
+        if step is not None:
+            step(f"copied {name}")
 
 
 # ---- snapshot
@@ -177,7 +179,7 @@ _NO_REFLINK = (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.
 
 
 def snapshot_clone(source_folder: str, stage: str, allow_full_copy: bool = False,
-                   progress: Progress | None = None) -> str:
+                   progress: Progress | None = None, step=None) -> str:
     """Reflink every datafile (+WAL) of a closed or quiesced PDB; returns "reflink" or "copy"."""
     names = tablespace_files(source_folder)
     progress = progress or Progress(source_bytes(source_folder))
@@ -215,7 +217,8 @@ def snapshot_clone(source_folder: str, stage: str, allow_full_copy: bool = False
                 execute(lock, "ROLLBACK")
         finally:
             lock.close()
-        crashpoint.reached("clone_snapshot", f"cloned {name}")
+        if step is not None:
+            step(f"cloned {name}")
     return method
 
 
@@ -250,7 +253,7 @@ def _metadata_copy_file(source: str, target: str) -> None:
         src.close()
 
 
-def metadata_clone(source_folder: str, stage: str, progress: Progress | None = None) -> None:
+def metadata_clone(source_folder: str, stage: str, progress: Progress | None = None, step=None) -> None:
     names = tablespace_files(source_folder)
     progress = progress or Progress(len(names))
     for name in names:
@@ -261,7 +264,8 @@ def metadata_clone(source_folder: str, stage: str, progress: Progress | None = N
         else:
             _metadata_copy_file(source, target)
         progress.advance(os.path.getsize(target))
-        crashpoint.reached("clone_metadata_only", f"copied the schema of {name}")
+        if step is not None:
+            step(f"copied the schema of {name}")
 
 
 # ---- identity
@@ -298,23 +302,23 @@ def clone_pdb(data_dir: str, source_folder: str, pdb_id: str, pdb_name: str, clo
     stage = storage._new_stage(data_dir, f"clone-{pdb_id}")
     started = time.monotonic()
     progress = progress or Progress(source_bytes(source_folder))
-    op = f"clone_{clone_type}"
+    step = crashpoint.steps(f"clone_{clone_type}", pdb_name)
     try:
-        crashpoint.reached(op, "stage made")
+        step("stage made")
         if clone_type == "hot":
-            hot_clone(source_folder, stage, progress, pages_per_step)
+            hot_clone(source_folder, stage, progress, pages_per_step, step)
             method = "backup"
         elif clone_type == "snapshot":
-            method = snapshot_clone(source_folder, stage, allow_full_copy, progress)
+            method = snapshot_clone(source_folder, stage, allow_full_copy, progress, step)
         else:
-            metadata_clone(source_folder, stage, progress)
+            metadata_clone(source_folder, stage, progress, step)
             method = "metadata"
         guid = set_identity(stage, pdb_id, pdb_name)
-        crashpoint.reached(op, "identity set")
+        step("identity set")
         for name in os.listdir(stage):
             os.chmod(os.path.join(stage, name), 0o600)
         storage._fsync_tree(stage)
-        crashpoint.reached(op, "staged")
+        step("staged")
         progress.finish()
     except BaseException:
         storage.discard(stage)

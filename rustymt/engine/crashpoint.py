@@ -2,11 +2,13 @@
 chosen step boundary of a PDB lifecycle operation. For the crash tests
 (tests/lifecycle/test_crash.py); inert unless the environment asks.
 
-Every multi-step operation calls reached(op, label) at each step boundary
-(after a file is staged, after the catalog commit, after the rename, ...).
-`op` names the operation and its variant: create, drop, clone_hot,
-clone_snapshot, clone_metadata_only, unplug_keep, unplug_move, plug_copy,
-plug_in_place. The environment is read once, when this module is imported
+Every multi-step operation calls reached(op, label, subject) at each step
+boundary (after a file is staged, after the catalog commit, after the
+rename, ...). `op` names the operation and its variant: create, drop,
+clone_hot, clone_snapshot, clone_metadata_only, unplug_keep, unplug_move,
+plug_copy, plug_in_place; `subject` what the request named (the new PDB's
+name for create, clone and plug; the PDB id for unplug and drop), so a trace
+tells concurrent runs of one op apart. The environment is read once, when this module is imported
 (daemon start):
 
     RUSTYMT_CRASHPOINT unset or empty   reached() is one test of a module
@@ -21,11 +23,11 @@ plug_in_place. The environment is read once, when this module is imported
                                         instances, children first) and then
                                         itself.
     RUSTYMT_CRASHPOINT_TRACE=<file>     where to record: one line per
-                                        boundary, "<op> <n> <label>
+                                        boundary, "<op> <n> <subject> <label>
                                         <unix time>", and "park <op> <n>
-                                        <label>" when parked (O_APPEND
-                                        writes: complete lines survive the
-                                        kill)
+                                        <subject> <label>" when parked
+                                        (O_APPEND writes: complete lines
+                                        survive the kill)
 
 Parking instead of dying at once lets one daemon life stop several
 operations at chosen points and kill them all at one instant, so one
@@ -67,17 +69,22 @@ _counts: dict[str, int] = {}
 _parked: set[str] = set()
 
 
-def reached(op: str, label: str) -> None:
+def reached(op: str, label: str, subject: str = "-") -> None:
     """A step boundary of op: nothing unless crash points are on (see the module doc)."""
     if not ACTIVE:
         return
-    _reached(op, label)
+    _reached(op, label, subject)
 
 
-async def areached(op: str, label: str) -> None:
+async def areached(op: str, label: str, subject: str = "-") -> None:
     """reached() from a coroutine: the boundary is passed on a worker thread, never the event loop's."""
     if ACTIVE:
-        await asyncio.to_thread(_reached, op, label)
+        await asyncio.to_thread(_reached, op, label, subject)
+
+
+def steps(op: str, subject: str):
+    """reached() bound to one run of op: step(label)."""
+    return lambda label: reached(op, label, subject)
 
 
 def _record(line: str) -> None:
@@ -89,14 +96,14 @@ def _record(line: str) -> None:
             os.close(fd)
 
 
-def _reached(op: str, label: str) -> None:
+def _reached(op: str, label: str, subject: str) -> None:
     assert asyncio._get_running_loop() is None, f"crash point {op}/{label} reached on the event loop"
     with _lock:
         n = _counts[op] = _counts.get(op, 0) + 1
-        _record(f"{op} {n} {label} {time.time():.6f}\n")
+        _record(f"{op} {n} {subject} {label} {time.time():.6f}\n")
         if _ARMED.get(op) != n:
             return
-        _record(f"park {op} {n} {label}\n")
+        _record(f"park {op} {n} {subject} {label}\n")
         _parked.add(op)
         if _parked >= set(_ARMED):
             kill_everything()

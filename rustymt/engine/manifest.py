@@ -335,10 +335,10 @@ def stage_plug(data_dir: str, manifest: dict, datafiles_dir: str, pdb_id: str, p
     copied because giving the PDB its new id writes to it.
     Keeps the GUID (a plug is the same database, unlike a clone)."""
     from rustymt.engine import clone, crashpoint, recovery  # they import storage only; no cycle at import time
-    op = "plug_copy" if copy_datafiles else "plug_in_place"
+    step = crashpoint.steps("plug_copy" if copy_datafiles else "plug_in_place", pdb_name)
     stage = storage._new_stage(data_dir, f"plug-{pdb_id}")
     try:
-        crashpoint.reached(op, "stage made")
+        step("stage made")
         for entry in manifest["datafiles"]:
             source, target = os.path.join(datafiles_dir, entry["name"]), os.path.join(stage, entry["name"])
             try:
@@ -353,15 +353,15 @@ def stage_plug(data_dir: str, manifest: dict, datafiles_dir: str, pdb_id: str, p
                     os.unlink(target)
                 shutil.copyfile(source, target)
             os.chmod(target, 0o600)
-            crashpoint.reached(op, f"staged {entry['name']}")
+            step(f"staged {entry['name']}")
         clone.set_identity(stage, pdb_id, pdb_name, guid=manifest["guid"])
-        crashpoint.reached(op, "identity set")
+        step("identity set")
         if not copy_datafiles:  # what to unlink once published (recovery finishes it after a crash)
             recovery.write_release_list(stage, [os.path.join(os.path.abspath(datafiles_dir), entry["name"])
                                                 for entry in manifest["datafiles"]], os.path.abspath(datafiles_dir))
-            crashpoint.reached(op, "release list written")
+            step("release list written")
         storage._fsync_tree(stage)
-        crashpoint.reached(op, "staged")
+        step("staged")
     except BaseException:
         storage.discard(stage)
         raise

@@ -16,7 +16,7 @@ from rustymt.engine import clone, crashpoint, manifest, recovery, storage
 def create_from_seed(data_dir: str, pdb_id: str, pdb_name: str, admin_user: str, admin_verifier: str,
                      commit, before_publish=None) -> str:
     stage = storage.stage_pdb_from_seed(data_dir, pdb_id, pdb_name, admin_user, admin_verifier)
-    return _commit_and_publish(data_dir, stage, pdb_id, commit, before_publish, "create")
+    return _commit_and_publish(data_dir, stage, pdb_id, commit, before_publish, crashpoint.steps("create", pdb_name))
 
 
 def clone_from(data_dir: str, source_folder: str, pdb_id: str, pdb_name: str, clone_type: str, commit,
@@ -25,39 +25,39 @@ def clone_from(data_dir: str, source_folder: str, pdb_id: str, pdb_name: str, cl
     """on_stage(stage) is told the staging folder as soon as it is complete."""
     stage, facts = clone.clone_pdb(data_dir, source_folder, pdb_id, pdb_name, clone_type,
                                    allow_full_copy=allow_full_copy, progress=progress)
-    op = f"clone_{clone_type}"
+    step = crashpoint.steps(f"clone_{clone_type}", pdb_name)
     if on_stage is not None:
         try:
             on_stage(stage)
         except BaseException:
             storage.discard(stage)
             raise
-        crashpoint.reached(op, "stage recorded")
-    return _commit_and_publish(data_dir, stage, pdb_id, lambda: commit(facts), before_publish, op), facts
+        step("stage recorded")
+    return _commit_and_publish(data_dir, stage, pdb_id, lambda: commit(facts), before_publish, step), facts
 
 
 def plug(data_dir: str, parsed_manifest: dict, datafiles_dir: str, pdb_id: str, pdb_name: str,
          copy_datafiles: bool, commit, before_publish=None) -> str:
-    op = "plug_copy" if copy_datafiles else "plug_in_place"
+    step = crashpoint.steps("plug_copy" if copy_datafiles else "plug_in_place", pdb_name)
     stage = manifest.stage_plug(data_dir, parsed_manifest, datafiles_dir, pdb_id, pdb_name, copy_datafiles)
-    folder = _commit_and_publish(data_dir, stage, pdb_id, commit, before_publish, op)
-    if recovery.finish_release(folder, op):
-        crashpoint.reached(op, "released")
+    folder = _commit_and_publish(data_dir, stage, pdb_id, commit, before_publish, step)
+    if recovery.finish_release(folder, step):
+        step("released")
     return folder
 
 
-def _commit_and_publish(data_dir: str, stage: str, pdb_id: str, commit, before_publish, op: str) -> str:
+def _commit_and_publish(data_dir: str, stage: str, pdb_id: str, commit, before_publish, step) -> str:
     try:
         commit()
     except BaseException:
         storage.discard(stage)
         raise
-    crashpoint.reached(op, "committed")
+    step("committed")
     if before_publish is not None:  # e.g. writing common users into the new dictionary
         before_publish(stage)
-        crashpoint.reached(op, "before publish done")
+        step("before publish done")
     folder = storage.publish(data_dir, stage, pdb_id)
-    crashpoint.reached(op, "published")
+    step("published")
     return folder
 
 
@@ -72,7 +72,7 @@ def unplug(data_dir: str, pdb_id: str, xml_path: str, tenant_id: str | None, com
     crash and startup recovery, removes what was written and leaves the PDB
     as it was; after it, recovery finishes the removal.
     Returns {xml_manifest, size_bytes, datafiles_dir, method}."""
-    op = "unplug_move" if datafiles_dir else "unplug_keep"
+    step = crashpoint.steps("unplug_move" if datafiles_dir else "unplug_keep", pdb_id)
     folder = storage.pdb_dir(data_dir, pdb_id)
     stage = storage._new_stage(data_dir, f"unplug-{pdb_id}")
     try:
@@ -82,25 +82,25 @@ def unplug(data_dir: str, pdb_id: str, xml_path: str, tenant_id: str | None, com
     except BaseException:
         storage.discard(stage)
         raise
-    crashpoint.reached(op, "intent recorded")
+    step("intent recorded")
     try:
         manifest.checkpoint_datafiles(folder)
-        crashpoint.reached(op, "checkpointed")
+        step("checkpointed")
         data = manifest.build(folder, tenant_id, datafiles_dir)
         answer = {"xml_manifest": xml_path, "size_bytes": storage.storage_bytes(folder),
                   "datafiles_dir": datafiles_dir or folder, "method": "keep"}
         if datafiles_dir:
             answer["method"] = manifest.export_datafiles(
                 folder, datafiles_dir, manifest.parse(data)["datafiles"],
-                lambda name: crashpoint.reached(op, f"exported {name}"))
-            crashpoint.reached(op, "datafiles exported")
+                lambda name: step(f"exported {name}"))
+            step("datafiles exported")
         manifest.write(xml_path, data)
-        crashpoint.reached(op, "manifest written")
+        step("manifest written")
         commit(answer)
     except BaseException:
         recovery.roll_back_unplug(stage)
         raise
-    crashpoint.reached(op, "committed")
-    recovery.finish_unplug(data_dir, stage, op)
-    crashpoint.reached(op, "intent removed")
+    step("committed")
+    recovery.finish_unplug(data_dir, stage, step)
+    step("intent removed")
     return answer

@@ -33,8 +33,9 @@ so is its reconcile, rustymt.service.pdbs.PdbService.reconcile_storage, which
 runs after this and removes every stage left.)
 `catalog_states` maps pdb_id -> catalog state for every row the catalog has.
 
-The functions that finish a step take `op` (a rustymt.engine.crashpoint
-operation name) when an operation runs them, None when recovery does.
+The functions that finish a step take `step` (a rustymt.engine.crashpoint
+stepper, step(label) at each step boundary) when an operation runs them,
+None when recovery does.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ import logging
 import os
 import shutil
 
-from rustymt.engine import crashpoint, storage
+from rustymt.engine import storage
 
 log = logging.getLogger("rustymt.recovery")
 
@@ -78,7 +79,7 @@ def write_release_list(stage: str, paths: list[str], folder: str | None = None) 
     _write_json(os.path.join(stage, RELEASE_FILE), {"files": paths, "folder": folder})
 
 
-def finish_release(folder: str, op: str | None = None) -> bool:
+def finish_release(folder: str, step=None) -> bool:
     """Unlink what an in-place plug listed; True if there was a list."""
     marker = os.path.join(folder, RELEASE_FILE)
     if not os.path.exists(marker):
@@ -90,8 +91,8 @@ def finish_release(folder: str, op: str | None = None) -> bool:
     for path in listed["files"]:
         if os.path.exists(path):
             os.unlink(path)
-            if op:
-                crashpoint.reached(op, f"released {os.path.basename(path)}")
+            if step is not None:
+                step(f"released {os.path.basename(path)}")
     emptied = listed.get("folder")
     if emptied and os.path.isdir(emptied) and not os.listdir(emptied):
         os.rmdir(emptied)
@@ -133,13 +134,13 @@ def roll_back_unplug(stage: str) -> None:
     storage.discard(stage)
 
 
-def finish_unplug(data_dir: str, stage: str, op: str | None = None) -> None:
+def finish_unplug(data_dir: str, stage: str, step=None) -> None:
     """After the commit: a moved PDB leaves pdbs/ (its datafiles live on next to the manifest)."""
     intent = read_intent(stage)
     if intent is not None and intent["datafiles_dir"]:
         storage.remove_pdb_files(data_dir, intent["pdb_id"])
-        if op:
-            crashpoint.reached(op, "PDB folder removed")
+        if step is not None:
+            step("PDB folder removed")
     storage.discard(stage)
 
 

@@ -188,7 +188,7 @@ class PdbService:
         await asyncio.to_thread(precheck)  # cheap refusals before the SCRAM work and the copy
         pdb_id = f"pdb_{secrets.token_hex(6)}"
         stage, guid = await asyncio.to_thread(self.stage, pdb_id, pdb_name, admin_user, admin_password)
-        await crashpoint.areached("create", "staged")
+        await crashpoint.areached("create", "staged", pdb_name)
         now = self._now()
 
         def commit():
@@ -197,7 +197,7 @@ class PdbService:
                 if tenant is None or tenant["state"] == "terminated":
                     raise ServiceError("INVALID_STATE", f"tenant {tenant_id} is terminated")
                 self.insert_rows(conn, pdb_id, pdb_name, tenant_id, guid, now)
-            crashpoint.reached("create", "committed")
+            crashpoint.reached("create", "committed", pdb_name)
 
         try:
             await asyncio.to_thread(commit)
@@ -205,7 +205,7 @@ class PdbService:
             storage.discard(stage)
             raise
         await asyncio.to_thread(storage.publish, self.data_dir, stage, pdb_id)
-        await crashpoint.areached("create", "published")
+        await crashpoint.areached("create", "published", pdb_name)
         self.bus.publish("pdb.created", tenant_id, {"pdb_id": pdb_id, "pdb_name": pdb_name, "state": "mounted"})
         self.bus.publish("pdb.state.changed", tenant_id, {"pdb_id": pdb_id, "old_state": "created", "new_state": "mounted"})
         return {"pdb_id": pdb_id, "pdb_name": pdb_name, "state": "mounted", "created_at": now}
@@ -278,12 +278,12 @@ class PdbService:
                 check_transition(pdb_id, current["state"], "dropped")  # not opened meanwhile
                 rows.set_state(conn, pdb_id, "dropped", None, now)
                 rows.set_datafiles_kept(conn, pdb_id, keep_datafiles)
-            crashpoint.reached("drop", "committed")
+            crashpoint.reached("drop", "committed", pdb_id)
 
         await asyncio.to_thread(commit)
         if not keep_datafiles:
             await asyncio.to_thread(storage.remove_pdb_files, self.data_dir, pdb_id)
-            await crashpoint.areached("drop", "files removed")
+            await crashpoint.areached("drop", "files removed", pdb_id)
         self._state_events(row, "dropped", [("pdb.dropped", {"pdb_id": pdb_id, "pdb_name": row["pdb_name"],
                                                              "keep_datafiles": keep_datafiles})])
         return {"pdb_id": pdb_id, "pdb_name": row["pdb_name"], "state": "dropped", "dropped_at": now,

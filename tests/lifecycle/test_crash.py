@@ -43,7 +43,8 @@ from tests.conftest import wait_for
 from tests.daemon import REPO_ROOT, STARTED, Daemon, clean_env, private_tenant_ports
 
 MIN_POINTS = 20
-MAX_RANDOM_LIVES = 40
+MAX_RANDOM_LIVES = 30
+RUNS_PER_OP = 3  # concurrent runs of one op in a random life (the trace tells them apart)
 CLONES = ("clone_hot", "clone_snapshot", "clone_metadata_only")
 # Launch order of a deterministic life: job threads first, then the REST handlers that park
 # on the daemon's default thread pool (6 threads on 2 cores; never more than 6 of these).
@@ -113,9 +114,8 @@ class Rig:
         assert self.pids, "the daemon runs its engine instance"
 
     def kill(self) -> None:
-        """SIGKILL the daemon's process group and every process below it, at once."""
+        """SIGKILL the daemon's process group and every process below it (found at start), at once."""
         process = self.daemon.process
-        self.pids |= set(descendants(process.pid))
         os.killpg(process.pid, signal.SIGKILL)
         for pid in self.pids:
             try:
@@ -137,6 +137,7 @@ class Rig:
         return self.daemon.request(method, path, json=json, timeout=timeout)
 
     def trace_lines(self) -> list[list[str]]:
+        """This life's crash-point trace: [op, n, subject, label..., time] and [park, op, n, subject, label...]."""
         if not os.path.exists(self.trace):
             return []
         with open(self.trace) as handle:
@@ -144,6 +145,11 @@ class Rig:
 
     def parked(self, op: str) -> bool:
         return any(fields[:2] == ["park", op] for fields in self.trace_lines())
+
+    def passed(self, subject: str) -> list[tuple[str, float]]:
+        """(label, unix time) of every step boundary the run called subject passed."""
+        return [(" ".join(fields[3:-1]), float(fields[-1])) for fields in self.trace_lines()
+                if fields[0] != "park" and fields[2] == subject]
 
     # ---- what the test builds
 
@@ -218,110 +224,120 @@ class Sources:
             return conn.execute("SELECT id, amount, note FROM ledger ORDER BY id").fetchall()
 
 
+PREFIX = {"create": "CR", "clone_hot": "CH", "clone_snapshot": "CS", "clone_metadata_only": "CM",
+          "plug_copy": "PC", "plug_in_place": "PI"}
+
+
 class Life:
-    """One set of operations: its inputs (fodder made in the preparing life) and what it asked."""
+    """The operations of one daemon life: runs (op, k) — k tells concurrent runs of
+    one op apart —, their inputs (fodder) and what each request got."""
 
-    def __init__(self, rig: Rig, sources: Sources, index: int, fodder: dict):
-        self.rig, self.sources, self.index, self.fodder = rig, sources, index, fodder
-        self.sent: dict[str, float] = {}
-        self.answers: dict[str, object] = {}
-        self.names = {"create": f"CR_{index}", "clone_hot": f"CH_{index}", "clone_snapshot": f"CS_{index}",
-                      "clone_metadata_only": f"CM_{index}", "plug_copy": f"PC_{index}", "plug_in_place": f"PI_{index}"}
+    def __init__(self, rig: Rig, sources: Sources, runs: list[tuple[str, int]], fodder: dict):
+        self.rig, self.sources, self.runs, self.fodder = rig, sources, runs, fodder
+        self.index = rig.lives
+        self.sent: dict[tuple, float] = {}
+        self.answers: dict[tuple, object] = {}
 
-    def request(self, op: str) -> tuple[str, str, dict | None]:
-        f, s = self.fodder, self.sources
+    def name(self, run: tuple[str, int]) -> str:
+        return f"{PREFIX[run[0]]}_{self.index}_{run[1]}"
+
+    def subject(self, run: tuple[str, int]) -> str:
+        """What the daemon's crash-point trace calls this run."""
+        return self.name(run) if run[0] in PREFIX else self.fodder[run]
+
+    def xml(self, run: tuple[str, int]) -> str:
+        return os.path.join(self.rig.data_dir, "exports", f"{run[0]}_{self.index}_{run[1]}.xml")
+
+    def request(self, run: tuple[str, int]) -> tuple[str, str, dict | None]:
+        op, f, s = run[0], self.fodder, self.sources
         if op in CLONES:
             source = s.rw if op == "clone_hot" else s.ro
-            return "POST", f"/api/v1/pdbs/{source}/clone", {"target_name": self.names[op], "clone_type": op[6:],
+            return "POST", f"/api/v1/pdbs/{source}/clone", {"target_name": self.name(run), "clone_type": op[6:],
                                                               "allow_full_copy": True}
         if op == "create":
-            return "POST", "/api/v1/pdbs", {"pdb_name": self.names[op], "admin_user": "cr_admin",
+            return "POST", "/api/v1/pdbs", {"pdb_name": self.name(run), "admin_user": "cr_admin",
                                             "admin_password": PASSWORD, "tenant_id": s.tenant_id}
         if op.startswith("unplug"):
-            keep = op == "unplug_keep"
-            return "POST", f"/api/v1/pdbs/{f[op]}/unplug", {"xml_path": self.xml(op), "keep_datafiles": keep}
+            return "POST", f"/api/v1/pdbs/{f[run]}/unplug", {"xml_path": self.xml(run),
+                                                               "keep_datafiles": op == "unplug_keep"}
         if op.startswith("plug"):
-            return "POST", "/api/v1/pdbs/plug", {"xml_path": f[op]["xml"], "pdb_name": self.names[op],
+            return "POST", "/api/v1/pdbs/plug", {"xml_path": f[run]["xml"], "pdb_name": self.name(run),
                                                  "copy_datafiles": op == "plug_copy", "tenant_id": s.tenant_id}
-        return "DELETE", f"/api/v1/pdbs/{f['drop']}", None
+        return "DELETE", f"/api/v1/pdbs/{f[run]}", None
 
-    def xml(self, op: str) -> str:
-        return os.path.join(self.rig.data_dir, "exports", f"{op}_{self.index}.xml")
-
-    def launch(self, op: str, at: float | None = None) -> threading.Thread:
-        """Send op's request on a thread (at the monotonic instant `at`); the answer, or the
-        error of a connection the kill cut, lands in self.answers."""
-        method, path, body = self.request(op)
-        if op == "unplug_move":
-            self.rig.moved.add(self.fodder[op])
+    def launch(self, run: tuple[str, int], at: float | None = None) -> threading.Thread:
+        """Send the run's request on a thread (at the monotonic instant `at`); the answer, or
+        the error of a connection the kill cut, lands in self.answers."""
+        method, path, body = self.request(run)
+        if run[0] == "unplug_move":
+            self.rig.moved.add(self.fodder[run])
 
         def send():
             if at is not None:
                 delay = at - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)  # timing a random kill point, not synchronisation
-            self.sent[op] = time.monotonic()
+            self.sent[run] = time.monotonic()
             try:
-                self.answers[op] = self.rig.call(method, path, body)
+                self.answers[run] = self.rig.call(method, path, body)
             except OSError as exc:
-                self.answers[op] = exc
+                self.answers[run] = exc
 
-        thread = threading.Thread(target=send, name=f"crash-{op}", daemon=True)
+        thread = threading.Thread(target=send, name=f"crash-{run[0]}-{run[1]}", daemon=True)
         thread.start()
         return thread
 
     # ---- after the restart
 
     def check(self, pdbs: dict[str, dict]) -> None:
-        rig, f, data_dir = self.rig, self.fodder, self.rig.data_dir
+        """Each run finished or rolled back, and what it read from is as it was."""
+        rig, data_dir = self.rig, self.rig.data_dir
         by_name = {p["pdb_name"]: p for p in pdbs.values() if p["state"] != "dropped"}
-        for op in CLONES:
-            answer = self.answers.get(op)
-            if getattr(answer, "status", None) == 202:
+        for run in self.runs:
+            op, f = run[0], self.fodder.get(run)
+            answer = self.answers.get(run)
+            if op in CLONES and getattr(answer, "status", None) == 202:
                 job = rig.call("GET", f"/api/v1/jobs/{answer.json['job_id']}").json
                 assert job["status"] in ("completed", "failed"), job  # never in_progress after a restart
-                assert (job["status"] == "completed") == (self.names[op] in by_name), job
-        for op in ("create", "clone_hot", "clone_snapshot", "clone_metadata_only", "plug_copy", "plug_in_place"):
-            made = by_name.get(self.names[op])
-            if made:
+                assert (job["status"] == "completed") == (self.name(run) in by_name), job
+            if op in PREFIX and self.name(run) in by_name:  # made: whole and consistent
+                made = by_name[self.name(run)]
                 assert made["state"] == "mounted", made
-                for name in checksums(storage.pdb_dir(data_dir, made["pdb_id"])):
-                    integrity(os.path.join(storage.pdb_dir(data_dir, made["pdb_id"]), name))
-        if "unplug_keep" in f:
-            pdb, xml = f["unplug_keep"], self.xml("unplug_keep")
-            folder = storage.pdb_dir(data_dir, pdb)
-            if pdbs[pdb]["state"] == "unplugged":
-                assert manifest.check_plug_compatibility(manifest.read(xml), folder, set(), set(), "ANY") == []
-            else:
-                assert not os.path.exists(xml), "rolled back unplug left its manifest"
-                assert checksums(folder) == rig.sums[pdb]
-        if "unplug_move" in f:
-            pdb, xml = f["unplug_move"], self.xml("unplug_move")
-            exported = xml[:-4] + "_datafiles"
-            if pdbs[pdb]["state"] == "unplugged":
-                assert not os.path.exists(storage.pdb_dir(data_dir, pdb))
-                assert manifest.check_plug_compatibility(manifest.read(xml), exported, set(), set(), "ANY") == []
-            else:
-                assert not os.path.exists(xml) and not os.path.exists(exported), "rolled back unplug left files"
-                assert checksums(storage.pdb_dir(data_dir, pdb)) == rig.sums[pdb]
-        if "plug_copy" in f:  # the unplugged set it copies from is untouched either way
-            source = f["plug_copy"]
-            assert manifest.check_plug_compatibility(manifest.read(source["xml"]), source["dir"], set(), set(),
-                                                     "ANY") == []
-        if "plug_in_place" in f:
-            source = f["plug_in_place"]
-            if self.names["plug_in_place"] in by_name:  # committed: the unplugged names were released
-                assert not os.path.exists(source["dir"]) and pdbs[source["pdb_id"]]["state"] == "dropped"
-            else:
-                assert pdbs[source["pdb_id"]]["state"] == "unplugged"
-                assert manifest.check_plug_compatibility(manifest.read(source["xml"]), source["dir"], set(), set(),
-                                                         "ANY") == []
-        if "drop" in f:
-            pdb = f["drop"]
-            if pdbs[pdb]["state"] == "dropped":
-                assert not os.path.exists(storage.pdb_dir(data_dir, pdb))
-            else:
-                assert checksums(storage.pdb_dir(data_dir, pdb)) == rig.sums[pdb]
+                folder = storage.pdb_dir(data_dir, made["pdb_id"])
+                for name in checksums(folder):
+                    integrity(os.path.join(folder, name))
+            if op == "unplug_keep":
+                folder = storage.pdb_dir(data_dir, f)
+                if pdbs[f]["state"] == "unplugged":
+                    assert manifest.check_plug_compatibility(manifest.read(self.xml(run)), folder, set(), set(),
+                                                             "ANY") == []
+                else:
+                    assert not os.path.exists(self.xml(run)), "a rolled back unplug left its manifest"
+                    assert checksums(folder) == rig.sums[f]
+            elif op == "unplug_move":
+                exported = self.xml(run)[:-4] + "_datafiles"
+                if pdbs[f]["state"] == "unplugged":
+                    assert not os.path.exists(storage.pdb_dir(data_dir, f))
+                    assert manifest.check_plug_compatibility(manifest.read(self.xml(run)), exported, set(), set(),
+                                                             "ANY") == []
+                else:
+                    assert not os.path.exists(self.xml(run)) and not os.path.exists(exported), \
+                        "a rolled back unplug left files"
+                    assert checksums(storage.pdb_dir(data_dir, f)) == rig.sums[f]
+            elif op == "plug_copy":  # the unplugged set it copies from is untouched either way
+                assert manifest.check_plug_compatibility(manifest.read(f["xml"]), f["dir"], set(), set(), "ANY") == []
+            elif op == "plug_in_place":
+                if self.name(run) in by_name:  # committed: the unplugged names were released
+                    assert not os.path.exists(f["dir"]) and pdbs[f["pdb_id"]]["state"] == "dropped"
+                else:
+                    assert pdbs[f["pdb_id"]]["state"] == "unplugged"
+                    assert manifest.check_plug_compatibility(manifest.read(f["xml"]), f["dir"], set(), set(),
+                                                             "ANY") == []
+            elif op == "drop":
+                if pdbs[f]["state"] == "dropped":
+                    assert not os.path.exists(storage.pdb_dir(data_dir, f))
+                else:
+                    assert checksums(storage.pdb_dir(data_dir, f)) == rig.sums[f]
 
 
 def integrity(path: str) -> None:
@@ -356,86 +372,79 @@ def check_invariants(rig: Rig, sources: Sources, life: Life | None) -> None:
 FODDER = ("unplug_keep", "unplug_move", "drop", "plug_copy", "plug_in_place")
 
 
-def make_fodder(rig: Rig, sources: Sources, ops: list[list[str]]) -> list[dict]:
-    """Inputs of one life per entry of ops (the ops it will run): a PDB to unplug keeping
-    its files, one to unplug moving them, one to drop (copies of the READ_ONLY source, rows
-    included), an unplugged set to plug copies from, one to plug in place."""
-    wanted = [(i, op) for i, life_ops in enumerate(ops) for op in life_ops if op in FODDER]
+def make_fodder(rig: Rig, sources: Sources, runs: list[tuple[str, int]]) -> dict:
+    """Inputs of the runs that need one: a PDB to unplug keeping its files, one to unplug
+    moving them, one to drop (copies of the READ_ONLY source, rows included), an unplugged
+    set to plug copies from, one to plug in place. {run: input}."""
+    wanted = [run for run in runs if run[0] in FODDER]
     made = {}
     for start in range(0, len(wanted), 6):  # a few copy jobs at a time
         started = {}
-        for key in wanted[start:start + 6]:
+        for run in wanted[start:start + 6]:
             rig.fodder_made += 1
             answer = rig.call("POST", f"/api/v1/pdbs/{sources.ro}/clone", {
                 "target_name": f"F{rig.fodder_made}", "clone_type": "snapshot", "allow_full_copy": True})
             assert answer.status == 202, answer.text
-            started[key] = answer.json
-        for key, answer in started.items():
+            started[run] = answer.json
+        for run, answer in started.items():
             job = rig.wait_job(answer["job_id"])
             assert job["status"] == "completed", job
-            made[key] = job["target_pdb_id"]
-    fodder = [{} for _ in ops]
-    for (i, op), pdb in made.items():
-        if op.startswith("plug"):
-            keep = op == "plug_copy"
+            made[run] = job["target_pdb_id"]
+    fodder = {}
+    for run, pdb in made.items():
+        if run[0].startswith("plug"):
+            keep = run[0] == "plug_copy"
             xml = os.path.join(rig.data_dir, "exports", f"fodder_{pdb}.xml")
             rig.unplug(pdb, xml, keep=keep)
-            fodder[i][op] = {"xml": xml, "pdb_id": pdb,
-                             "dir": storage.pdb_dir(rig.data_dir, pdb) if keep else xml[:-4] + "_datafiles"}
+            fodder[run] = {"xml": xml, "pdb_id": pdb,
+                           "dir": storage.pdb_dir(rig.data_dir, pdb) if keep else xml[:-4] + "_datafiles"}
         else:
-            fodder[i][op] = pdb
+            fodder[run] = pdb
             rig.sums[pdb] = checksums(storage.pdb_dir(rig.data_dir, pdb))
     return fodder
 
 
-def census(rig: Rig, sources: Sources, fodder: dict) -> tuple[dict, dict]:
-    """Run each operation to its end once, traced: its step boundaries and how long it takes."""
-    life = Life(rig, sources, 0, fodder)
+def census(rig: Rig, sources: Sources) -> tuple[dict, dict]:
+    """Run each operation to its end once, traced: its step boundaries and how long it takes
+    from the request to its last boundary."""
+    runs = [(op, 0) for op in OPS]
+    life = Life(rig, sources, runs, make_fodder(rig, sources, runs))
     boundaries, durations = {}, {}
-    for op in OPS:
-        before = len(rig.trace_lines())
-        life.launch(op).join(60)
-        answer = life.answers[op]
+    for run in runs:
+        life.launch(run).join(60)
+        answer = life.answers[run]
         assert answer.status in (200, 201, 202), answer.text
-        if op in CLONES:
+        if run[0] in CLONES:
             assert rig.wait_job(answer.json["job_id"])["status"] == "completed"
-        lines = [fields for fields in rig.trace_lines()[before:] if fields[0] == op]
-        boundaries[op] = [" ".join(fields[2:-1]) for fields in lines]
-        durations[op] = float(lines[-1][-1]) - (time.time() - (time.monotonic() - life.sent[op]))
-        assert boundaries[op], f"{op} passed no crash point"
+        passed = rig.passed(life.subject(run))
+        boundaries[run[0]] = [label for label, _ in passed]
+        sent = time.time() - (time.monotonic() - life.sent[run])
+        durations[run[0]] = passed[-1][1] - sent
     return boundaries, durations
 
 
 def deterministic_life(rig: Rig, life: Life, armed: dict[str, int]) -> None:
     """One op after the other parks at its crash point; the last one's parking kills the daemon."""
-    last = list(armed)[-1]
-    for op in armed:
-        life.launch(op)
-        if op != last:
-            wait_for(lambda: rig.parked(op) or rig.daemon.process.poll() is not None, 60,
-                     what=f"{op} parked at its crash point {armed[op]}")
+    for run in life.runs:
+        life.launch(run)
+        if run != life.runs[-1]:
+            wait_for(lambda: rig.parked(run[0]) or rig.daemon.process.poll() is not None, 60,
+                     what=f"{run[0]} parked at its crash point {armed[run[0]]}")
     rig.wait_dead()
     for op, n in armed.items():
         assert rig.parked(op), f"{op} did not reach its crash point {n}:\n{rig.daemon.log()}"
 
 
-def random_life(rig: Rig, life: Life, durations: dict, rng: random.Random, ops: list[str]) -> dict[str, list]:
-    """Start each op so that a kill at K finds it at a random point of its run; kill at K.
-    Returns the step boundaries each op passed before the kill."""
-    traced_before = len(rig.trace_lines())  # the life's own fodder was made before
+def random_life(rig: Rig, life: Life, durations: dict, rng: random.Random) -> None:
+    """Start each run so that a kill at K finds it at a random point of its run; kill at K."""
     kill_at = time.monotonic() + 0.05 + max(durations.values())
-    threads = [life.launch(op, at=kill_at - rng.uniform(0, durations[op])) for op in ops]
+    threads = [life.launch(run, at=kill_at - rng.uniform(0, durations[run[0]])) for run in life.runs]
     delay = kill_at - time.monotonic()
     if delay > 0:
         time.sleep(delay)  # the random kill instant itself
     rig.kill()
     for thread in threads:
         thread.join(30)
-    passed = collections.defaultdict(list)
-    for fields in rig.trace_lines()[traced_before:]:
-        if fields[0] != "park":
-            passed[fields[0]].append(" ".join(fields[2:-1]))
-    return passed
 
 
 def test_sigkill_the_daemon_at_every_step_and_at_random(tmp_path):
@@ -445,10 +454,10 @@ def test_sigkill_the_daemon_at_every_step_and_at_random(tmp_path):
     try:
         rig.start("trace")
         sources = Sources(rig)
-        boundaries, durations = census(rig, sources, make_fodder(rig, sources, [list(OPS)])[0])
+        boundaries, durations = census(rig, sources)
         deepest = max(len(b) for b in boundaries.values())
         plans = [{op: n for op in OPS if len(boundaries[op]) >= n} for n in range(1, deepest + 1)]
-        fodder = make_fodder(rig, sources, [list(plan) for plan in plans])
+        fodder = make_fodder(rig, sources, [(op, n) for n, plan in enumerate(plans, start=1) for op in plan])
         prepared = time.monotonic() - began
         rig.kill()
 
@@ -456,7 +465,8 @@ def test_sigkill_the_daemon_at_every_step_and_at_random(tmp_path):
         for n, armed in enumerate(plans, start=1):  # every step boundary of every op
             rig.start(",".join(f"{op}:{k}" for op, k in armed.items()))
             check_invariants(rig, sources, previous)
-            life = Life(rig, sources, rig.lives, fodder[n - 1])
+            runs = [(op, n) for op in armed]
+            life = Life(rig, sources, runs, {run: fodder[run] for run in runs if run in fodder})
             deterministic_life(rig, life, armed)
             for op in armed:
                 rig.points[op].append(f"boundary {n}: after {boundaries[op][n - 1]}")
@@ -468,13 +478,14 @@ def test_sigkill_the_daemon_at_every_step_and_at_random(tmp_path):
             rig.start("trace")
             check_invariants(rig, sources, previous)
             random_lives += 1
-            wanted = [op for op in OPS if len(rig.points[op]) < MIN_POINTS]
-            life = Life(rig, sources, rig.lives, make_fodder(rig, sources, [wanted])[0])
-            passed = random_life(rig, life, durations, rng, wanted)
-            for op in wanted:
-                if op in life.sent and len(passed[op]) < len(boundaries[op]):  # under way when killed
-                    where = f"after {passed[op][-1]}" if passed[op] else "before its first boundary"
-                    rig.points[op].append(f"random: {where}")
+            runs = [(op, k) for op in OPS for k in range(min(RUNS_PER_OP, MIN_POINTS - len(rig.points[op])))]
+            life = Life(rig, sources, runs, make_fodder(rig, sources, runs))
+            random_life(rig, life, durations, rng)
+            for run in runs:
+                passed = [label for label, _ in rig.passed(life.subject(run))]
+                if run in life.sent and len(passed) < len(boundaries[run[0]]):  # under way when killed
+                    rig.points[run[0]].append(f"random: after {passed[-1]}" if passed else
+                                              "random: before its first boundary")
             previous = life
         rig.start(None)
         check_invariants(rig, sources, previous)
@@ -493,7 +504,8 @@ def test_sigkill_the_daemon_at_every_step_and_at_random(tmp_path):
           f"daemon start {min(rig.start_seconds):.2f}-{max(rig.start_seconds):.2f}s "
           f"(mean {sum(rig.start_seconds) / len(rig.start_seconds):.2f}s); total {total:.1f}s")
     for op in OPS:
-        print(f"  {op:20s} {len(rig.points[op]):3d} points ({len(boundaries[op])} boundaries: "
-              f"{', '.join(boundaries[op])})")
+        landed = collections.Counter(point.split(": ", 1)[1] for point in rig.points[op] if point.startswith("random"))
+        print(f"  {op:20s} {len(rig.points[op]):3d} points: {len(boundaries[op])} boundaries "
+              f"({', '.join(boundaries[op])}); random kills found it {dict(landed)}")
     for op in OPS:
         assert len(rig.points[op]) >= MIN_POINTS, op
