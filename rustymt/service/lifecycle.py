@@ -24,13 +24,13 @@ from rustymt.catalog import jobs as job_rows
 from rustymt.catalog import lifecycle as shared_rows
 from rustymt.catalog import pdbs as pdb_rows
 from rustymt.catalog import tenants as tenant_rows
-from rustymt.engine import clone, common_users, lockdown, manifest, pdbops, recovery, storage
+from rustymt.engine import clone, common_users, crashpoint, lockdown, manifest, pdbops, recovery, storage
 from rustymt.engine.control import ControlError
 from rustymt.service import authz, inputs
 from rustymt.service.errors import ServiceError
 from rustymt.service.jobs import JobRunner, public
 from rustymt.service.passwords import scram_verifier
-from rustymt.service.pdbs import PDB_NAME_PATTERN, not_found
+from rustymt.service.pdbs import PDB_NAME_PATTERN
 
 log = logging.getLogger("rustymt.lifecycle")
 
@@ -181,6 +181,7 @@ class LifecycleService:
         loop = self._loop
 
         def work(report, cancelled):
+            crashpoint.reached(f"clone_{clone_type}", "job started", target_name)  # row in_progress, no stage yet
             guid = {}
 
             def on_stage(stage):
@@ -345,6 +346,7 @@ class LifecycleService:
         unplugged_source = parsed["pdb_id"]
 
         def run():
+            crashpoint.reached("plug_copy" if copy_datafiles else "plug_in_place", "validated", name)
             now = self._now()
 
             def commit():

@@ -184,6 +184,7 @@ class PdbService:
                 if cdb_rows.live_pdb_name_taken(conn, pdb_name):
                     raise ServiceError("CONFLICT", f"pdb_name: a PDB named {pdb_name} already exists", field="pdb_name")
                 self.check_capacity(conn)
+            crashpoint.reached("create", "begun", pdb_name)
 
         await asyncio.to_thread(precheck)  # cheap refusals before the SCRAM work and the copy
         pdb_id = f"pdb_{secrets.token_hex(6)}"
@@ -270,6 +271,7 @@ class PdbService:
     async def _drop(self, principal: Principal, pdb_id: str, keep_datafiles: bool) -> dict:
         row = await self._load(principal, PERMISSION["manage"], pdb_id)
         check_transition(pdb_id, row["state"], "dropped")
+        await crashpoint.areached("drop", "begun", pdb_id)
         now = self._now()
 
         def commit():
