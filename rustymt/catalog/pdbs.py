@@ -62,6 +62,12 @@ def set_datafiles_dir(conn: sqlite3.Connection, pdb_id: str, datafiles_dir: str 
     conn.execute("UPDATE pdb_files SET datafiles_dir = ? WHERE pdb_id = ?", (datafiles_dir, pdb_id))
 
 
+def guid_plugged(conn: sqlite3.Connection, guid: str) -> bool:
+    """Whether a plugged-in PDB (live, not unplugged) has this GUID."""
+    return conn.execute("SELECT 1 FROM pdbs JOIN pdb_files USING (pdb_id) WHERE guid = ? "
+                        "AND state NOT IN ('dropped', 'unplugged')", (guid,)).fetchone() is not None
+
+
 def live(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every PDB not dropped, oldest first (startup reconcile, instance re-apply)."""
     return [dict(row) for row in conn.execute(f"{SELECT} WHERE {LIVE} ORDER BY created_at, pdb_id")]

@@ -39,6 +39,7 @@ None when recovery does.
 """
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -116,11 +117,18 @@ def read_intent(stage: str) -> dict | None:
         return None
 
 
+def _remove_manifest_temps(xml: str) -> None:
+    """The temp files of a manifest write a crash interrupted (rustymt.engine.manifest.write)."""
+    for path in glob.glob(glob.escape(xml) + ".tmp-*"):
+        os.unlink(path)
+
+
 def roll_back_unplug(stage: str) -> None:
     """Undo an unplug that did not commit: its manifest and exported datafiles go, the PDB stays."""
     from rustymt.engine import manifest  # manifest imports this module's users; no cycle at import time
     intent = read_intent(stage)
     if intent is not None:
+        _remove_manifest_temps(intent["xml"])
         if manifest.is_manifest_of(intent["xml"], intent["pdb_id"]):
             os.unlink(intent["xml"])
         exported = intent["datafiles_dir"]
@@ -137,6 +145,8 @@ def roll_back_unplug(stage: str) -> None:
 def finish_unplug(data_dir: str, stage: str, step=None) -> None:
     """After the commit: a moved PDB leaves pdbs/ (its datafiles live on next to the manifest)."""
     intent = read_intent(stage)
+    if intent is not None:
+        _remove_manifest_temps(intent["xml"])
     if intent is not None and intent["datafiles_dir"]:
         storage.remove_pdb_files(data_dir, intent["pdb_id"])
         if step is not None:

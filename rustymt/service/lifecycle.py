@@ -356,6 +356,9 @@ class LifecycleService:
                         # its files now belong to the plugged PDB (and so may its name): retired for good
                         pdb_rows.set_state(conn, unplugged_source, "dropped", None, now)
                         pdb_rows.set_datafiles_kept(conn, unplugged_source, True)
+                    if pdb_rows.guid_plugged(conn, parsed["guid"]):  # a concurrent plug of the same set won
+                        raise ServiceError("CONFLICT", f"a PDB with GUID {parsed['guid']} is already plugged in",
+                                           field="xml_path")
                     self.pdbs.insert_rows(conn, pdb_id, name, owner, parsed["guid"], now)
 
             def before_publish(stage):

@@ -356,6 +356,8 @@ def check_invariants(rig: Rig, sources: Sources, life: Life | None) -> None:
     data_dir = rig.data_dir
     pdbs = rig.pdbs()
     assert os.listdir(storage.staging_dir(data_dir)) == [], "staging leftovers"
+    exports = os.path.join(data_dir, "exports")
+    assert not [name for name in os.listdir(exports) if ".tmp-" in name], "half-written manifest left"
     folders = set(os.listdir(storage.pdbs_dir(data_dir))) - {storage.SEED_ID}
     expected = {pdb_id for pdb_id, p in pdbs.items()
                 if p["state"] != "dropped" and not (p["state"] == "unplugged" and pdb_id in rig.moved)}
@@ -451,7 +453,7 @@ def batch_span(rig: Rig, sources: Sources) -> float:
 
 def random_life(rig: Rig, life: Life, span: float, rng: random.Random) -> float:
     """Send every run at once, SIGKILL at a random instant while the batch is under way
-    (its span scaled by its size); returns that instant's offset in seconds."""
+    (`span`: the expected span of a batch of len(OPS) runs); returns the instant's offset."""
     start = time.monotonic() + 0.02
     threads = [life.launch(run, at=start) for run in rng.sample(life.runs, len(life.runs))]
     offset = rng.uniform(0.1, 0.9) * span * len(life.runs) / len(OPS)
@@ -491,6 +493,7 @@ def test_sigkill_the_daemon_at_every_step_and_at_random(tmp_path):
                 rig.points[op].append(f"boundary {n}: after {boundaries[op][n - 1]}")
             previous = life
         rng = random.Random(20261127)
+        scale = 1.0  # feedback on the batch span: kill later while most runs had not begun, earlier while most were done
         while min(len(rig.points[op]) for op in OPS) < MIN_POINTS:
             assert random_lives < MAX_RANDOM_LIVES, f"random kills left some op short of {MIN_POINTS} points: " \
                                                     f"{ {op: len(p) for op, p in rig.points.items()} }"
@@ -499,15 +502,19 @@ def test_sigkill_the_daemon_at_every_step_and_at_random(tmp_path):
             random_lives += 1
             runs = [(op, k) for op in OPS for k in range(min(RUNS_PER_OP, MIN_POINTS - len(rig.points[op])))]
             life = Life(rig, sources, runs, make_fodder(rig, sources, runs))
-            random_life(rig, life, span, rng)
+            offset = random_life(rig, life, span * scale, rng)
+            fates = collections.Counter()
             for run in runs:
                 answer = life.answers.get(run)
                 assert isinstance(answer, OSError) or answer is None or answer.status in (200, 201, 202), \
                     f"{run}: {answer.status} {answer.text}"  # cut by the kill, or done — never refused
                 passed = [label for label, _ in rig.passed(life.subject(run))]
+                fates["not begun" if not passed else "done" if len(passed) == len(boundaries[run[0]]) else "midway"] += 1
                 if run in life.sent and len(passed) < len(boundaries[run[0]]):  # under way when killed
                     rig.points[run[0]].append(f"random: after {passed[-1]}" if passed else
                                               "random: before its first boundary")
+            print(f"random life {random_lives}: {len(runs)} runs killed at {offset * 1000:.0f} ms: {dict(fates)}")
+            scale *= 1.25 if fates["not begun"] > fates["done"] else 0.8
             previous = life
         rig.start(None)
         check_invariants(rig, sources, previous)

@@ -275,6 +275,24 @@ def test_unplug_moving_datafiles_to_another_filesystem_then_plug_copies(daemon, 
     assert open_and_read(acme, in_place.json["pdb_id"], "ACME_SHM_BACK") == acme.rows
 
 
+def test_one_unplugged_set_plugs_once_even_when_two_plugs_race(daemon):
+    acme = ledger_pdb(daemon, "acmerace", 200)
+    assert acme.call("POST", f"/api/v1/pdbs/{acme.pdb_id}/unplug", {"xml_path": "race.xml"}).status == 200
+    answers = {}
+
+    def plug(name):
+        answers[name] = acme.call("POST", "/api/v1/pdbs/plug", {"xml_path": "race.xml", "pdb_name": name})
+
+    threads = [threading.Thread(target=plug, args=(name,)) for name in ("RACE_A", "RACE_B", "RACE_C")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    statuses = sorted(answer.status for answer in answers.values())
+    assert statuses[0] == 201 and statuses[1:] in ([400, 400], [400, 409], [409, 409]), \
+        {name: answer.text for name, answer in answers.items()}  # one GUID, one plugged PDB
+
+
 def test_lockdown_profiles_and_common_users(daemon):
     acme = Tenant(daemon, "acmelock")
     profiles = "/api/v1/cdb/lockdown-profiles"
