@@ -222,6 +222,21 @@ def _key_index() -> dict[tuple[str, str], Key]:
     return {(key.section, key.name): key for key in KEYS}
 
 
+def _refuse_unknown_env(env: Mapping[str, str]) -> None:
+    """A misspelt override (RUSTYMT_HOST_ENFORCED=false) must not be silently
+    ignored, as an unknown TOML key is not: a variable under a known section's
+    prefix that names no key is an error. Other RUSTYMT_* variables (test and
+    bench knobs) are not settings and pass."""
+    known = {key.env for key in KEYS} | set(ENV_ALIASES)
+    sections = {key.section.upper() for key in KEYS}
+    for variable in env:
+        if not variable.startswith(ENV_PREFIX) or variable in known:
+            continue
+        section = variable[len(ENV_PREFIX):].split("_", 1)[0]
+        if section in sections:
+            raise ConfigError(variable, f"unknown setting: [{section.lower()}] has no such key")
+
+
 def load(path: str | None = None, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> SimpleNamespace:
     """Build the settings; `overrides` maps "section.key" to a value (CLI flags)."""
     env = os.environ if env is None else env
@@ -242,6 +257,7 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None, override
                 if (section, name) not in index:
                     raise ConfigError(f"{section}.{name}", "unknown key")
                 raw[(section, name)] = value
+    _refuse_unknown_env(env)
     for key in KEYS:
         if key.env in env:
             raw[(key.section, key.name)] = env[key.env]
