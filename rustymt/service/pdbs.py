@@ -2,8 +2,9 @@
 
 Like every service: each public coroutine takes the acting Principal, checks
 pdb:read / pdb:manage and the tenant scope (a tenant-scoped token sees and
-touches only its tenant's PDBs; another tenant's PDB is PDB_NOT_FOUND, so
-not even its existence leaks), and answers the REST body.
+touches only its tenant's PDBs; another tenant's PDB id is 403
+ISOLATION_VIOLATION as on the tenant routes, an unknown or foreign name is
+PDB_NOT_FOUND), and answers the REST body.
 
 State machine (the spec's PdbState, lowercase):
 
@@ -108,9 +109,16 @@ class PdbService:
 
     # ---- lookups with scope
 
-    def _visible(self, principal: Principal, row: dict | None, pdb_id: str) -> dict:
-        if row is None or (principal.tenant_id is not None and row["tenant_id"] != principal.tenant_id):
+    def _visible(self, principal: Principal, row: dict | None, pdb_id: str, *, by_name: bool = False) -> dict:
+        """The row, if the principal may see it. Another tenant's PDB named by
+        its id is 403 ISOLATION_VIOLATION, as another tenant's id is on the
+        tenant routes; looked up by name it is not found (names are guessable,
+        and a scoped caller learns nothing about names that are not its own)."""
+        foreign = row is not None and principal.tenant_id is not None and row["tenant_id"] != principal.tenant_id
+        if row is None or (foreign and by_name):
             raise not_found(pdb_id)
+        if foreign:
+            raise ServiceError("ISOLATION_VIOLATION", "this token is scoped to another tenant", details={"pdb_id": pdb_id})
         return row
 
     async def _load(self, principal: Principal, permission: str, pdb_id: str) -> dict:
@@ -312,7 +320,7 @@ class PdbService:
             with self.catalog.read() as conn:
                 return rows.get_by_name(conn, pdb_name)
 
-        row = self._visible(principal, await asyncio.to_thread(read), pdb_name)
+        row = self._visible(principal, await asyncio.to_thread(read), pdb_name, by_name=True)
         return await asyncio.to_thread(self._body, row)
 
     def _body(self, row: dict) -> dict:
