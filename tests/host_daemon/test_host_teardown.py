@@ -1,0 +1,268 @@
+"""What a real rustymtd leaves on the host when it stops (cgroup v1, tc on lo
+in the test's own network namespace, a cgroup root of the test's own).
+
+* graceful stop (SIGTERM): every group it made and its root, the HTB root
+  qdisc, the ifb device and the ingress qdisc it added are gone; what was
+  there before (an ingress qdisc with its own filter, another interface's
+  qdisc, another ifb) is untouched;
+* host.teardown_on_stop = false: all of it stays, and the next start adopts
+  it (same cgroup directories, same ifb device) and removes it at its stop;
+* SIGKILL: all of it stays, the next start reconciles it (a stale tenant
+  group is removed, the live tenant's group gets the new instance) and its
+  graceful stop leaves nothing;
+* a root qdisc someone else configured on the interface is never replaced:
+  shaping reports unavailable, and the qdisc is intact after the stop.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import signal
+import subprocess
+
+import psutil
+import pytest
+
+from rustymt.host import ownership
+from rustymt.host.tc import HANDLE, INGRESS_HANDLE, ifb_name
+from tests.conftest import wait_for
+from tests.host.conftest import Spawner
+from tests.host_daemon.conftest import HostDaemon, NetnsDaemon, Sandbox, sandbox
+
+pytestmark = pytest.mark.host
+
+IFB = ifb_name("lo")
+FOREIGN_IFB = "ifbkeep0"
+FOREIGN_INGRESS_PRIO = 7
+
+
+@dataclasses.dataclass
+class Box:
+    sandbox: Sandbox
+    data_dir: str                       # one data dir: restarts find their catalog and ownership record
+    daemons: list[NetnsDaemon] = dataclasses.field(default_factory=list)
+
+    @property
+    def netns(self) -> str:
+        return self.sandbox.netns
+
+    @property
+    def tree(self):
+        return self.sandbox.tree
+
+
+@pytest.fixture
+def box(tmp_path):
+    """The sandbox plus the daemons a test starts (SIGKILLed at the end if
+    still running, before the sandbox is cleaned and checked)."""
+    with sandbox() as sand:
+        run = Box(sand, str(tmp_path / "data"))
+        try:
+            yield run
+        finally:
+            for daemon in run.daemons:
+                daemon.kill()
+
+
+def start(box, **env) -> HostDaemon:
+    # a SIGKILLed daemon leaves its address file; the helper would read the old port from it
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(box.data_dir, "run", "rustymtd.addr"))
+    daemon = NetnsDaemon.start_in(box.netns, box.data_dir, box.sandbox.env(**env))
+    box.daemons.append(daemon)
+    return HostDaemon(daemon, box.tree, box.netns, Spawner())
+
+
+def ip(box, *args: str) -> None:
+    subprocess.run(["ip", "-n", box.netns, *args], check=True, capture_output=True)
+
+
+def tc(box, *args: str) -> None:
+    subprocess.run(["tc", "-n", box.netns, *args], check=True, capture_output=True)
+
+
+def tc_view(box) -> dict:
+    """lo's qdiscs as {"kind handle"}, lo's ingress filter priorities, the
+    links, and the other interface's qdiscs."""
+    from pyroute2 import NetNS
+
+    with NetNS(box.netns) as ipr:
+        def qdiscs(ifname):
+            index = ipr.link_lookup(ifname=ifname)[0]
+            return {f"{q.get_attr('TCA_KIND')} {q.get('handle') >> 16:x}:" for q in ipr.get_qdiscs(index=index)}
+
+        lo = ipr.link_lookup(ifname="lo")[0]
+        has_ingress = any(q.get("handle") == INGRESS_HANDLE for q in ipr.get_qdiscs(index=lo))
+        view = {"lo": qdiscs("lo"),
+                "ingress_prios": {f["info"] >> 16 for f in ipr.get_filters(index=lo, parent=INGRESS_HANDLE)}
+                if has_ingress else set(),
+                "links": {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()},
+                "classes": {c["handle"] & 0xFFFF for c in ipr.get_classes(index=lo) if c["handle"] >> 16 == HANDLE >> 16}}
+        if "v0" in view["links"]:
+            view["v0"] = qdiscs("v0")
+        return view
+
+
+def foreign_setup(box) -> None:
+    """What an operator had before rustymt: an ingress qdisc on lo with a
+    filter of their own, another interface with an HTB, another ifb."""
+    tc(box, "qdisc", "add", "dev", "lo", "ingress")
+    tc(box, "filter", "add", "dev", "lo", "parent", "ffff:", "prio", str(FOREIGN_INGRESS_PRIO), "protocol", "all",
+       "u32", "match", "u32", "0", "0", "classid", "1:1")
+    ip(box, "link", "add", "v0", "type", "veth", "peer", "name", "v1")
+    tc(box, "qdisc", "add", "dev", "v0", "root", "handle", "1:", "htb", "default", "1")
+    ip(box, "link", "add", FOREIGN_IFB, "type", "ifb")
+
+
+def cgroup_dirs(box) -> list[str]:
+    """Every directory of the daemon's tree that exists, in any hierarchy."""
+    found = []
+    for top in box.tree.group_dirs(""):
+        for directory, _subdirs, _files in os.walk(top):
+            found.append(directory)
+    return sorted(found)
+
+
+def ledger(box) -> dict | None:
+    path = os.path.join(box.data_dir, "run", ownership.FILE_NAME)
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def tenant_group(tenant_id: str) -> str:
+    return f"tenants/{tenant_id}"
+
+
+def shaped_tenant(box, hostd: HostDaemon, tier: str = "gold") -> tuple[str, int]:
+    created = hostd.tenant(f"td_{secrets.token_hex(3)}", tier, network_mbps=20)
+    tenant_id, port = created["tenant_id"], created["resources"]["network_port"]
+    if tier == "gold":
+        wait_for(lambda: hostd.tree.exists(tenant_group(tenant_id)) and
+                 set(hostd.placement(tenant_id)["instance_pids"]) <= set(hostd.tree.procs(tenant_group(tenant_id))),
+                 10, what="the dedicated tenant's instance in its cgroup")
+    wait_for(lambda: port in tc_view(box)["classes"], 10, what="the tenant's tc class")
+    return tenant_id, port
+
+
+def stopped_cleanly(hostd: HostDaemon) -> None:
+    code = hostd.daemon.stop()
+    assert code == 0, f"rustymt serve exited with {code} on SIGTERM:\n{hostd.daemon.log()}"
+
+
+def running(pids) -> list[int]:
+    return [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_graceful_stop_removes_what_the_daemon_made_and_nothing_else(box):
+    foreign_setup(box)
+    before = tc_view(box)
+    assert before["ingress_prios"] == {FOREIGN_INGRESS_PRIO} and "htb 1:" in before["v0"]
+
+    hostd = start(box)
+    dedicated, dedicated_port = shaped_tenant(box, hostd, "gold")
+    _shared, shared_port = shaped_tenant(box, hostd, "silver")
+    instance_pids = hostd.placement(dedicated)["instance_pids"]
+    made = tc_view(box)
+    assert {"htb a7:", "ingress ffff:"} <= made["lo"] and IFB in made["links"]
+    assert made["ingress_prios"] == {1, FOREIGN_INGRESS_PRIO}          # rustymt's redirect beside the operator's filter
+    assert {dedicated_port, shared_port} <= made["classes"]
+    assert {f"{top}/{tenant_group(dedicated)}" for top in box.tree.group_dirs("")} <= set(cgroup_dirs(box))
+    assert ledger(box) == {"cgroup_root": box.tree.root, "interface": "lo", "root_created": True,
+                           "ingress_created": False}
+
+    stopped_cleanly(hostd)
+    assert cgroup_dirs(box) == []                                   # groups, then the root, in every hierarchy
+    after = tc_view(box)
+    assert after["lo"] == {"noqueue 0:", "ingress ffff:"}           # the operator's ingress qdisc stays
+    assert after["ingress_prios"] == {FOREIGN_INGRESS_PRIO}         # with their filter, without rustymt's
+    assert after["links"] == before["links"] and after["v0"] == before["v0"]
+    assert after["classes"] == set()
+    assert running(instance_pids) == []
+    assert ledger(box) is None
+    assert "host teardown: removed" in hostd.daemon.log()
+
+
+def test_teardown_off_keeps_the_setup_and_the_next_start_adopts_then_removes_it(box):
+    hostd = start(box, RUSTYMT_HOST_TEARDOWN_ON_STOP="false")
+    tenant_id, port = shaped_tenant(box, hostd, "gold")
+    stopped_cleanly(hostd)
+
+    kept = cgroup_dirs(box)
+    for group in ("", "supervisor", "shared", "tenants", tenant_group(tenant_id)):
+        assert {path.rstrip("/") for path in box.tree.group_dirs(group)} <= set(kept), group
+    view = tc_view(box)
+    assert {"htb a7:", "ingress ffff:"} <= view["lo"] and IFB in view["links"] and port in view["classes"]
+    assert ledger(box)["root_created"] and ledger(box)["ingress_created"]
+    inodes = {path: os.stat(path).st_ino for path in kept}
+    ifb_index = link_index(box, IFB)
+
+    hostd = start(box)                     # teardown_on_stop back to its default (true)
+    wait_for(lambda: set(hostd.placement(tenant_id)["instance_pids"]) <= set(box.tree.procs(tenant_group(tenant_id)))
+             and hostd.placement(tenant_id)["instance_pids"], 10, what="the new instance in the kept cgroup")
+    assert {path: os.stat(path).st_ino for path in kept} == inodes   # adopted, not re-created
+    assert link_index(box, IFB) == ifb_index and port in tc_view(box)["classes"]
+
+    stopped_cleanly(hostd)
+    assert cgroup_dirs(box) == []
+    view = tc_view(box)
+    assert view["lo"] == {"noqueue 0:"} and IFB not in view["links"]  # the ingress qdisc was rustymt's (ledger)
+    assert ledger(box) is None
+
+
+def link_index(box, ifname: str) -> int:
+    from pyroute2 import NetNS
+
+    with NetNS(box.netns) as ipr:
+        return ipr.link_lookup(ifname=ifname)[0]
+
+
+def test_after_sigkill_the_next_start_reconciles_and_its_stop_cleans_up(box):
+    hostd = start(box)
+    tenant_id, port = shaped_tenant(box, hostd, "gold")
+    hostd.daemon.process.send_signal(signal.SIGKILL)
+    hostd.daemon.process.wait(10)
+    # instances die with the daemon (parent-death signal); their groups stay
+    wait_for(lambda: not box.tree.procs("shared") and not box.tree.procs(tenant_group(tenant_id)), 15,
+             what="instances gone after the daemon's SIGKILL")
+    assert box.tree.exists(tenant_group(tenant_id)) and IFB in tc_view(box)["links"]
+    box.tree.ensure(tenant_group("tenant_gone"))          # a tenant that is no more (terminated while we were down)
+
+    hostd = start(box)
+    wait_for(lambda: not box.tree.exists(tenant_group("tenant_gone")), 10, what="the stale group removed")
+    wait_for(lambda: hostd.placement(tenant_id)["instance_pids"] and
+             set(hostd.placement(tenant_id)["instance_pids"]) <= set(box.tree.procs(tenant_group(tenant_id))),
+             10, what="the new instance in the tenant's group")
+    assert port in tc_view(box)["classes"]
+
+    stopped_cleanly(hostd)
+    assert cgroup_dirs(box) == []
+    view = tc_view(box)
+    assert view["lo"] == {"noqueue 0:"} and IFB not in view["links"]
+    assert ledger(box) is None
+
+
+def test_a_foreign_root_qdisc_is_never_replaced(box):
+    tc(box, "qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "1")
+    tc(box, "class", "add", "dev", "lo", "parent", "1:", "classid", "1:1", "htb", "rate", "1gbit")
+    hostd = start(box)
+    status = hostd.daemon.request("GET", "/api/v1/cdb/status").json["host"]["mechanisms"]
+    for mechanism in ("network_egress", "network_ingress"):
+        assert status[mechanism]["state"] == "unavailable" and "not rustymt's" in status[mechanism]["reason"]
+    created = hostd.tenant(f"td_{secrets.token_hex(3)}", "gold", network_mbps=20)
+    wait_for(lambda: box.tree.exists(tenant_group(created["tenant_id"])), 10, what="the tenant's cgroup")
+
+    stopped_cleanly(hostd)
+    view = tc_view(box)
+    assert view["lo"] == {"htb 1:"} and IFB not in view["links"]
+    from pyroute2 import NetNS
+
+    with NetNS(box.netns) as ipr:
+        classes = {c["handle"] for c in ipr.get_classes(index=ipr.link_lookup(ifname="lo")[0])}
+    assert classes == {0x10001}
+    assert cgroup_dirs(box) == []
+
