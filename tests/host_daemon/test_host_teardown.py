@@ -11,7 +11,9 @@ in the test's own network namespace, a cgroup root of the test's own).
   group is removed, the live tenant's group gets the new instance) and its
   graceful stop leaves nothing;
 * a root qdisc someone else configured on the interface is never replaced:
-  shaping reports unavailable, and the qdisc is intact after the stop.
+  shaping reports unavailable, and the qdisc is intact after the stop;
+* a process sitting in <root>/supervisor (a delegated daemon under systemd)
+  tears down around itself: its group and the root stay.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 
 import psutil
 import pytest
@@ -29,6 +32,7 @@ import pytest
 from rustymt.host import ownership
 from rustymt.host.tc import HANDLE, INGRESS_HANDLE, ifb_name
 from tests.conftest import wait_for
+from tests.daemon import REPO_ROOT
 from tests.host.conftest import Spawner
 from tests.host_daemon.conftest import HostDaemon, NetnsDaemon, Sandbox, sandbox
 
@@ -266,3 +270,39 @@ def test_a_foreign_root_qdisc_is_never_replaced(box):
     assert classes == {0x10001}
     assert cgroup_dirs(box) == []
 
+
+
+# A process standing in for the daemon under systemd: it sits in <root>/supervisor
+# (where adopt_self puts a delegated daemon) and tears down around itself.
+SUPERVISED_TEARDOWN = r"""
+import json, os, sys
+from types import SimpleNamespace
+from rustymt.host import HostController, capabilities
+root, ledger, neighbour = sys.argv[1], sys.argv[2], int(sys.argv[3])
+caps = capabilities.detect("/tmp", probe_network=False)
+host = HostController.from_settings(SimpleNamespace(cgroup_root=root, interface="lo", enforce=True), caps=caps,
+                                     ledger=ledger)
+host.setup()
+host.tree.place("supervisor", os.getpid())
+host.place(neighbour, "tenant_left")
+print(json.dumps(host.teardown()))
+"""
+
+
+def test_teardown_never_removes_the_group_the_process_itself_sits_in(box):
+    os.makedirs(box.data_dir)
+    neighbour = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        result = subprocess.run([sys.executable, "-c", SUPERVISED_TEARDOWN, box.tree.root,
+                                 os.path.join(box.data_dir, ownership.FILE_NAME), str(neighbour.pid)],
+                                capture_output=True, text=True, timeout=60, cwd=REPO_ROOT)
+        assert result.returncode == 0, result.stderr        # it did not kill itself with its group
+        removed = json.loads(result.stdout)
+        root = box.tree.root
+        assert set(removed) == {f"cgroup {root}/tenants/tenant_left", f"cgroup {root}/tenants", f"cgroup {root}/shared"}
+        assert neighbour.wait(10) == -signal.SIGKILL         # a process left in a removed group is killed
+        # the group it sat in and its ancestor (the root) stay; systemd removes them after the unit stops
+        assert sorted(cgroup_dirs(box)) == sorted([*box.tree.group_dirs(""), *box.tree.group_dirs("supervisor")])
+    finally:
+        neighbour.kill()
+        neighbour.wait()
