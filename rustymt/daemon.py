@@ -138,7 +138,7 @@ async def serve(settings: Any) -> int:
         await _start_engine(services, fleet)
     except BaseException:
         await host_binding.stop()
-        await host_binding.close()
+        await host_binding.close(teardown=False)  # a failed start removes nothing (another daemon may own it)
         catalog.close()
         raise
     app = create_app(services, settings)
@@ -154,7 +154,7 @@ async def serve(settings: Any) -> int:
         await runner.cleanup()
         await host_binding.stop()
         await fleet.stop()
-        await host_binding.close()
+        await host_binding.close(teardown=False)
         catalog.close()
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_LISTEN) from None
     bound_host, bound_port = runner.addresses[0][:2]

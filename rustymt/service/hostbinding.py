@@ -180,20 +180,24 @@ class HostBinding:
             self._subscription.close()
             self._subscription = None
 
-    async def close(self) -> None:
+    async def close(self, teardown: bool = True) -> None:
         """After the fleet stopped the instances (graceful stop): remove the
         cgroups, qdiscs and ifb device this daemon made, unless
         host.teardown_on_stop is false (kept; the next start adopts them).
         A failed teardown is logged, not raised: the stop itself succeeded,
-        and the next start's reconcile adopts or clears what is left."""
-        if self.teardown_on_stop:
+        and the next start's reconcile adopts or clears what is left.
+        teardown=False (a start that failed): nothing is removed — the
+        failure may be another daemon already serving this host, whose
+        instances live in these groups."""
+        if teardown and self.teardown_on_stop:
             try:
                 removed = await asyncio.to_thread(self.host.teardown)
                 log.info("host teardown: removed %s", ", ".join(removed) or "nothing")
             except Exception:  # noqa: BLE001 - reported; the ownership record stays for the next start
                 log.exception("host teardown failed; the next start reconciles what is left")
         elif self.host.tree is not None or self.host.shaper is not None:
-            log.info("host teardown skipped (host.teardown_on_stop = false): cgroups and tc setup kept for the next start")
+            log.info("host teardown skipped (%s): cgroups and tc setup kept for the next start",
+                     "host.teardown_on_stop = false" if teardown else "the start failed")
         await asyncio.to_thread(self.host.close)
         with self._lookup_lock:
             if self._lookup is not None:

@@ -61,7 +61,7 @@ class NetnsDaemon(Daemon):
     netns = ""
 
     @classmethod
-    def start_in(cls, netns: str, data_dir: str, env: dict) -> "NetnsDaemon":
+    def start_in(cls, netns: str, data_dir: str, env: dict, listen: str = "127.0.0.1:0") -> "NetnsDaemon":
         os.makedirs(data_dir, exist_ok=True)
         log_path = os.path.abspath(data_dir) + ".log"
         # setns in the child rather than `ip netns exec`: that also remounts /sys
@@ -70,7 +70,7 @@ class NetnsDaemon(Daemon):
         try:
             with open(log_path, "ab") as log:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "rustymt", "serve", "--data-dir", data_dir, "--listen", "127.0.0.1:0"],
+                    [sys.executable, "-m", "rustymt", "serve", "--data-dir", data_dir, "--listen", listen],
                     stdout=log, stderr=subprocess.STDOUT, env=clean_env(env), cwd=REPO_ROOT,
                     pass_fds=(target,), preexec_fn=lambda: _setns(target))
         finally:

@@ -12,6 +12,7 @@ in the test's own network namespace, a cgroup root of the test's own).
   graceful stop leaves nothing;
 * a root qdisc someone else configured on the interface is never replaced:
   shaping reports unavailable, and the qdisc is intact after the stop;
+* a start that fails (here: the listen address is taken) removes nothing;
 * a process sitting in <root>/supervisor (a delegated daemon under systemd)
   tears down around itself: its group and the root stay.
 """
@@ -23,6 +24,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 
@@ -34,7 +36,7 @@ from rustymt.host.tc import HANDLE, INGRESS_HANDLE, ifb_name
 from tests.conftest import wait_for
 from tests.daemon import REPO_ROOT
 from tests.host.conftest import Spawner
-from tests.host_daemon.conftest import HostDaemon, NetnsDaemon, Sandbox, sandbox
+from tests.host_daemon.conftest import HostDaemon, NetnsDaemon, Sandbox, in_netns, sandbox
 
 pytestmark = pytest.mark.host
 
@@ -71,11 +73,11 @@ def box(tmp_path):
                 daemon.kill()
 
 
-def start(box, **env) -> HostDaemon:
+def start(box, listen: str = "127.0.0.1:0", **env) -> HostDaemon:
     # a SIGKILLed daemon leaves its address file; the helper would read the old port from it
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(box.data_dir, "run", "rustymtd.addr"))
-    daemon = NetnsDaemon.start_in(box.netns, box.data_dir, box.sandbox.env(**env))
+    daemon = NetnsDaemon.start_in(box.netns, box.data_dir, box.sandbox.env(**env), listen)
     box.daemons.append(daemon)
     return HostDaemon(daemon, box.tree, box.netns, Spawner())
 
@@ -270,6 +272,21 @@ def test_a_foreign_root_qdisc_is_never_replaced(box):
     assert classes == {0x10001}
     assert cgroup_dirs(box) == []
 
+
+
+def test_a_failed_start_removes_nothing(box):
+    """The start may fail because another daemon serves this host already:
+    its instances live in these groups, so nothing is torn down."""
+    with in_netns(box.netns):
+        taken = socket.socket()
+    with taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(AssertionError, match="exited with 4"):
+            start(box, listen=f"127.0.0.1:{taken.getsockname()[1]}")
+    for group in ("", "supervisor", "shared", "tenants"):
+        assert box.tree.exists(group), group
+    assert IFB in tc_view(box)["links"] and ledger(box)["root_created"]
 
 
 # A process standing in for the daemon under systemd: it sits in <root>/supervisor
