@@ -139,16 +139,26 @@ class HostController:
         ownership record goes once everything is gone."""
         owned = self.owned or ownership.load(self.ledger, self._place_record())
         removed: list[str] = []
-        kept: frozenset[str] = frozenset()
+        failures: list[Exception] = []
         if self.tree is not None:
             kept = self._own_groups()
+            if kept:
+                log.info("host: cgroups kept while this process is in them: %s",
+                         ", ".join(f"{self.tree.root}/{rel}".rstrip("/") for rel in sorted(kept)))
             root_too = bool(owned and owned.root_created) and "" not in kept
-            removed += [f"cgroup {self.tree.root}/{rel}".rstrip("/") for rel in self.tree.prune(kept, root_too)]
+            try:
+                removed += [f"cgroup {self.tree.root}/{rel}".rstrip("/") for rel in self.tree.prune(kept, root_too)]
+            except OSError as exc:   # tc still goes; the record stays for the next start
+                failures.append(exc)
         if self.shaper is not None:
-            removed += self.shaper.teardown(ingress=bool(owned and owned.ingress_created))
-        if kept:
-            log.info("host: cgroups kept while this process is in them: %s",
-                     ", ".join(f"{self.tree.root}/{rel}".rstrip("/") for rel in sorted(kept)))
+            try:
+                removed += self.shaper.teardown(ingress=bool(owned and owned.ingress_created))
+            except Exception as exc:  # noqa: BLE001 - pyroute2 raises its own netlink errors
+                failures.append(exc)
+        for failure in failures[1:]:
+            log.error("host teardown: %s", failure)
+        if failures:
+            raise failures[0]
         ownership.forget(self.ledger)
         self.owned = None
         return removed

@@ -189,13 +189,14 @@ class HostBinding:
         teardown=False (a start that failed): nothing is removed — the
         failure may be another daemon already serving this host, whose
         instances live in these groups."""
-        if teardown and self.teardown_on_stop:
+        enforcing = self.host.tree is not None or self.host.shaper is not None
+        if enforcing and teardown and self.teardown_on_stop:
             try:
                 removed = await asyncio.to_thread(self.host.teardown)
                 log.info("host teardown: removed %s", ", ".join(removed) or "nothing")
             except Exception:  # noqa: BLE001 - reported; the ownership record stays for the next start
                 log.exception("host teardown failed; the next start reconciles what is left")
-        elif self.host.tree is not None or self.host.shaper is not None:
+        elif enforcing:
             log.info("host teardown skipped (%s): cgroups and tc setup kept for the next start",
                      "host.teardown_on_stop = false" if teardown else "the start failed")
         await asyncio.to_thread(self.host.close)
