@@ -8,9 +8,10 @@ scheduled tier changes that fell due while the daemon was down, then tell
 systemd READY=1. While running: apply scheduled tier changes when due (the
 catalog holds them, so they survive restarts). SIGTERM/SIGINT: stop accepting,
 let in-flight requests finish, stop the engine instances, remove the host
-setup (cgroups, tc; host.teardown_on_stop), close the catalog, exit 0. Before the listener opens: PDB storage recovery (staged creates
-finished or removed, catalog and disk reconciled), the seed, and the engine
-instances started with every tenant re-applied (rustymt.service.fleet).
+setup (cgroups, tc; host.teardown_on_stop), close the catalog, exit 0. Before
+the listener opens: PDB storage recovery (staged creates finished or removed,
+catalog and disk reconciled), the seed, and the engine instances started with
+every tenant re-applied (rustymt.service.fleet).
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ FILE_NAME = "host-owned.json"
 @dataclasses.dataclass
 class Ownership:
     cgroup_root: str | None          # the tree's root, None without cgroup enforcement
-    interface: str | None            # the shaped interface, None without tc
+    interface: str | None            # host.interface (whether or not tc is usable)
     root_created: bool = False       # rustymt made the cgroup root directory
     ingress_created: bool = False    # rustymt added the interface's ingress qdisc
 
