@@ -192,6 +192,7 @@ KEYS: list[Key] = [
     Key("engine", "pool_frames", int_in(64, 1 << 24), 8192, "page frames in each engine instance's buffer pool (4 KiB pages; tenants get partitions of it)"),
     Key("lifecycle", "export_roots", parse_str_list, "", "directories unplug manifests/datafiles and plug sources may be in (absolute); the first is the default for relative paths; empty = <data_dir>/exports"),
     Key("host", "reconcile_seconds", float_in(0.2, 3600), 3.0, "period of the host reconcile loop (cgroups, tc vs the catalog)"),
+    Key("host", "teardown_on_stop", parse_bool, True, "a graceful stop removes the cgroups, qdiscs and ifb device the daemon made; false keeps them for a fast restart (the next start adopts them)"),
 ]
 
 def _price_book(value: Any):
