@@ -48,7 +48,10 @@ from rustymt.service.passwords import scram_verifier
 log = logging.getLogger("rustymt.pdbs")
 
 PERMISSION = {"read": "pdb:read", "manage": "pdb:manage"}
-STATES = ("created", "mounted", "open", "closed", "dropped")
+STATES = ("created", "mounted", "open", "closed", "dropped", "unplugged")
+# The spec's GraphQL PdbState has no UNPLUGGED: there an unplugged PDB shows as
+# MOUNTED (as in Oracle's V$PDBS), and filtering on MOUNTED finds it too.
+SHOWN_AS_MOUNTED = ("mounted", "unplugged")
 OPEN_MODES = ("READ_WRITE", "READ_ONLY", "UPGRADE", "MIGRATE")
 CLOSE_MODES = ("NORMAL", "IMMEDIATE", "ABORT")  # ABORT (GraphQL's CloseMode) = IMMEDIATE here
 PDB_NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_$]{0,62}"
@@ -294,11 +297,16 @@ class PdbService:
 
     # ---- read
 
-    async def list(self, principal: Principal, page: int = 1, page_size: int = 20, state: str | None = None) -> dict:
+    async def list(self, principal: Principal, page: int = 1, page_size: int = 20,
+                   state: str | tuple[str, ...] | None = None) -> dict:
+        """One page of the PDBs the principal may see; `state` one state or a tuple of them."""
         authz.require(principal, PERMISSION["read"])
         page = inputs.integer("page", page, minimum=1, maximum=1 << 31)
         page_size = inputs.integer("page_size", page_size, minimum=1, maximum=MAX_PAGE_SIZE)
-        state = inputs.choice("state", state, STATES) if state is not None else None
+        if isinstance(state, tuple):
+            state = tuple(inputs.choice("state", one, STATES) for one in state)
+        elif state is not None:
+            state = inputs.choice("state", state, STATES)
 
         def query():
             with self.catalog.read() as conn:
