@@ -32,14 +32,18 @@ def insert_files(conn: sqlite3.Connection, pdb_id: str, guid: str) -> None:
     conn.execute("INSERT INTO pdb_files (pdb_id, guid) VALUES (?, ?)", (pdb_id, guid))
 
 
-def page(conn: sqlite3.Connection, *, offset: int, limit: int, state: str | None = None,
+def page(conn: sqlite3.Connection, *, offset: int, limit: int, state: str | tuple[str, ...] | None = None,
          tenant_id: str | None = None) -> tuple[int, list[dict[str, Any]]]:
-    """(total matching, one page) in creation order; None filters match all."""
+    """(total matching, one page) in creation order; None filters match all,
+    a tuple of states matches any of them."""
     where, params = [], []
-    for column, value in (("state", state), ("tenant_id", tenant_id)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
+    if state is not None:
+        states = (state,) if isinstance(state, str) else state
+        where.append(f"state IN ({', '.join('?' * len(states))})")
+        params.extend(states)
+    if tenant_id is not None:
+        where.append("tenant_id = ?")
+        params.append(tenant_id)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     total = conn.execute(f"SELECT count(*) FROM pdbs {clause}", params).fetchone()[0]
     rows = conn.execute(f"{SELECT} {clause} ORDER BY created_at, pdb_id LIMIT ? OFFSET ?",

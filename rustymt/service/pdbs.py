@@ -2,8 +2,9 @@
 
 Like every service: each public coroutine takes the acting Principal, checks
 pdb:read / pdb:manage and the tenant scope (a tenant-scoped token sees and
-touches only its tenant's PDBs; another tenant's PDB is PDB_NOT_FOUND, so
-not even its existence leaks), and answers the REST body.
+touches only its tenant's PDBs; another tenant's PDB id is 403
+ISOLATION_VIOLATION as on the tenant routes, an unknown or foreign name is
+PDB_NOT_FOUND), and answers the REST body.
 
 State machine (the spec's PdbState, lowercase):
 
@@ -47,7 +48,10 @@ from rustymt.service.passwords import scram_verifier
 log = logging.getLogger("rustymt.pdbs")
 
 PERMISSION = {"read": "pdb:read", "manage": "pdb:manage"}
-STATES = ("created", "mounted", "open", "closed", "dropped")
+STATES = ("created", "mounted", "open", "closed", "dropped", "unplugged")
+# The spec's GraphQL PdbState has no UNPLUGGED: there an unplugged PDB shows as
+# MOUNTED (as in Oracle's V$PDBS), and filtering on MOUNTED finds it too.
+SHOWN_AS_MOUNTED = ("mounted", "unplugged")
 OPEN_MODES = ("READ_WRITE", "READ_ONLY", "UPGRADE", "MIGRATE")
 CLOSE_MODES = ("NORMAL", "IMMEDIATE", "ABORT")  # ABORT (GraphQL's CloseMode) = IMMEDIATE here
 PDB_NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_$]{0,62}"
@@ -108,9 +112,16 @@ class PdbService:
 
     # ---- lookups with scope
 
-    def _visible(self, principal: Principal, row: dict | None, pdb_id: str) -> dict:
-        if row is None or (principal.tenant_id is not None and row["tenant_id"] != principal.tenant_id):
+    def _visible(self, principal: Principal, row: dict | None, pdb_id: str, *, by_name: bool = False) -> dict:
+        """The row, if the principal may see it. Another tenant's PDB named by
+        its id is 403 ISOLATION_VIOLATION, as another tenant's id is on the
+        tenant routes; looked up by name it is not found (names are guessable,
+        and a scoped caller learns nothing about names that are not its own)."""
+        foreign = row is not None and principal.tenant_id is not None and row["tenant_id"] != principal.tenant_id
+        if row is None or (foreign and by_name):
             raise not_found(pdb_id)
+        if foreign:
+            raise ServiceError("ISOLATION_VIOLATION", "this token is scoped to another tenant", details={"pdb_id": pdb_id})
         return row
 
     async def _load(self, principal: Principal, permission: str, pdb_id: str) -> dict:
@@ -293,11 +304,16 @@ class PdbService:
 
     # ---- read
 
-    async def list(self, principal: Principal, page: int = 1, page_size: int = 20, state: str | None = None) -> dict:
+    async def list(self, principal: Principal, page: int = 1, page_size: int = 20,
+                   state: str | tuple[str, ...] | None = None) -> dict:
+        """One page of the PDBs the principal may see; `state` one state or a tuple of them."""
         authz.require(principal, PERMISSION["read"])
         page = inputs.integer("page", page, minimum=1, maximum=1 << 31)
         page_size = inputs.integer("page_size", page_size, minimum=1, maximum=MAX_PAGE_SIZE)
-        state = inputs.choice("state", state, STATES) if state is not None else None
+        if isinstance(state, tuple):
+            state = tuple(inputs.choice("state", one, STATES) for one in state)
+        elif state is not None:
+            state = inputs.choice("state", state, STATES)
 
         def query():
             with self.catalog.read() as conn:
@@ -319,7 +335,7 @@ class PdbService:
             with self.catalog.read() as conn:
                 return rows.get_by_name(conn, pdb_name)
 
-        row = self._visible(principal, await asyncio.to_thread(read), pdb_name)
+        row = self._visible(principal, await asyncio.to_thread(read), pdb_name, by_name=True)
         return await asyncio.to_thread(self._body, row)
 
     def _body(self, row: dict) -> dict:
