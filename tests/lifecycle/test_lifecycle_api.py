@@ -21,23 +21,22 @@ def series(n: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def other_filesystem_root():
-    """An export root on another filesystem than the data dir (tmpfs), for unplug's copy path."""
-    root = tempfile.mkdtemp(prefix="rustymt-test-exports-", dir="/dev/shm")
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def daemon(tmp_path_factory, other_filesystem_root):
+def daemon(tmp_path_factory):
+    """The module's daemon; its export roots: <data_dir>/exports and daemon.other_root,
+    a folder on another filesystem (tmpfs) for unplug's copy path."""
     from tests.daemon import Daemon
 
     low = random.randrange(21000, 32000, 100)  # own range (others run daemons too), below the ephemeral ports
     data_dir = str(tmp_path_factory.mktemp("lifecycle") / "data")
-    roots = f"{data_dir}/exports,{other_filesystem_root}"
-    daemon = Daemon.start(data_dir, {"RUSTYMT_TENANT_PORTS": f"{low}-{low + 99}", "RUSTYMT_LIFECYCLE_EXPORT_ROOTS": roots})
-    yield daemon
-    daemon.stop()
+    other_root = tempfile.mkdtemp(prefix="rustymt-test-exports-", dir="/dev/shm")
+    try:
+        daemon = Daemon.start(data_dir, {"RUSTYMT_TENANT_PORTS": f"{low}-{low + 99}",
+                                         "RUSTYMT_LIFECYCLE_EXPORT_ROOTS": f"{data_dir}/exports,{other_root}"})
+        daemon.other_root = other_root
+        yield daemon
+        daemon.stop()
+    finally:
+        shutil.rmtree(other_root, ignore_errors=True)
 
 
 class Tenant:
@@ -250,11 +249,12 @@ def test_unplug_moving_datafiles_on_one_filesystem_then_plug_in_place(daemon):
     assert acme.call("GET", f"/api/v1/pdbs/{acme.pdb_id}").json["state"] == "dropped"  # the unplugged record retired
 
 
-def test_unplug_moving_datafiles_to_another_filesystem_then_plug_copies(daemon, other_filesystem_root):
+def test_unplug_moving_datafiles_to_another_filesystem_then_plug_copies(daemon):
     """keep_datafiles false into an export root on tmpfs: copied, fsynced, checked against
     the manifest's SHA-256, removed from the data dir; plug with copy_datafiles and then
     in place (a copy again, across filesystems) both serve the same rows."""
     acme = ledger_pdb(daemon, "acmeshm", 2000)
+    other_filesystem_root = daemon.other_root
     folder = os.path.join(daemon.data_dir, "pdbs", acme.pdb_id)
     xml = os.path.join(other_filesystem_root, "acme.xml")
     answer = acme.call("POST", f"/api/v1/pdbs/{acme.pdb_id}/unplug", {"xml_path": xml, "keep_datafiles": False})
