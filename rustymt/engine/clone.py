@@ -98,14 +98,26 @@ def tablespace_files(folder: str) -> list[str]:
     return names
 
 
+def file_bytes(path: str) -> int:
+    """The file's size; 0 when it is not there (a WAL vanishes when its last connection closes)."""
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
 def source_bytes(folder: str) -> int:
-    total = 0
-    for name in tablespace_files(folder):
-        for suffix in ("", "-wal"):
-            path = os.path.join(folder, name + suffix)
-            if os.path.exists(path):
-                total += os.path.getsize(path)
-    return total
+    return sum(file_bytes(os.path.join(folder, name + suffix))
+               for name in tablespace_files(folder) for suffix in ("", "-wal"))
+
+
+def folder_bytes(folder: str) -> int:
+    """Every datafile and WAL of a PDB folder, safe against files coming and going meanwhile."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    return sum(file_bytes(os.path.join(folder, name)) for name in names if name.endswith((".db", ".db-wal")))
 
 
 # ---- hot

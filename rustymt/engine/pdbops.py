@@ -87,7 +87,7 @@ def unplug(data_dir: str, pdb_id: str, xml_path: str, tenant_id: str | None, com
         manifest.checkpoint_datafiles(folder)
         step("checkpointed")
         data = manifest.build(folder, tenant_id, datafiles_dir)
-        answer = {"xml_manifest": xml_path, "size_bytes": storage.storage_bytes(folder),
+        answer = {"xml_manifest": xml_path, "size_bytes": clone.folder_bytes(folder),
                   "datafiles_dir": datafiles_dir or folder, "method": "keep"}
         if datafiles_dir:
             answer["method"] = manifest.export_datafiles(

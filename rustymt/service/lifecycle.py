@@ -118,11 +118,8 @@ class LifecycleService:
             live = [row["pdb_id"] for row in pdb_rows.live(conn) if row["tenant_id"] == tenant_id]
         if tenant is None:
             raise ServiceError("TENANT_NOT_FOUND", f"tenant {tenant_id} does not exist")
-        used = 0
-        for pdb_id in live:
-            folder = storage.pdb_dir(self.data_dir, pdb_id)
-            if os.path.isdir(folder):
-                used += storage.storage_bytes(folder)
+        # Other PDBs of the tenant may be open and checkpointing meanwhile: their WALs come and go.
+        used = sum(clone.folder_bytes(storage.pdb_dir(self.data_dir, pdb_id)) for pdb_id in live)
         limit = int(tenant["storage_gb"]) * GIB
         if used + extra_bytes > limit:
             raise ServiceError("QUOTA_EXCEEDED", f"tenant {tenant_id} would use {used + extra_bytes} bytes of "

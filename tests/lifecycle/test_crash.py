@@ -209,6 +209,9 @@ class Sources:
                              f"(WITH RECURSIVE s(value) AS (SELECT 1 UNION ALL SELECT value + 1 FROM s "
                              f"WHERE value < {ROWS}) SELECT value FROM s)")
         assert rig.call("POST", f"/api/v1/pdbs/{self.ro}/close", {"mode": "IMMEDIATE"}).status == 200
+        # Closed: fold its WALs into the files, so the bytes of users.db are final (a checkpoint
+        # later, by whoever opens it, would rewrite them with the same rows).
+        manifest.checkpoint_datafiles(storage.pdb_dir(rig.data_dir, self.ro))
         assert rig.call("POST", f"/api/v1/pdbs/{self.ro}/open", {"mode": "READ_ONLY"}).status == 200
         self.rows = {pdb: self.read(pdb) for pdb in (self.rw, self.ro)}
         self.ro_users_sum = sha256(os.path.join(storage.pdb_dir(rig.data_dir, self.ro), "users.db"))
