@@ -68,15 +68,16 @@ def active(conn: sqlite3.Connection) -> list[dict]:
 
 
 def remembered_answer(conn: sqlite3.Connection, scope: str, key: str) -> dict | None:
-    row = conn.execute("SELECT method, path, status_code, body FROM idempotency WHERE scope = ? AND key = ?",
+    row = conn.execute("SELECT method, path, status_code, body, request_sha256 FROM idempotency WHERE scope = ? AND key = ?",
                        (scope, key)).fetchone()
     if row is None:
         return None
     return {"method": row["method"], "path": row["path"], "status_code": row["status_code"],
-            "body": json.loads(row["body"])}
+            "body": json.loads(row["body"]), "request_sha256": row["request_sha256"]}
 
 
 def remember_answer(conn: sqlite3.Connection, scope: str, key: str, method: str, path: str,
-                    status_code: int, body: dict, now: str) -> None:
-    conn.execute("INSERT OR IGNORE INTO idempotency(scope, key, method, path, status_code, body, created_at) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (scope, key, method, path, status_code, json.dumps(body), now))
+                    status_code: int, body: dict, now: str, request_sha256: str) -> None:
+    conn.execute("INSERT OR IGNORE INTO idempotency(scope, key, method, path, status_code, body, created_at, request_sha256) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 (scope, key, method, path, status_code, json.dumps(body), now, request_sha256))

@@ -262,6 +262,12 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE pdb_files ADD COLUMN datafiles_dir TEXT;
     """,
+    # 6: the SHA-256 of the request an Idempotency-Key first answered, so a
+    #    retry with another body is refused instead of replaying the first
+    #    answer. NULL for answers kept before: those are not compared.
+    """
+    ALTER TABLE idempotency ADD COLUMN request_sha256 TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
