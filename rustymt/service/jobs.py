@@ -30,6 +30,9 @@ from rustymt.service.errors import ServiceError
 
 log = logging.getLogger(__name__)
 PROGRESS_WRITE_S = 0.25
+# Before a job of a kind has finished once, its first estimate assumes this
+# copy rate; afterwards the rate the last finished job of that kind achieved.
+DEFAULT_BYTES_PER_SECOND = 200 << 20
 RESTART_ERROR = "interrupted by a daemon restart before it finished; nothing was kept, retry the request"
 
 
@@ -55,6 +58,8 @@ class _Running:
         self.done = threading.Event()
         self.started = time.monotonic()
         self.last_write = 0.0
+        self.bytes_seen = 0          # bytes the work reported so far (the rate of the next estimate)
+        self.rate_key = ""
 
 
 class JobRunner:
@@ -64,6 +69,7 @@ class JobRunner:
         self.data_dir = data_dir
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
+        self._rates: dict[str, float] = {}  # rate key -> bytes/s the last finished job of that key achieved
 
     # ---- startup
 
@@ -95,19 +101,23 @@ class JobRunner:
     def new_job_id(self, kind: str) -> str:
         return f"{kind}_job_{secrets.token_hex(6)}"
 
-    def start(self, job: dict, work, on_final=None) -> dict:
+    def start(self, job: dict, work, on_final=None, *, expected_bytes: int = 0, rate_key: str | None = None) -> dict:
         """Insert the job row (in_progress) and run work in a worker thread; returns the row.
 
         work(report, cancelled) -> result dict. on_final(job) runs after the final
-        status is committed (events, cleanup)."""
+        status is committed (events, cleanup). The first estimated_completion is
+        expected_bytes at the rate the last finished job of `rate_key` achieved;
+        progress reports refine it."""
         now = storage.now_iso()
+        rate = self._rates.get(rate_key or job["kind"], DEFAULT_BYTES_PER_SECOND)
         job = {**job, "status": "in_progress", "progress": 0.0, "bytes_transferred": 0,
-               "created_at": now, "updated_at": now}
+               "created_at": now, "updated_at": now, "estimated_completion": _iso(time.time() + expected_bytes / rate)}
         with self.catalog.write() as conn:
             job_rows.insert(conn, job)
         running = _Running(job["job_id"])
         with self._lock:
             self._running[job["job_id"]] = running
+        running.rate_key = rate_key or job["kind"]
         thread = threading.Thread(target=self._run, args=(running, job, work, on_final),
                                   name=f"job-{job['job_id']}", daemon=True)
         thread.start()
@@ -118,6 +128,7 @@ class JobRunner:
             job_rows.update(conn, job_id, stage=stage, updated_at=storage.now_iso())
 
     def _report(self, running: _Running, job: dict, progress: float, nbytes: int) -> None:
+        running.bytes_seen = nbytes
         elapsed = time.monotonic() - running.started
         eta = _iso(time.time() + elapsed * (1 - progress) / progress) if progress > 0 else None
         now = time.monotonic()
@@ -146,6 +157,9 @@ class JobRunner:
                   "stage": None}
         if status == "completed":
             fields.update(progress=1.0, estimated_completion=now)
+            elapsed = time.monotonic() - running.started
+            if running.bytes_seen > 0 and elapsed > 0:
+                self._rates[running.rate_key] = running.bytes_seen / elapsed
         try:
             with self.catalog.write() as conn:
                 job_rows.update(conn, running.job_id, **fields)

@@ -15,7 +15,9 @@ refused (400 INVALID_REQUEST) before anything is touched.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
 import os
 import secrets
 import threading
@@ -169,7 +171,9 @@ class LifecycleService:
                            "open_after_clone": open_after_clone, "allow_full_copy": allow_full_copy}}
         work = self._clone_work(job, row, source, target_id, target_name, clone_type, allow_full_copy,
                                 open_after_clone, total)
-        started = await asyncio.to_thread(self.jobs.start, job, work)
+        copied = 0 if clone_type in ("metadata_only", "snapshot") else total  # reflinks and schemas copy ~no bytes
+        started = await asyncio.to_thread(functools.partial(self.jobs.start, job, work, expected_bytes=copied,
+                                                            rate_key=f"clone:{clone_type}"))
         return {"job_id": job_id, "source_pdb": row["pdb_name"], "target_pdb": target_name,
                 "status": started["status"], "estimated_completion": started.get("estimated_completion"),
                 "target_pdb_id": target_id, "clone_type": clone_type}
@@ -270,7 +274,8 @@ class LifecycleService:
         self.bus.publish("pdb.state.changed", row["tenant_id"],
                          {"pdb_id": pdb_id, "old_state": row["state"], "new_state": "unplugged"})
         return {"pdb_id": pdb_id, "xml_manifest": answer["xml_manifest"], "state": "unplugged",
-                "size_mb": round(answer["size_bytes"] / (1 << 20), 3), "keep_datafiles": keep_datafiles,
+                # whole MB as the spec shows, rounded up: a PDB with data is never 0 MB
+                "size_mb": math.ceil(answer["size_bytes"] / (1 << 20)), "keep_datafiles": keep_datafiles,
                 "datafiles_dir": answer["datafiles_dir"], "method": answer["method"]}
 
     def _unplug_files(self, pdb_id: str, tenant_id: str | None, xml: str, exported: str | None) -> dict:

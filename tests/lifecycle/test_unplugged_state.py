@@ -4,18 +4,26 @@ MOUNTED on GraphQL, whose spec enum has no UNPLUGGED — filtering on MOUNTED
 finds it there."""
 from __future__ import annotations
 
+import datetime
+
 import jsonschema
 
 from rustymt.api.rest.pdbs import LIST_RESPONSE, PDB_BODY
 from tests.graphql.client import data_of, gql
-from tests.lifecycle.test_lifecycle_api import Tenant, daemon  # noqa: F401 - the module's daemon fixture
+from tests.lifecycle.test_lifecycle_api import Tenant, daemon, wait_job  # noqa: F401 - the module's daemon fixture
 
 
 def test_unplugged_pdb_is_listed_validated_and_mounted_on_graphql(daemon):  # noqa: F811
     owner = Tenant(daemon, "unplugstate")
+    clone = owner.call("POST", f"/api/v1/pdbs/{owner.pdb_id}/clone", {"target_name": "UNPLUGSTATE_COPY", "clone_type": "hot"})
+    assert clone.status == 202, clone.text
+    # the 202 carries an estimate from the start, as the spec's example does
+    assert datetime.datetime.fromisoformat(clone.json["estimated_completion"].replace("Z", "+00:00")).tzinfo is not None
+    wait_job(daemon, clone.json["job_id"])
     assert owner.call("POST", f"/api/v1/pdbs/{owner.pdb_id}/close", {"mode": "IMMEDIATE"}).status == 200
     unplugged = owner.call("POST", f"/api/v1/pdbs/{owner.pdb_id}/unplug", {"xml_path": "unplugstate.xml", "keep_datafiles": True})
     assert unplugged.status == 200 and unplugged.json["state"] == "unplugged", unplugged.text
+    assert isinstance(unplugged.json["size_mb"], int) and unplugged.json["size_mb"] >= 1  # whole MB, as the spec shows
 
     listed = owner.call("GET", "/api/v1/pdbs?state=unplugged&page_size=100")
     assert listed.status == 200, listed.text

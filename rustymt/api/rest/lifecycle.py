@@ -42,7 +42,7 @@ UNPLUG_REQUEST = obj({
         "manifest's SHA-256; nothing of the PDB stays in the data dir, and plug (copy_datafiles or in place) "
         "works from there. Crash-safe: a crash before the catalog commit leaves the PDB as it was"),
 }, required=("xml_path",))
-UNPLUG_RESPONSE = obj({"pdb_id": string(), "xml_manifest": string(), "state": string(), "size_mb": number(),
+UNPLUG_RESPONSE = obj({"pdb_id": string(), "xml_manifest": string(), "state": string(), "size_mb": integer(0),
                        "keep_datafiles": boolean(),
                        "datafiles_dir": string(description="absolute folder the manifest names for the datafiles"),
                        "method": enum(("keep", "link", "copy"), description="how the datafiles got there")},
