@@ -10,6 +10,7 @@ cdef extern from "wfq.h" nogil:
     ctypedef struct rmt_wfq_waiter:
         int tenant
         int state
+        int preempt
     ctypedef struct rmt_wfq_stats:
         int shares
         int min_percent
@@ -29,6 +30,7 @@ cdef extern from "wfq.h" nogil:
     int RMT_WFQ_IDLE
     int RMT_WFQ_WAITING
     int RMT_WFQ_RUNNING
+    int RMT_WFQ_REVOKED
     rmt_wfq *rmt_wfq_create(int tokens, int64_t period_ns, int64_t quantum_ns)
     void rmt_wfq_destroy(rmt_wfq *q)
     int rmt_wfq_tokens(const rmt_wfq *q)
@@ -52,7 +54,8 @@ cdef extern from "wfq.h" nogil:
 WFQ_MAX_TENANTS = RMT_WFQ_MAX_TENANTS
 WFQ_MAX_SHARES = RMT_WFQ_MAX_SHARES
 WFQ_DEFAULT_SHARES = RMT_WFQ_DEFAULT_SHARES
-_WFQ_STATES = {RMT_WFQ_IDLE: "idle", RMT_WFQ_WAITING: "waiting", RMT_WFQ_RUNNING: "running"}
+_WFQ_STATES = {RMT_WFQ_IDLE: "idle", RMT_WFQ_WAITING: "waiting", RMT_WFQ_RUNNING: "running",
+               RMT_WFQ_REVOKED: "revoked"}
 
 
 cdef dict _wfq_stats_dict(rmt_wfq *q, int tenant, int64_t now_ns):
@@ -196,7 +199,10 @@ cdef class WfqSimulation:
     cdef rmt_wfq_waiter *_thread(self, int thread, int want_state) except NULL:
         if thread < 0 or thread >= self.n:
             raise ValueError(f"no thread {thread}")
-        if want_state >= 0 and self.w[thread].state != want_state:
+        cdef int state = self.w[thread].state
+        if want_state == RMT_WFQ_RUNNING and state == RMT_WFQ_REVOKED:
+            return &self.w[thread]  # revoked: charged, then yields or releases like a running one
+        if want_state >= 0 and state != want_state:
             raise ValueError(f"thread {thread} is {_WFQ_STATES[self.w[thread].state]}")
         return &self.w[thread]
 
@@ -228,6 +234,10 @@ cdef class WfqSimulation:
 
     def state(self, int thread):
         return _WFQ_STATES[self._thread(thread, -1).state]
+
+    def preempted(self, int thread):
+        """Revoked and told to stop at its next check (wakeup preemption)."""
+        return bool(self._thread(thread, -1).preempt)
 
     def stats(self, int tenant, int64_t now):
         return _wfq_stats_dict(self.q, tenant, now)

@@ -45,8 +45,9 @@ events = st.lists(
 
 
 def pick(sim, state, index):
-    """The index-th thread (cyclically) in `state`, or None."""
-    found = [i for i in range(THREADS) if sim.state(i) == state]
+    """The index-th thread (cyclically) in `state` (running: or revoked), or None."""
+    states = (state, "revoked") if state == "running" else (state,)
+    found = [i for i in range(THREADS) if sim.state(i) in states]
     return found[index % len(found)] if found else None
 
 
@@ -93,6 +94,7 @@ def test_same_decisions_on_random_event_sequences(tokens, initial, steps, gaps):
             for sim in sims:
                 sim.configure(a, shares, lo, hi if hi >= lo else 0)
         assert [c_sim.state(i) for i in range(THREADS)] == [py_sim.state(i) for i in range(THREADS)]
+        assert [c_sim.preempted(i) for i in range(THREADS)] == [py_sim.preempted(i) for i in range(THREADS)]
         if step % 10 == 9:
             assert_same_stats(sims, now)
     assert_same_stats(sims, now)
@@ -120,10 +122,10 @@ def saturate(sim, shares, threads_each, seconds, mins=None, maxes=None):
         now += MS
         sim.tick(now)
         for thread in range(len(owners)):
-            if sim.state(thread) != "running":
+            if sim.state(thread) not in ("running", "revoked"):
                 continue
             burned[thread] += MS
-            if burned[thread] >= 5 * MS:
+            if burned[thread] >= 5 * MS or sim.state(thread) == "revoked":
                 if sim.charge(thread, burned[thread], now):
                     sim.yield_(thread, now)
                 burned[thread] = 0

@@ -24,7 +24,7 @@ MIN_SLICE_NS = 100_000
 REBASE_AT = 1 << 61
 REBASE_KEEP = 1 << 40
 
-IDLE, WAITING, RUNNING = "idle", "waiting", "running"
+IDLE, WAITING, RUNNING, REVOKED = "idle", "waiting", "running", "revoked"
 
 
 @dataclass
@@ -73,6 +73,9 @@ class WfqSimulation:
         self.thread_state = [IDLE] * threads
         self.thread_tenant = [0] * threads
         self.wait_start = [0] * threads
+        self.throttled_mark = [0] * threads  # tenant's throttled wall time when the thread began waiting
+        self.preempt = [False] * threads      # revoked: stop at the next check (wakeup preemption)
+        self.run_order: list[int] = []        # running threads in grant order
 
     # ---- configuration -------------------------------------------------
     def configure(self, tenant, shares=DEFAULT_SHARES, min_percent=0, max_percent=0):
@@ -114,6 +117,10 @@ class WfqSimulation:
         elif not on and t.throttled_since >= 0:
             t.throttled_ns += now - t.throttled_since
             t.throttled_since = -1
+
+    @staticmethod
+    def _throttled_total(t, now):
+        return t.throttled_ns + (now - t.throttled_since if t.throttled_since >= 0 else 0)
 
     def _refresh_weights(self):
         m = {}
@@ -188,26 +195,32 @@ class WfqSimulation:
             thread = t.queue.pop(0)
             t.running += 1
             self.free_tokens -= 1
-            t.wait_ns += now - self.wait_start[thread]
+            # waiting while over its own budget is throttling, not queueing
+            t.wait_ns += now - self.wait_start[thread] - (self._throttled_total(t, now) - self.throttled_mark[thread])
             self.thread_state[thread] = RUNNING
+            self.preempt[thread] = False
+            self.run_order.append(thread)
 
     def _enqueue(self, thread, tenant, now):
         t = self.t[tenant]
         if not t.active:
             self.weights_stale = True
-            if t.idle_since >= 0 and now - t.idle_since > self.quantum_ns:
+            if t.idle_since < 0 or now - t.idle_since > self.quantum_ns:  # never active: idle for ever
                 lag = self.quantum_ns * VT_UNIT // t.weight
                 if t.vtime < self.vclock - lag:
                     t.vtime = self.vclock - lag
         self.thread_tenant[thread] = tenant
         self.thread_state[thread] = WAITING
         self.wait_start[thread] = now
+        self.throttled_mark[thread] = self._throttled_total(t, now)
         t.queue.append(thread)
         self.hi = max(self.hi, tenant + 1)
         self._throttle_clock(t, now)
 
     def _leave(self, thread, now):
         t = self.t[self.thread_tenant[thread]]
+        self.run_order.remove(thread)
+        self.preempt[thread] = False
         t.running -= 1
         self.free_tokens += 1
         self.thread_state[thread] = IDLE
@@ -225,17 +238,46 @@ class WfqSimulation:
         t.budget_used_ns += cpu_ns
         t.vtime += cpu_ns * VT_UNIT // t.eff_weight
         self._throttle_clock(t, now)
-        if self._throttled(t):
+        if self._throttled(t) or self.thread_state[thread] == REVOKED:
             return True
         return any(
             i != tenant and o.waiting > 0 and not self._throttled(o) and o.vtime < t.vtime
             for i, o in ((i, self.t[i]) for i in self._tenants())
         )
 
+    def _preempt_for(self, thread, now):
+        """Wakeup preemption: `thread` waits and no slot was free. Revoke the
+        slot of the first-granted running thread of the tenant with the
+        largest vtime, if larger than the waiter's tenant's, and dispatch."""
+        if self.thread_state[thread] != WAITING:
+            return
+        tenant = self.thread_tenant[thread]
+        if self._throttled(self.t[tenant]) or self.free_tokens > 0:
+            return
+        victim, worst = None, self.t[tenant].vtime
+        for r in self.run_order:
+            other = self.thread_tenant[r]
+            if other != tenant and self.t[other].vtime > worst:
+                victim, worst = r, self.t[other].vtime
+        if victim is None:
+            return
+        self._leave(victim, now)
+        self.thread_state[victim] = REVOKED
+        self.preempt[victim] = True
+        self._dispatch(now)
+
+    def _stop_running(self, thread, now):
+        """A running thread gives its slot back; a revoked one has none."""
+        if self.thread_state[thread] == REVOKED:
+            self.thread_state[thread] = IDLE
+            self.preempt[thread] = False
+        else:
+            self._leave(thread, now)
+
     def _need(self, thread, state):
         if not 0 <= thread < len(self.thread_state):
             raise ValueError(f"no thread {thread}")
-        if self.thread_state[thread] != state:
+        if self.thread_state[thread] != state and not (state == RUNNING and self.thread_state[thread] == REVOKED):
             raise ValueError(f"thread {thread} is {self.thread_state[thread]}")
 
     # ---- events (same as _core.WfqSimulation) ----------------------------
@@ -246,6 +288,7 @@ class WfqSimulation:
         self._roll(now)
         self._enqueue(thread, tenant, now)
         self._dispatch(now)
+        self._preempt_for(thread, now)
 
     def charge(self, thread, cpu_ns, now):
         if cpu_ns < 0:
@@ -260,15 +303,16 @@ class WfqSimulation:
         self._need(thread, RUNNING)
         tenant = self.thread_tenant[thread]
         self._roll(now)
-        self._leave(thread, now)
+        self._stop_running(thread, now)
         self._enqueue(thread, tenant, now)
         self._dispatch(now)
+        self._preempt_for(thread, now)
         self._throttle_clock(self.t[tenant], now)
 
     def release(self, thread, now):
         self._need(thread, RUNNING)
         self._roll(now)
-        self._leave(thread, now)
+        self._stop_running(thread, now)
         self._dispatch(now)
 
     def tick(self, now):
@@ -276,6 +320,12 @@ class WfqSimulation:
         self._dispatch(now)
         for i in self._tenants():
             self._throttle_clock(self.t[i], now)
+
+    def preempted(self, thread):
+        """Revoked and told to stop at its next check (wakeup preemption)."""
+        if not 0 <= thread < len(self.thread_state):
+            raise ValueError(f"no thread {thread}")
+        return self.preempt[thread]
 
     def state(self, thread):
         if not 0 <= thread < len(self.thread_state):
