@@ -44,30 +44,12 @@
 ** would grow by orders of magnitude, and since it is rarely *waiting* at the
 ** instant a quantum ends, it would also get far less than its weighted
 ** share. So, as CFS does for a waking task, a waiter that finds no free slot
-** preempts the running thread of the tenant with the largest vtime, if that
-** is larger than its own tenant's (preempt_for_locked()): the slot is taken
-** from it at once (state REVOKED) and granted by the usual rule (step 4).
-** The revoked thread may still be executing (or, as a batch thread, be
-** waiting for a core: see below; that is why the slot is not left to it to
-** give back); its preempt flag sends it to the slow path at its next
-** progress-handler call, where it is charged and queues again. So for a
-** moment there can be one more thread executing than slots. A tenant behind
-** its share gets a slot at once; one ahead of its share waits for a quantum
-** end like before.
-**
-** Batch statements step aside in the kernel too. A slot gates SQLite, but
-** a tenant's session also needs the CPU outside it (the wire protocol in
-** Python, its socket) and the kernel shares cores per thread, blind to
-** tenants: a statement that computes for seconds on every slot would make
-** a point-select tenant's sessions, and its clients, queue behind it in the
-** kernel's run queues. So a thread whose statement used up a whole slice
-** (it is CPU-bound, not interactive) runs the rest of that statement at nice
-** BATCH_NICE, and gets its nice value back when the statement releases its
-** slot. Among batch statements the slots still decide (each holds one); a
-** thread that wakes for a short statement or for protocol work simply comes
-** first in the kernel. Raising the nice value back needs CAP_SYS_NICE (the
-** systemd unit keeps it; tests run as root): rmt_wfq_set_engine() probes on
-** a throwaway thread once and leaves nice values alone when it cannot.
+** flags the running thread of the tenant with the largest vtime, if that is
+** larger than its own tenant's (preempt_for_locked()). The flagged thread
+** takes the slow path at its next progress-handler call (microseconds
+** later), is charged, and yields by the usual rule (step 2). A tenant behind
+** its share thus gets a slot within one progress interval; one ahead of its
+** share waits for a quantum end like before.
 **
 ** Time waiting is split in two. wait_ns counts thread-time waiting for a
 ** slot while the tenant was NOT throttled: queued behind other tenants, the
@@ -118,10 +100,9 @@
 **     that are not throttled the smallest (vtime, tenant); pop its FIFO head,
 **     mark it running, signal it. vclock = max(vclock, min vtime of active
 **     tenants) so that it never goes back. A waiter left without a slot
-**     (arrive, yield) then may revoke one running thread's slot (above).
+**     (arrive, yield) then flags one running thread for preemption (above).
 **  5. yield = leave running + arrive at the tail of its tenant's FIFO, in one
-**     step; release = charge + leave running + dispatch. A revoked thread
-**     has no slot: it is only charged, then queues (yield) or goes idle.
+**     step; release = charge + leave running + dispatch.
 **
 ** Tenant 0 is the system: it bypasses scheduling altogether.
 */
@@ -131,8 +112,6 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -148,7 +127,6 @@
 #define WFQ_MIN_SLICE_NS 100000LL   /* shortest quantum left under a budget */
 #define WFQ_REBASE_AT (1LL << 61)   /* vclock past this: rebase all vtimes */
 #define WFQ_REBASE_KEEP (1LL << 40) /* vtime headroom kept below vclock */
-#define BATCH_NICE 19               /* nice value of a thread past its first slice */
 
 typedef struct wfq_tenant {
   int shares;                /* configured shares, 1..RMT_WFQ_MAX_SHARES */
@@ -206,7 +184,7 @@ static void check_invariants(const rmt_wfq *q) {
   assert(q->free_tokens == q->tokens - running);
   int listed = 0;
   for (const rmt_wfq_waiter *w = q->run_head; w; w = w->run_next) {
-    assert(w->state == RMT_WFQ_RUNNING && !w->preempt);
+    assert(w->state == RMT_WFQ_RUNNING);
     listed++;
   }
   assert(listed == running);
@@ -501,7 +479,8 @@ static void leave_locked(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now) {
 /* Step 2: returns 1 when the running waiter should give its slot back. */
 static int charge_locked(rmt_wfq *q, rmt_wfq_waiter *w, int64_t cpu_ns, int64_t now) {
   wfq_tenant *t = &q->t[w->tenant];
-  assert((w->state == RMT_WFQ_RUNNING || w->state == RMT_WFQ_REVOKED) && cpu_ns >= 0);
+  assert(w->state == RMT_WFQ_RUNNING && cpu_ns >= 0);
+  __atomic_store_n(&w->preempt, 0, __ATOMIC_RELAXED); /* this is the check it asked for */
   if (q->weights_stale) refresh_weights(q);
   t->used_cpu_ns += cpu_ns;
   t->period_cpu_ns += cpu_ns;
@@ -509,7 +488,7 @@ static int charge_locked(rmt_wfq *q, rmt_wfq_waiter *w, int64_t cpu_ns, int64_t 
   int64_t e = t->eff_weight;
   t->vtime += (cpu_ns / e) * WFQ_VT_UNIT + (cpu_ns % e) * WFQ_VT_UNIT / e;
   throttle_clock(q, t, now);
-  if (throttled(q, t) || w->state == RMT_WFQ_REVOKED) return 1;
+  if (throttled(q, t)) return 1;
   for (int i = 1; i < q->hi; i++) {
     const wfq_tenant *o = &q->t[i];
     if (i != w->tenant && o->waiting > 0 && !throttled(q, o) && o->vtime < t->vtime) return 1;
@@ -518,42 +497,28 @@ static int charge_locked(rmt_wfq *q, rmt_wfq_waiter *w, int64_t cpu_ns, int64_t 
 }
 
 /* Wakeup preemption (see the top): `tenant` has a waiter and no slot was
-** free. Revoke the slot of the first-granted running thread among those of
-** the tenant with the largest vtime, if that vtime is larger than the
-** waiter's tenant's, and dispatch it. At most one slot per waiter left
-** waiting. */
-static void preempt_for_locked(rmt_wfq *q, int tenant, int64_t now) {
+** free. Flag the first-granted running thread among those of the tenant with
+** the largest vtime, if that vtime is larger than the waiter's tenant's and
+** it is not flagged yet. One flag per waiter left waiting. */
+static void preempt_for_locked(rmt_wfq *q, int tenant) {
   const wfq_tenant *t = &q->t[tenant];
-  if (throttled(q, t) || q->free_tokens > 0) return;
+  if (throttled(q, t)) return;
   rmt_wfq_waiter *victim = NULL;
   int64_t worst = t->vtime;
   for (rmt_wfq_waiter *r = q->run_head; r; r = r->run_next) {
-    if (r->tenant != tenant && q->t[r->tenant].vtime > worst) {
+    if (r->tenant == tenant || r->preempt) continue;
+    if (q->t[r->tenant].vtime > worst) {
       worst = q->t[r->tenant].vtime;
       victim = r;
     }
   }
-  if (!victim) return;
-  leave_locked(q, victim, now);
-  victim->state = RMT_WFQ_REVOKED;
-  __atomic_store_n(&victim->preempt, 1, __ATOMIC_RELEASE);
-  dispatch_locked(q, now);
+  if (victim) __atomic_store_n(&victim->preempt, 1, __ATOMIC_RELAXED);
 }
 
 /* Dispatch, then preempt on behalf of w if it is still waiting. */
 static void dispatch_for_locked(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now) {
   dispatch_locked(q, now);
-  if (w->state == RMT_WFQ_WAITING) preempt_for_locked(q, w->tenant, now);
-}
-
-/* A running waiter gives its slot back; a revoked one has none. */
-static void stop_running_locked(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now) {
-  if (w->state == RMT_WFQ_REVOKED) {
-    w->state = RMT_WFQ_IDLE;
-    __atomic_store_n(&w->preempt, 0, __ATOMIC_RELAXED);
-  } else {
-    leave_locked(q, w, now);
-  }
+  if (w->state == RMT_WFQ_WAITING) preempt_for_locked(q, w->tenant);
 }
 
 /* CPU the thread may use before the next check: a quantum, or what is left
@@ -593,7 +558,7 @@ int rmt_wfq_sim_charge(rmt_wfq *q, rmt_wfq_waiter *w, int64_t cpu_ns, int64_t no
 static void yield_locked(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now) {
   int tenant = w->tenant;
   roll_locked(q, now);
-  stop_running_locked(q, w, now);
+  leave_locked(q, w, now);
   enqueue_locked(q, w, tenant, now);
   dispatch_for_locked(q, w, now);
   throttle_clock(q, &q->t[tenant], now);
@@ -608,7 +573,7 @@ void rmt_wfq_sim_yield(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now_ns) {
 
 static void release_locked(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now) {
   roll_locked(q, now);
-  stop_running_locked(q, w, now);
+  leave_locked(q, w, now);
   dispatch_locked(q, now);
   CHECK(q);
 }
@@ -674,52 +639,10 @@ typedef struct wfq_thread {
   int cond_ready;           /* cond initialised */
   int64_t cpu_mark;         /* thread CPU time already charged up to */
   int64_t deadline_ns;      /* monotonic end of the current slice */
-  int demoted;              /* running at BATCH_NICE for the current statement */
-  int nice_before;          /* nice value to restore when the statement ends */
 } wfq_thread;
 
 static __thread wfq_thread tls;
 static rmt_wfq *engine_q;
-static int batch_nice_ok;   /* demoting and restoring a thread's nice value works here */
-
-static int set_thread_nice(int nice) {
-  return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
-}
-
-static int thread_nice(void) {
-  errno = 0;
-  int nice = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
-  return errno ? 0 : nice;
-}
-
-/* The statement on this thread used a whole slice: it is batch work. */
-static void demote_thread(void) {
-  if (tls.demoted || !__atomic_load_n(&batch_nice_ok, __ATOMIC_RELAXED)) return;
-  tls.nice_before = thread_nice();
-  if (tls.nice_before < BATCH_NICE && set_thread_nice(BATCH_NICE) == 0) tls.demoted = 1;
-}
-
-static void restore_thread(void) {
-  if (!tls.demoted) return;
-  tls.demoted = 0;
-  if (set_thread_nice(tls.nice_before) != 0) __atomic_store_n(&batch_nice_ok, 0, __ATOMIC_RELAXED);
-}
-
-static void *probe_nice(void *out) {
-  int before = thread_nice();
-  *(int *)out = before < BATCH_NICE && set_thread_nice(BATCH_NICE) == 0 && set_thread_nice(before) == 0;
-  return NULL;
-}
-
-/* Can a thread here be demoted and restored? (on a thread of its own: a
-** failed restore must not leave a thread of the caller demoted) */
-static int probe_batch_nice(void) {
-  pthread_t probe;
-  int ok = 0;
-  if (pthread_create(&probe, NULL, probe_nice, &ok) != 0) return 0;
-  pthread_join(probe, NULL);
-  return ok;
-}
 
 /* Adapters from the binding's per-connection hooks (exechooks.h) to this
 ** thread's slot; the tenant argument is the connection's, already known. */
@@ -736,7 +659,6 @@ static int hook_should_yield(int tenant) {
 void rmt_wfq_set_engine(rmt_wfq *q, int progress_ops) {
   __atomic_store_n(&engine_q, q, __ATOMIC_RELEASE);
   if (q) {
-    __atomic_store_n(&batch_nice_ok, probe_batch_nice(), __ATOMIC_RELAXED);
     rmt_exec_hooks h = {hook_acquire, hook_release, hook_should_yield, progress_ops};
     rmt_exec_set_hooks(&h);
   } else {
@@ -748,9 +670,7 @@ rmt_wfq *rmt_wfq_engine(void) { return __atomic_load_n(&engine_q, __ATOMIC_ACQUI
 /* Wait until granted; wakes at every period boundary to roll the period,
 ** since a throttled tenant is released by time alone. */
 static void wait_granted_locked(rmt_wfq *q) {
-  /* Granted, or granted and already revoked before this thread woke up: it
-  ** then runs until its first check, which sends it back to the queue. */
-  while (tls.w.state == RMT_WFQ_WAITING) {
+  while (tls.w.state != RMT_WFQ_RUNNING) {
     int64_t wake = q->period_start + q->period_ns;
     struct timespec ts;
     ts.tv_sec = (time_t)(wake / 1000000000LL);
@@ -814,7 +734,6 @@ void rmt_wfq_release(void) {
   if (tls.depth <= 0 || --tls.depth > 0) return;
   rmt_wfq *q = tls.q;
   tls.q = NULL;
-  restore_thread();
   if (!q || tls.paused) return;
   int64_t cpu = cpu_delta();
   pthread_mutex_lock(&q->mu);
@@ -827,10 +746,8 @@ void rmt_wfq_release(void) {
 
 int rmt_wfq_should_yield(void) {
   if (!tls.q || tls.paused) return 0;
-  int64_t coarse = coarse_now_ns();
-  if (coarse < tls.deadline_ns && !__atomic_load_n(&tls.w.preempt, __ATOMIC_RELAXED))
+  if (coarse_now_ns() < tls.deadline_ns && !__atomic_load_n(&tls.w.preempt, __ATOMIC_RELAXED))
     return 0; /* the fast path */
-  if (coarse >= tls.deadline_ns) demote_thread(); /* a whole slice: batch work */
   int64_t cpu = cpu_delta();
   rmt_wfq *q = tls.q;
   int64_t now = rmt_wfq_now_ns();

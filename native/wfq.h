@@ -33,11 +33,11 @@ typedef struct rmt_wfq rmt_wfq;
 typedef struct rmt_wfq_waiter rmt_wfq_waiter;
 struct rmt_wfq_waiter {
   int tenant;              /* tenant slot this thread runs for */
-  int state;               /* RMT_WFQ_IDLE / _WAITING / _RUNNING / _REVOKED */
+  int state;               /* RMT_WFQ_IDLE / _WAITING / _RUNNING */
   int64_t wait_start_ns;   /* monotonic time it started waiting */
   int64_t throttled_mark;  /* its tenant's throttled wall time when it started waiting */
-  int preempt;             /* set with REVOKED: stop at the next check, the
-                              slot went to a tenant with a smaller vtime */
+  int preempt;             /* running: a tenant with a smaller vtime is waiting,
+                              check now rather than at the end of the quantum */
   rmt_wfq_waiter *next;    /* next waiter of the same tenant (FIFO) */
   rmt_wfq_waiter *run_next;/* next running waiter, in grant order */
   void *cond;              /* pthread_cond_t to signal on grant, or NULL */
@@ -45,8 +45,6 @@ struct rmt_wfq_waiter {
 #define RMT_WFQ_IDLE 0
 #define RMT_WFQ_WAITING 1
 #define RMT_WFQ_RUNNING 2
-#define RMT_WFQ_REVOKED 3 /* still executing, but its slot was given to a waiter
-                             (wakeup preemption): it must charge and wait again */
 
 /* Per-tenant statistics (the spec's CPU isolation fields plus wait_ns). */
 typedef struct rmt_wfq_stats {
@@ -121,9 +119,7 @@ uint64_t rmt_wfq_run_synthetic(rmt_wfq *q, int tenant, int64_t iterations, int c
 ** The same decisions as the live API for a recorded event sequence; used by
 ** tests against the Python twin. A grant sets w->state to RMT_WFQ_RUNNING. */
 void rmt_wfq_sim_arrive(rmt_wfq *q, rmt_wfq_waiter *w, int tenant, int64_t now_ns);
-/* Charge cpu_ns to a running (or revoked) waiter; returns 1 when it should
-** yield (always for a revoked one). yield and release accept revoked waiters
-** too: a revoked waiter has no slot to give back. */
+/* Charge cpu_ns to a running waiter; returns 1 when it should yield. */
 int rmt_wfq_sim_charge(rmt_wfq *q, rmt_wfq_waiter *w, int64_t cpu_ns, int64_t now_ns);
 /* Running waiter gives its slot back and waits again (may be re-granted). */
 void rmt_wfq_sim_yield(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now_ns);

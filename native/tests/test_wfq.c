@@ -30,9 +30,9 @@ static void sim_run(sim *s, int64_t start, int64_t duration) {
   for (int64_t now = start + MS; now <= start + duration; now += MS) {
     rmt_wfq_sim_tick(s->q, now);
     for (int i = 0; i < s->n; i++) {
-      if (s->w[i].state != RMT_WFQ_RUNNING && s->w[i].state != RMT_WFQ_REVOKED) continue;
+      if (s->w[i].state != RMT_WFQ_RUNNING) continue;
       s->burned[i] += MS;
-      if (s->burned[i] >= quantum || s->w[i].state == RMT_WFQ_REVOKED) {
+      if (s->burned[i] >= quantum) {
         int y = rmt_wfq_sim_charge(s->q, &s->w[i], s->burned[i], now);
         s->burned[i] = 0;
         if (y) rmt_wfq_sim_yield(s->q, &s->w[i], now);
@@ -114,12 +114,10 @@ static void test_idle_credit(void) {
   for (int64_t t = 1; t <= 1000; t++) rmt_wfq_sim_charge(q, &b, MS, t * MS + MS);
   /* tenant 1 returns after 1 s idle: it may run at most ~one quantum before b */
   rmt_wfq_sim_arrive(q, &a, 1, 1002 * MS);
-  /* its vtime is one quantum behind b's: it preempts b (wakeup preemption) */
-  assert(a.state == RMT_WFQ_RUNNING && b.state == RMT_WFQ_REVOKED);
+  assert(a.state == RMT_WFQ_WAITING);
   int turns_of_a = 0;
   for (int k = 0; k < 10; k++) {
     int64_t now = (1003 + 10 * k) * MS;
-    if (b.state == RMT_WFQ_REVOKED && rmt_wfq_sim_charge(q, &b, 0, now)) rmt_wfq_sim_yield(q, &b, now);
     rmt_wfq_waiter *run = a.state == RMT_WFQ_RUNNING ? &a : &b;
     if (run == &a) turns_of_a++;
     if (rmt_wfq_sim_charge(q, run, 10 * MS, now)) rmt_wfq_sim_yield(q, run, now);
@@ -151,7 +149,7 @@ static void test_random(void) {
       if (step % 50 == 0) rmt_wfq_sim_set_tokens(q, 1 + rand() % 3, now);
     }
     for (int i = 0; i < 8; i++) {
-      if (w[i].state == RMT_WFQ_RUNNING || w[i].state == RMT_WFQ_REVOKED) rmt_wfq_sim_release(q, &w[i], now);
+      if (w[i].state == RMT_WFQ_RUNNING) rmt_wfq_sim_release(q, &w[i], now);
     }
     rmt_wfq_destroy(q);
   }

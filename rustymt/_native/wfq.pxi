@@ -30,7 +30,6 @@ cdef extern from "wfq.h" nogil:
     int RMT_WFQ_IDLE
     int RMT_WFQ_WAITING
     int RMT_WFQ_RUNNING
-    int RMT_WFQ_REVOKED
     rmt_wfq *rmt_wfq_create(int tokens, int64_t period_ns, int64_t quantum_ns)
     void rmt_wfq_destroy(rmt_wfq *q)
     int rmt_wfq_tokens(const rmt_wfq *q)
@@ -54,8 +53,7 @@ cdef extern from "wfq.h" nogil:
 WFQ_MAX_TENANTS = RMT_WFQ_MAX_TENANTS
 WFQ_MAX_SHARES = RMT_WFQ_MAX_SHARES
 WFQ_DEFAULT_SHARES = RMT_WFQ_DEFAULT_SHARES
-_WFQ_STATES = {RMT_WFQ_IDLE: "idle", RMT_WFQ_WAITING: "waiting", RMT_WFQ_RUNNING: "running",
-               RMT_WFQ_REVOKED: "revoked"}
+_WFQ_STATES = {RMT_WFQ_IDLE: "idle", RMT_WFQ_WAITING: "waiting", RMT_WFQ_RUNNING: "running"}
 
 
 cdef dict _wfq_stats_dict(rmt_wfq *q, int tenant, int64_t now_ns):
@@ -199,10 +197,7 @@ cdef class WfqSimulation:
     cdef rmt_wfq_waiter *_thread(self, int thread, int want_state) except NULL:
         if thread < 0 or thread >= self.n:
             raise ValueError(f"no thread {thread}")
-        cdef int state = self.w[thread].state
-        if want_state == RMT_WFQ_RUNNING and state == RMT_WFQ_REVOKED:
-            return &self.w[thread]  # revoked: charged, then yields or releases like a running one
-        if want_state >= 0 and state != want_state:
+        if want_state >= 0 and self.w[thread].state != want_state:
             raise ValueError(f"thread {thread} is {_WFQ_STATES[self.w[thread].state]}")
         return &self.w[thread]
 
@@ -236,7 +231,7 @@ cdef class WfqSimulation:
         return _WFQ_STATES[self._thread(thread, -1).state]
 
     def preempted(self, int thread):
-        """Revoked and told to stop at its next check (wakeup preemption)."""
+        """A running thread was asked to check now (wakeup preemption)."""
         return bool(self._thread(thread, -1).preempt)
 
     def stats(self, int tenant, int64_t now):

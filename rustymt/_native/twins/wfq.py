@@ -24,7 +24,7 @@ MIN_SLICE_NS = 100_000
 REBASE_AT = 1 << 61
 REBASE_KEEP = 1 << 40
 
-IDLE, WAITING, RUNNING, REVOKED = "idle", "waiting", "running", "revoked"
+IDLE, WAITING, RUNNING = "idle", "waiting", "running"
 
 
 @dataclass
@@ -74,7 +74,7 @@ class WfqSimulation:
         self.thread_tenant = [0] * threads
         self.wait_start = [0] * threads
         self.throttled_mark = [0] * threads  # tenant's throttled wall time when the thread began waiting
-        self.preempt = [False] * threads      # revoked: stop at the next check (wakeup preemption)
+        self.preempt = [False] * threads      # running thread asked to check before its quantum ends
         self.run_order: list[int] = []        # running threads in grant order
 
     # ---- configuration -------------------------------------------------
@@ -231,6 +231,7 @@ class WfqSimulation:
     def _charge(self, thread, cpu_ns, now):
         tenant = self.thread_tenant[thread]
         t = self.t[tenant]
+        self.preempt[thread] = False
         if self.weights_stale:
             self._refresh_weights()
         t.used_cpu_ns += cpu_ns
@@ -238,46 +239,36 @@ class WfqSimulation:
         t.budget_used_ns += cpu_ns
         t.vtime += cpu_ns * VT_UNIT // t.eff_weight
         self._throttle_clock(t, now)
-        if self._throttled(t) or self.thread_state[thread] == REVOKED:
+        if self._throttled(t):
             return True
         return any(
             i != tenant and o.waiting > 0 and not self._throttled(o) and o.vtime < t.vtime
             for i, o in ((i, self.t[i]) for i in self._tenants())
         )
 
-    def _preempt_for(self, thread, now):
-        """Wakeup preemption: `thread` waits and no slot was free. Revoke the
-        slot of the first-granted running thread of the tenant with the
-        largest vtime, if larger than the waiter's tenant's, and dispatch."""
+    def _preempt_for(self, thread):
+        """Wakeup preemption: `thread` waits and no slot was free. Flag the
+        first-granted running thread of the tenant with the largest vtime,
+        if larger than the waiter's tenant's and not flagged yet."""
         if self.thread_state[thread] != WAITING:
             return
         tenant = self.thread_tenant[thread]
-        if self._throttled(self.t[tenant]) or self.free_tokens > 0:
+        if self._throttled(self.t[tenant]):
             return
         victim, worst = None, self.t[tenant].vtime
         for r in self.run_order:
             other = self.thread_tenant[r]
-            if other != tenant and self.t[other].vtime > worst:
+            if other == tenant or self.preempt[r]:
+                continue
+            if self.t[other].vtime > worst:
                 victim, worst = r, self.t[other].vtime
-        if victim is None:
-            return
-        self._leave(victim, now)
-        self.thread_state[victim] = REVOKED
-        self.preempt[victim] = True
-        self._dispatch(now)
-
-    def _stop_running(self, thread, now):
-        """A running thread gives its slot back; a revoked one has none."""
-        if self.thread_state[thread] == REVOKED:
-            self.thread_state[thread] = IDLE
-            self.preempt[thread] = False
-        else:
-            self._leave(thread, now)
+        if victim is not None:
+            self.preempt[victim] = True
 
     def _need(self, thread, state):
         if not 0 <= thread < len(self.thread_state):
             raise ValueError(f"no thread {thread}")
-        if self.thread_state[thread] != state and not (state == RUNNING and self.thread_state[thread] == REVOKED):
+        if self.thread_state[thread] != state:
             raise ValueError(f"thread {thread} is {self.thread_state[thread]}")
 
     # ---- events (same as _core.WfqSimulation) ----------------------------
@@ -288,7 +279,7 @@ class WfqSimulation:
         self._roll(now)
         self._enqueue(thread, tenant, now)
         self._dispatch(now)
-        self._preempt_for(thread, now)
+        self._preempt_for(thread)
 
     def charge(self, thread, cpu_ns, now):
         if cpu_ns < 0:
@@ -303,16 +294,16 @@ class WfqSimulation:
         self._need(thread, RUNNING)
         tenant = self.thread_tenant[thread]
         self._roll(now)
-        self._stop_running(thread, now)
+        self._leave(thread, now)
         self._enqueue(thread, tenant, now)
         self._dispatch(now)
-        self._preempt_for(thread, now)
+        self._preempt_for(thread)
         self._throttle_clock(self.t[tenant], now)
 
     def release(self, thread, now):
         self._need(thread, RUNNING)
         self._roll(now)
-        self._stop_running(thread, now)
+        self._leave(thread, now)
         self._dispatch(now)
 
     def tick(self, now):
@@ -322,7 +313,7 @@ class WfqSimulation:
             self._throttle_clock(self.t[i], now)
 
     def preempted(self, thread):
-        """Revoked and told to stop at its next check (wakeup preemption)."""
+        """A running thread was asked to check now (wakeup preemption)."""
         if not 0 <= thread < len(self.thread_state):
             raise ValueError(f"no thread {thread}")
         return self.preempt[thread]
