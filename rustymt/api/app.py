@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 from aiohttp import web
 
+from rustymt.api import encoding
 from rustymt.api.routing import Route
 from rustymt.service.errors import ServiceError
 
@@ -35,7 +36,7 @@ HTTP_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_T
 
 
 def error_response(error: ServiceError, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": error.to_dict()}, status=error.http_status, headers=headers)
+    return encoding.response({"error": error.to_dict()}, status=error.http_status, headers=headers)
 
 
 @web.middleware
