@@ -89,6 +89,16 @@ def _middlewares() -> list:
     return [error_middleware, auth_middleware, ratelimit_middleware]
 
 
+def _registration_order(route: Route) -> tuple[bool, str]:
+    """Fixed paths before templated ones, then by path: aiohttp tries the resources under
+    one path prefix in registration order (a regex each), so the hot /api/v1/tenants and
+    /api/v1/tenants/{tenant_id} are found first, and one path's methods share one resource.
+    No two of our templates match the same URL, and a fixed path that a template also
+    matches (/api/v1/pdbs/plug) falls through to it on another method, so the order
+    changes which resource is tried first, never which route answers."""
+    return "{" in route.path, route.path
+
+
 def create_app(services: Any, settings: Any, routes: Iterable[Route] | None = None) -> web.Application:
     routes = list(collect_routes() if routes is None else routes)
     app = web.Application(client_max_size=settings.server.max_body_bytes, middlewares=_middlewares())
@@ -101,7 +111,7 @@ def create_app(services: Any, settings: Any, routes: Iterable[Route] | None = No
         app["route_by_handler"] = {}
         app["tier_of"] = services.tenants.tier_of
     seen: set[tuple[str, str]] = set()
-    for route in routes:
+    for route in sorted(routes, key=_registration_order):
         key = (route.method, route.path)
         if key in seen or route.handler in app["route_by_handler"]:
             raise ValueError(f"route declared twice: {route.method} {route.path}")

@@ -97,6 +97,11 @@ def _iso_of_whole_second(second: int) -> str:
     return timeutil.to_iso(datetime.datetime.fromtimestamp(second, timeutil.UTC))
 
 
+@functools.lru_cache(maxsize=1024)
+def _measured_source(instance: str) -> str:
+    return MEASURED.format(instance=instance)  # formatted once per instance name, not on every GET
+
+
 def _iso_of_unix(seconds: float) -> str:
     """Unix time as the API's ISO string, rounded down: a measurement is never claimed newer."""
     return _iso_of_whole_second(int(seconds))
@@ -138,6 +143,7 @@ class TenantService:
         self._tier_cache: dict[str, str | None] = {}
         # tenant_id -> bytes of its live PDBs' datafiles, walked at most once per USAGE_MAX_AGE_SECONDS
         self._storage: RecentValues[int] = RecentValues(USAGE_MAX_AGE_SECONDS)
+        self._uptime_kept: dict[str, tuple[list, Any, float]] = {}  # tenant_id -> (history, clock reading, uptime)
         self._create_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # tenant_id -> measured SLA block (rustymt.metering.service.MeteringService.sla_metrics) or None
         self.sla_source: Callable[[str], dict | None] | None = None
@@ -465,7 +471,7 @@ class TenantService:
             return {"cpu_percent": 0.0, "memory_mb": 0, "storage_gb": round(storage_bytes / GIB), "iops": 0,
                     "network_mbps": 0, "active_connections": 0, "storage_bytes": storage_bytes,
                     "last_updated": last_updated, "source": NOT_MEASURED}
-        source = MEASURED.format(instance=measured["instance"])  # constant: an idle tenant's usage does not change
+        source = _measured_source(measured["instance"])
         rates = measured["rates"] or {"cpu_percent": 0.0, "iops": 0, "network_mbps": 0}
         return {"cpu_percent": float(rates["cpu_percent"]), "memory_mb": round(stats["memory"]["allocated_bytes"] / MIB),
                 "storage_gb": round(storage_bytes / GIB), "iops": int(rates["iops"]),
@@ -473,17 +479,27 @@ class TenantService:
                 "storage_bytes": storage_bytes, "last_updated": last_updated, "source": source}
 
     def _sla(self, record: dict, history: list[tuple[str, str]]) -> dict:
-        body = {"uptime_percent": self._uptime_percent(history), "avg_response_time_ms": 0.0,
+        body = {"uptime_percent": self._uptime_of(record["tenant_id"], history), "avg_response_time_ms": 0.0,
                 "p95_response_time_ms": 0.0, "p99_response_time_ms": 0.0, "error_rate_percent": 0.0,
                 "violations": [], "source": SLA_SOURCE}
         measured = self.sla_source(record["tenant_id"]) if self.sla_source else None
         body.update({key: value for key, value in (measured or {}).items() if value is not None})
         return body
 
-    def _uptime_percent(self, history: list[tuple[str, str]]) -> float:
+    def _uptime_of(self, tenant_id: str, history: list[tuple[str, str]]) -> float:
+        """_uptime_percent, computed once per tenant per clock second: the clock has whole
+        seconds and `history` is the same object until the catalog changes (read_cached)."""
+        now = self.clock()
+        kept = self._uptime_kept.get(tenant_id)
+        if kept is not None and kept[0] is history and kept[1] == now:
+            return kept[2]
+        uptime = self._uptime_percent(history, now)
+        self._uptime_kept[tenant_id] = (history, now, uptime)
+        return uptime
+
+    def _uptime_percent(self, history: list[tuple[str, str]], now) -> float:
         if not history:
             return 0.0
-        now = self.clock()
         start = _instant(history[0][1])
         active_seconds = 0.0
         for index, (state, at) in enumerate(history):
