@@ -1,8 +1,12 @@
 """The aiohttp application: route table, middlewares, error rendering.
 
-Middlewares, outermost first (API_CONTRACTS.md):
+Middlewares, outermost first:
 
-    error rendering (here) -> auth (rustymt.api.auth) -> rate limit (rustymt.api.ratelimit) -> handler
+    rate limit (rustymt.api.ratelimit) -> error rendering (here) -> auth (rustymt.api.auth) -> handler
+
+The rate limiter picks the caller's bucket with rustymt.api.auth.authenticated
+(the token verified once per request) and adds X-RateLimit-* to every
+/api/v1 answer, which by then is always a response: errors are rendered inside it.
 
 Every failure leaves the server as the spec's one error shape,
 
@@ -86,7 +90,8 @@ def _middlewares() -> list:
     from rustymt.api.auth import auth_middleware
     from rustymt.api.ratelimit import ratelimit_middleware
 
-    return [error_middleware, auth_middleware, ratelimit_middleware]
+    # The rate limiter is outermost: every /api/v1 answer, errors and early refusals included, gets its headers.
+    return [ratelimit_middleware, error_middleware, auth_middleware]
 
 
 def _registration_order(route: Route) -> tuple[bool, str]:

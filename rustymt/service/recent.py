@@ -67,7 +67,9 @@ class RecentValues(Generic[T]):
             return kept
         running = self._fetching.get(key)
         if running is None:
-            running = self._fetching[key] = asyncio.ensure_future(self._measure(key, fetch))
+            # The start is read now, not when the task first runs: forget() may come in between.
+            started = self._clock(), self._wall_clock()
+            running = self._fetching[key] = asyncio.ensure_future(self._measure(key, fetch, *started))
             running.add_done_callback(lambda done: self._finished(key, done))
         return await asyncio.shield(running)
 
@@ -77,8 +79,8 @@ class RecentValues(Generic[T]):
         if not done.cancelled():
             done.exception()  # retrieved: every waiter may have gone, asyncio must not warn
 
-    async def _measure(self, key: Hashable, fetch: Callable[[], Awaitable[T]]) -> tuple[T, float]:
-        started, started_wall = self._clock(), self._wall_clock()
+    async def _measure(self, key: Hashable, fetch: Callable[[], Awaitable[T]], started: float,
+                       started_wall: float) -> tuple[T, float]:
         value = await fetch()
         self.put(key, value, started, started_wall)
         return value, started_wall
