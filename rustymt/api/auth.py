@@ -233,8 +233,6 @@ def authenticated(request: web.Request) -> Principal | None:
     else runs); the outcome is kept on the request, so the token is verified
     once and the auth middleware answers the kept refusal.
     """
-    if "principal" in request:
-        return request["principal"]
     if not _route_needs_token(request):
         return None
     try:
@@ -247,9 +245,10 @@ def authenticated(request: web.Request) -> Principal | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
-    if "principal" not in request and _route_needs_token(request):
+    if request.get("principal") is None:  # not authenticated() already (a public route, or a refusal)
         refusal = request.get(REFUSAL)
         if refusal is not None:
             raise refusal
-        request["principal"] = authenticate(request)
+        if _route_needs_token(request):
+            request["principal"] = authenticate(request)
     return await handler(request)

@@ -59,6 +59,7 @@ from rustymt.service.errors import ServiceError
 API_PREFIX = "/api/v1/"  # answers under it carry the headers
 OPERATOR_PREFIX = "operator:"  # bucket keys; a tenant's bucket is keyed by its bare tenant_id (tenant_...)
 ADDRESS_PREFIX = "address:"
+PRUNE_AT = 100_000  # buckets kept before full ones are dropped
 # Tier applied to a tenant id the catalog has no tier for (e.g. terminated).
 FALLBACK_TIER = min(TIERS.values(), key=lambda tier: tier.requests_per_hour).name
 
@@ -87,7 +88,7 @@ class TokenBucket:
         return max(0.0, (tokens - self.tokens) / self.refill_per_second)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)  # one per request: plain slots, not frozen (cheaper to build)
 class Decision:
     allowed: bool
     limit: int  # requests per hour of the tenant's tier
@@ -120,6 +121,8 @@ class RateLimiter:
         rate = per_hour / 3600.0
         bucket = self._buckets.get(key)
         if bucket is None:
+            if len(self._buckets) >= PRUNE_AT:
+                self._drop_full(now)
             bucket = self._buckets[key] = TokenBucket(burst, rate, float(burst), now)
         elif bucket.capacity != burst or bucket.refill_per_second != rate:
             # The shape changed (tier change): settle the old rate up to now, then reshape.
@@ -139,6 +142,14 @@ class RateLimiter:
             reset_at=math.ceil(wall + bucket.seconds_until(bucket.capacity)),
             retry_after=0 if allowed else max(1, math.ceil(bucket.seconds_until(1.0))),
         )
+
+    def _drop_full(self, now: float) -> None:
+        """Forget the buckets that have refilled to the brim: a new one would be identical.
+        Keys come from outside (client addresses, token subjects): memory stays bounded
+        by the callers active within one refill period."""
+        for key in [key for key, bucket in self._buckets.items()
+                    if bucket.tokens + (now - bucket.updated) * bucket.refill_per_second >= bucket.capacity]:
+            del self._buckets[key]
 
     def forget(self, key: str) -> None:
         self._buckets.pop(key, None)

@@ -432,6 +432,11 @@ class Fleet:
         blocks, measured_at = await self._recent.get(name, lambda: self._all_stats(name))
         return blocks.get(tenant_id), measured_at
 
+    def fresh_stats(self, tenant_id: str) -> tuple[dict | None, float] | None:
+        """recent_stats() without awaiting when a young enough answer is kept; else None."""
+        kept = self._recent.fresh(self.home.get(tenant_id) or self.instance_for(tenant_id))
+        return None if kept is None else (kept[0].get(tenant_id), kept[1])
+
     async def _all_stats(self, name: str) -> dict[str, dict]:
         supervisor = self.instances.get(name)
         if supervisor is None or self._frozen(name):

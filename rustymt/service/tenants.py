@@ -443,8 +443,9 @@ class TenantService:
         """
         if self.fleet is None:
             return None
-        stats, stats_at = await self.fleet.recent_stats(tenant_id)
-        storage_bytes, storage_at = await self._storage.get(
+        # The kept values without a coroutine on the common path (both young enough).
+        stats, stats_at = self.fleet.fresh_stats(tenant_id) or await self.fleet.recent_stats(tenant_id)
+        storage_bytes, storage_at = self._storage.fresh(tenant_id) or await self._storage.get(
             tenant_id, lambda: self._in_thread(self._storage_bytes, tenant_id))
         return {"stats": stats, "rates": self.fleet.rates(tenant_id), "storage_bytes": storage_bytes,
                 "instance": self.fleet.home.get(tenant_id) or self.fleet.instance_for(tenant_id),
