@@ -22,6 +22,7 @@ import os
 import secrets
 import socket
 import sqlite3
+import time
 import weakref
 from typing import Any, Callable
 
@@ -490,12 +491,14 @@ class TenantService:
     def _uptime_of(self, tenant_id: str, history: list[tuple[str, str]]) -> float:
         """_uptime_percent, computed once per tenant per clock second: the clock has whole
         seconds and `history` is the same object until the catalog changes (read_cached)."""
-        now = self.clock()
+        # With the real clock, the current second is read from time.time() (a C call) rather
+        # than by building a datetime; an injected clock (tests) is asked every time.
+        second = int(time.time()) if self.clock is timeutil.utc_now else self.clock()
         kept = self._uptime_kept.get(tenant_id)
-        if kept is not None and kept[0] is history and kept[1] == now:
+        if kept is not None and kept[0] is history and kept[1] == second:
             return kept[2]
-        uptime = self._uptime_percent(history, now)
-        self._uptime_kept[tenant_id] = (history, now, uptime)
+        uptime = self._uptime_percent(history, self.clock())
+        self._uptime_kept[tenant_id] = (history, second, uptime)
         return uptime
 
     def _uptime_percent(self, history: list[tuple[str, str]], now) -> float:
