@@ -92,12 +92,26 @@ def cmd_token_create(args: argparse.Namespace) -> int:
                      EXIT_DATA_DIR)
     if args.ttl is not None and args.ttl <= 0:
         return _fail("--ttl: must be a positive number of seconds", EXIT_CONFIG)
+    if args.tenant is not None and not _tenant_is_live(catalog_path(settings.server.data_dir), args.tenant):
+        return _fail(f"--tenant: no live tenant {args.tenant} in {settings.server.data_dir}", EXIT_CONFIG)
     try:
         token = issue_token(settings.server.data_dir, settings, args.role, args.tenant, args.ttl)
     except ValueError as exc:
         return _fail(f"--role/--tenant: {exc}", EXIT_CONFIG)
     print(token)
     return EXIT_OK
+
+
+def _tenant_is_live(path: str, tenant_id: str) -> bool:
+    """A token for a tenant that does not exist (or was terminated) would be
+    refused on every request: say so now instead of printing it."""
+    import sqlite3
+
+    from rustymt.catalog import tenants as tenant_rows
+
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        found = conn.execute(f"SELECT 1 FROM tenants WHERE tenant_id = ? AND {tenant_rows.LIVE}", (tenant_id,)).fetchone()
+    return found is not None
 
 
 COMMANDS = {("serve", None): cmd_serve, ("init", None): cmd_init, ("token", "create"): cmd_token_create}
@@ -121,4 +135,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def daemon_main() -> int:
     """`rustymtd [--config FILE] [--data-dir DIR] [--listen HOST:PORT]` = `rustymt serve ...`."""
-    return main(["serve", *sys.argv[1:]])
+    arguments = sys.argv[1:]
+    return main(["--version"] if arguments == ["--version"] else ["serve", *arguments])

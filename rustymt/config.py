@@ -192,6 +192,7 @@ KEYS: list[Key] = [
     Key("engine", "pool_frames", int_in(64, 1 << 24), 8192, "page frames in each engine instance's buffer pool (4 KiB pages; tenants get partitions of it)"),
     Key("lifecycle", "export_roots", parse_str_list, "", "directories unplug manifests/datafiles and plug sources may be in (absolute); the first is the default for relative paths; empty = <data_dir>/exports"),
     Key("host", "reconcile_seconds", float_in(0.2, 3600), 3.0, "period of the host reconcile loop (cgroups, tc vs the catalog)"),
+    Key("host", "teardown_on_stop", parse_bool, True, "a graceful stop removes the cgroups, qdiscs and ifb device the daemon made; false keeps them for a fast restart (the next start adopts them)"),
 ]
 
 def _price_book(value: Any):
@@ -231,6 +232,21 @@ def _key_index() -> dict[tuple[str, str], Key]:
     return {(key.section, key.name): key for key in KEYS}
 
 
+def _refuse_unknown_env(env: Mapping[str, str]) -> None:
+    """A misspelt override (RUSTYMT_HOST_ENFORCED=false) must not be silently
+    ignored, as an unknown TOML key is not: a variable under a known section's
+    prefix that names no key is an error. Other RUSTYMT_* variables (test and
+    bench knobs) are not settings and pass."""
+    known = {key.env for key in KEYS} | set(ENV_ALIASES)
+    sections = {key.section.upper() for key in KEYS}
+    for variable in env:
+        if not variable.startswith(ENV_PREFIX) or variable in known:
+            continue
+        section = variable[len(ENV_PREFIX):].split("_", 1)[0]
+        if section in sections:
+            raise ConfigError(variable, f"unknown setting: [{section.lower()}] has no such key")
+
+
 def load(path: str | None = None, env: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> SimpleNamespace:
     """Build the settings; `overrides` maps "section.key" to a value (CLI flags)."""
     env = os.environ if env is None else env
@@ -251,6 +267,7 @@ def load(path: str | None = None, env: Mapping[str, str] | None = None, override
                 if (section, name) not in index:
                     raise ConfigError(f"{section}.{name}", "unknown key")
                 raw[(section, name)] = value
+    _refuse_unknown_env(env)
     for key in KEYS:
         if key.env in env:
             raw[(key.section, key.name)] = env[key.env]

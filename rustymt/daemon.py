@@ -7,10 +7,11 @@ aiohttp app, bind the listen address, write the bound address to
 scheduled tier changes that fell due while the daemon was down, then tell
 systemd READY=1. While running: apply scheduled tier changes when due (the
 catalog holds them, so they survive restarts). SIGTERM/SIGINT: stop accepting,
-let in-flight requests finish, stop the engine instances, close the catalog,
-exit 0. Before the listener opens: PDB storage recovery (staged creates
-finished or removed, catalog and disk reconciled), the seed, and the engine
-instances started with every tenant re-applied (rustymt.service.fleet).
+let in-flight requests finish, stop the engine instances, remove the host
+setup (cgroups, tc; host.teardown_on_stop), close the catalog, exit 0. Before
+the listener opens: PDB storage recovery (staged creates finished or removed,
+catalog and disk reconciled), the seed, and the engine instances started with
+every tenant re-applied (rustymt.service.fleet).
 """
 from __future__ import annotations
 
@@ -138,6 +139,7 @@ async def serve(settings: Any) -> int:
         await _start_engine(services, fleet)
     except BaseException:
         await host_binding.stop()
+        await host_binding.close(teardown=False)  # a failed start removes nothing (another daemon may own it)
         catalog.close()
         raise
     app = create_app(services, settings)
@@ -151,7 +153,9 @@ async def serve(settings: Any) -> int:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
+        await host_binding.stop()
         await fleet.stop()
+        await host_binding.close(teardown=False)
         catalog.close()
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}", EXIT_LISTEN) from None
     bound_host, bound_port = runner.addresses[0][:2]
@@ -179,6 +183,7 @@ async def serve(settings: Any) -> int:
         await services.host.stop()
         await runner.cleanup()
         await fleet.stop()  # instances end their sessions (57P01) and exit
+        await services.host.close()  # then the cgroups and tc setup go (host.teardown_on_stop)
         catalog.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(address_file)

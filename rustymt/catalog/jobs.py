@@ -9,61 +9,19 @@ idempotency   the first answer (status code + JSON body) given to a creating
               POST that carried an Idempotency-Key, per principal scope: a
               retry with the same key gets that answer back, not a second job.
 
-The tables are created with IF NOT EXISTS by ensure_schema() rather than as a
-numbered migration, so this branch and the PDB branch can each add tables
-without fighting over migration numbers; the lead may fold it into
-migrations.py when both have landed.
+The tables come from catalog migration 4 (rustymt.catalog.migrations).
 """
 from __future__ import annotations
 
 import json
 import sqlite3
 
-from rustymt.catalog.migrations import _statements as statements
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id               TEXT PRIMARY KEY,
-    kind                 TEXT NOT NULL,           -- clone
-    tenant_id            TEXT,
-    source_pdb_id        TEXT,
-    target_pdb_id        TEXT,
-    status               TEXT NOT NULL,           -- pending, in_progress, completed, failed, cancelled
-    progress             REAL NOT NULL DEFAULT 0,
-    bytes_transferred    INTEGER NOT NULL DEFAULT 0,
-    estimated_completion TEXT,
-    error                TEXT,
-    request              TEXT NOT NULL DEFAULT '{}',  -- JSON: what was asked
-    result               TEXT,                        -- JSON: what was made
-    stage                TEXT,                        -- staging folder being filled
-    cancel_requested     INTEGER NOT NULL DEFAULT 0,
-    created_at           TEXT NOT NULL,
-    updated_at           TEXT NOT NULL,
-    finished_at          TEXT
-);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
-CREATE TABLE IF NOT EXISTS idempotency (
-    scope        TEXT NOT NULL,      -- who asked: tenant id or role of the principal
-    key          TEXT NOT NULL,
-    method       TEXT NOT NULL,
-    path         TEXT NOT NULL,
-    status_code  INTEGER NOT NULL,
-    body         TEXT NOT NULL,      -- JSON
-    created_at   TEXT NOT NULL,
-    PRIMARY KEY (scope, key)
-);
-"""
 
 ACTIVE = ("pending", "in_progress")
 FINAL = ("completed", "failed", "cancelled")
 _COLUMNS = ("job_id", "kind", "tenant_id", "source_pdb_id", "target_pdb_id", "status", "progress",
             "bytes_transferred", "estimated_completion", "error", "request", "result", "stage",
             "cancel_requested", "created_at", "updated_at", "finished_at")
-
-
-def ensure_schema(conn: sqlite3.Connection) -> None:
-    for statement in statements(SCHEMA):
-        conn.execute(statement)
 
 
 def _row(row: sqlite3.Row | None) -> dict | None:
@@ -110,15 +68,16 @@ def active(conn: sqlite3.Connection) -> list[dict]:
 
 
 def remembered_answer(conn: sqlite3.Connection, scope: str, key: str) -> dict | None:
-    row = conn.execute("SELECT method, path, status_code, body FROM idempotency WHERE scope = ? AND key = ?",
+    row = conn.execute("SELECT method, path, status_code, body, request_sha256 FROM idempotency WHERE scope = ? AND key = ?",
                        (scope, key)).fetchone()
     if row is None:
         return None
     return {"method": row["method"], "path": row["path"], "status_code": row["status_code"],
-            "body": json.loads(row["body"])}
+            "body": json.loads(row["body"]), "request_sha256": row["request_sha256"]}
 
 
 def remember_answer(conn: sqlite3.Connection, scope: str, key: str, method: str, path: str,
-                    status_code: int, body: dict, now: str) -> None:
-    conn.execute("INSERT OR IGNORE INTO idempotency(scope, key, method, path, status_code, body, created_at) "
-                 "VALUES (?, ?, ?, ?, ?, ?, ?)", (scope, key, method, path, status_code, json.dumps(body), now))
+                    status_code: int, body: dict, now: str, request_sha256: str) -> None:
+    conn.execute("INSERT OR IGNORE INTO idempotency(scope, key, method, path, status_code, body, created_at, request_sha256) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 (scope, key, method, path, status_code, json.dumps(body), now, request_sha256))

@@ -7,40 +7,12 @@ lockdown_profiles  named profiles: the operator's spec and the compiled
 pdb_lockdown       which profile each PDB has applied (a profile in use
                    cannot be deleted).
 
-Created with IF NOT EXISTS (see rustymt.catalog.jobs for why not a numbered
-migration on this branch).
+The tables come from catalog migration 4 (rustymt.catalog.migrations).
 """
 from __future__ import annotations
 
 import json
 import sqlite3
-
-from rustymt.catalog.migrations import _statements as statements
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS common_users (
-    username    TEXT PRIMARY KEY COLLATE NOCASE,   -- starts with C##
-    verifier    TEXT NOT NULL,                     -- SCRAM-SHA-256$...; never the password
-    pdbs        TEXT,                              -- JSON list of PDB ids/names; NULL = all
-    created_at  TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS lockdown_profiles (
-    name        TEXT PRIMARY KEY COLLATE NOCASE,
-    spec        TEXT NOT NULL,                     -- JSON as given (disabled_statements, ...)
-    rules       TEXT NOT NULL,                     -- JSON authorizer rules
-    created_at  TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pdb_lockdown (
-    pdb_id      TEXT PRIMARY KEY,
-    profile     TEXT NOT NULL REFERENCES lockdown_profiles(name),
-    applied_at  TEXT NOT NULL
-);
-"""
-
-
-def ensure_schema(conn: sqlite3.Connection) -> None:
-    for statement in statements(SCHEMA):
-        conn.execute(statement)
 
 
 def common_users(conn: sqlite3.Connection) -> list[dict]:

@@ -196,6 +196,78 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX IF NOT EXISTS sla_maintenance_time ON sla_maintenance(ends_at, starts_at);
     """,
+    # 4: the tables rustymt <= 9f33ae7 created at runtime (CREATE TABLE IF NOT
+    #    EXISTS on every start) now come from here: asynchronous jobs and
+    #    Idempotency-Key answers, common users, lockdown profiles and the PDBs
+    #    they apply to, explicit tenant placement. IF NOT EXISTS once more, and
+    #    only here: a catalog written by those versions already has the tables
+    #    (same DDL) at version 3, and adopts them as they are.
+    """
+    CREATE TABLE IF NOT EXISTS jobs (
+        job_id               TEXT PRIMARY KEY,
+        kind                 TEXT NOT NULL,           -- clone
+        tenant_id            TEXT,
+        source_pdb_id        TEXT,
+        target_pdb_id        TEXT,
+        status               TEXT NOT NULL,           -- pending, in_progress, completed, failed, cancelled
+        progress             REAL NOT NULL DEFAULT 0,
+        bytes_transferred    INTEGER NOT NULL DEFAULT 0,
+        estimated_completion TEXT,
+        error                TEXT,
+        request              TEXT NOT NULL DEFAULT '{}',  -- JSON: what was asked
+        result               TEXT,                        -- JSON: what was made
+        stage                TEXT,                        -- staging folder being filled
+        cancel_requested     INTEGER NOT NULL DEFAULT 0,
+        created_at           TEXT NOT NULL,
+        updated_at           TEXT NOT NULL,
+        finished_at          TEXT
+    );
+    CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+    CREATE TABLE IF NOT EXISTS idempotency (
+        scope        TEXT NOT NULL,      -- who asked: tenant id or role of the principal
+        key          TEXT NOT NULL,
+        method       TEXT NOT NULL,
+        path         TEXT NOT NULL,
+        status_code  INTEGER NOT NULL,
+        body         TEXT NOT NULL,      -- JSON
+        created_at   TEXT NOT NULL,
+        PRIMARY KEY (scope, key)
+    );
+    CREATE TABLE IF NOT EXISTS common_users (
+        username    TEXT PRIMARY KEY COLLATE NOCASE,   -- starts with C##
+        verifier    TEXT NOT NULL,                     -- SCRAM-SHA-256$...; never the password
+        pdbs        TEXT,                              -- JSON list of PDB ids/names; NULL = all
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS lockdown_profiles (
+        name        TEXT PRIMARY KEY COLLATE NOCASE,
+        spec        TEXT NOT NULL,                     -- JSON as given (disabled_statements, ...)
+        rules       TEXT NOT NULL,                     -- JSON authorizer rules
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS pdb_lockdown (
+        pdb_id      TEXT PRIMARY KEY,
+        profile     TEXT NOT NULL REFERENCES lockdown_profiles(name),
+        applied_at  TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS tenant_placement (
+        tenant_id   TEXT PRIMARY KEY REFERENCES tenants(tenant_id),
+        placement   TEXT NOT NULL CHECK (placement IN ('shared', 'dedicated')),  -- explicit choice
+        updated_at  TEXT NOT NULL
+    );
+    """,
+    # 5: where an unplugged PDB's datafiles went when unplug moved them out of
+    #    the data dir (keep_datafiles false): the folder next to its manifest.
+    #    NULL: they are in pdbs/<pdb_id> as always.
+    """
+    ALTER TABLE pdb_files ADD COLUMN datafiles_dir TEXT;
+    """,
+    # 6: the SHA-256 of the request an Idempotency-Key first answered, so a
+    #    retry with another body is refused instead of replaying the first
+    #    answer. NULL for answers kept before: those are not compared.
+    """
+    ALTER TABLE idempotency ADD COLUMN request_sha256 TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

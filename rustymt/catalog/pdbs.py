@@ -12,8 +12,8 @@ LIVE = "state != 'dropped'"
 MAX_SLOT = 255  # native slots 1..255; 0 is the system
 
 
-SELECT = ("SELECT pdbs.*, pdb_files.guid, coalesce(pdb_files.datafiles_kept, 0) AS datafiles_kept "
-          "FROM pdbs LEFT JOIN pdb_files USING (pdb_id)")
+SELECT = ("SELECT pdbs.*, pdb_files.guid, coalesce(pdb_files.datafiles_kept, 0) AS datafiles_kept, "
+          "pdb_files.datafiles_dir FROM pdbs LEFT JOIN pdb_files USING (pdb_id)")
 
 
 def get(conn: sqlite3.Connection, pdb_id: str) -> dict[str, Any] | None:
@@ -32,14 +32,18 @@ def insert_files(conn: sqlite3.Connection, pdb_id: str, guid: str) -> None:
     conn.execute("INSERT INTO pdb_files (pdb_id, guid) VALUES (?, ?)", (pdb_id, guid))
 
 
-def page(conn: sqlite3.Connection, *, offset: int, limit: int, state: str | None = None,
+def page(conn: sqlite3.Connection, *, offset: int, limit: int, state: str | tuple[str, ...] | None = None,
          tenant_id: str | None = None) -> tuple[int, list[dict[str, Any]]]:
-    """(total matching, one page) in creation order; None filters match all."""
+    """(total matching, one page) in creation order; None filters match all,
+    a tuple of states matches any of them."""
     where, params = [], []
-    for column, value in (("state", state), ("tenant_id", tenant_id)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
+    if state is not None:
+        states = (state,) if isinstance(state, str) else state
+        where.append(f"state IN ({', '.join('?' * len(states))})")
+        params.extend(states)
+    if tenant_id is not None:
+        where.append("tenant_id = ?")
+        params.append(tenant_id)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     total = conn.execute(f"SELECT count(*) FROM pdbs {clause}", params).fetchone()[0]
     rows = conn.execute(f"{SELECT} {clause} ORDER BY created_at, pdb_id LIMIT ? OFFSET ?",
@@ -55,6 +59,17 @@ def set_state(conn: sqlite3.Connection, pdb_id: str, state: str, open_mode: str 
 def set_datafiles_kept(conn: sqlite3.Connection, pdb_id: str, kept: bool) -> None:
     conn.execute("INSERT INTO pdb_files (pdb_id, guid, datafiles_kept) VALUES (?, '', ?) "
                  "ON CONFLICT (pdb_id) DO UPDATE SET datafiles_kept = excluded.datafiles_kept", (pdb_id, int(kept)))
+
+
+def set_datafiles_dir(conn: sqlite3.Connection, pdb_id: str, datafiles_dir: str | None) -> None:
+    """Where an unplugged PDB's datafiles went (None: its own folder under pdbs/)."""
+    conn.execute("UPDATE pdb_files SET datafiles_dir = ? WHERE pdb_id = ?", (datafiles_dir, pdb_id))
+
+
+def guid_plugged(conn: sqlite3.Connection, guid: str) -> bool:
+    """Whether a plugged-in PDB (live, not unplugged) has this GUID."""
+    return conn.execute("SELECT 1 FROM pdbs JOIN pdb_files USING (pdb_id) WHERE guid = ? "
+                        "AND state NOT IN ('dropped', 'unplugged')", (guid,)).fetchone() is not None
 
 
 def live(conn: sqlite3.Connection) -> list[dict[str, Any]]:

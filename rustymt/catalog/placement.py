@@ -3,9 +3,8 @@
 A tenant's engine instance is either the shared one or a dedicated one of its
 own (inside its own cgroup). The tier decides by default (see
 rustymt.service.hostbinding.default_placement); an operator's explicit choice
-is stored here and wins until it is changed again. The table is created on
-first use (`ensure_table`) instead of by a catalog migration so that it adds
-nothing to the tenants table other branches are migrating.
+is stored here and wins until it is changed again. The table comes from
+catalog migration 4 (rustymt.catalog.migrations).
 """
 from __future__ import annotations
 
@@ -13,13 +12,6 @@ import sqlite3
 
 PLACEMENTS = ("shared", "dedicated")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tenant_placement (
-    tenant_id   TEXT PRIMARY KEY REFERENCES tenants(tenant_id),
-    placement   TEXT NOT NULL CHECK (placement IN ('shared', 'dedicated')),  -- explicit choice
-    updated_at  TEXT NOT NULL
-)
-"""
 
 # What host enforcement needs of every live tenant, with the explicit placement (or NULL).
 LIVE_TENANTS = """
@@ -27,10 +19,6 @@ SELECT t.tenant_id, t.tenant_name, t.service_tier, t.priority, t.state, t.cpu_pe
        t.network_mbps, t.network_port, p.placement AS explicit_placement
 FROM tenants t LEFT JOIN tenant_placement p USING (tenant_id)
 """
-
-
-def ensure_table(conn: sqlite3.Connection) -> None:
-    conn.execute(SCHEMA)
 
 
 def live_tenants(conn: sqlite3.Connection) -> list[dict]:

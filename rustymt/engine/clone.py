@@ -40,7 +40,7 @@ import time
 import uuid
 
 from rustymt._native import _core
-from rustymt.engine import storage
+from rustymt.engine import crashpoint, storage
 from rustymt.engine.storage import execute
 
 FICLONE = 0x40049409          # _IOW(0x94, 9, int), linux/fs.h
@@ -98,14 +98,26 @@ def tablespace_files(folder: str) -> list[str]:
     return names
 
 
+def file_bytes(path: str) -> int:
+    """The file's size; 0 when it is not there (a WAL vanishes when its last connection closes)."""
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
 def source_bytes(folder: str) -> int:
-    total = 0
-    for name in tablespace_files(folder):
-        for suffix in ("", "-wal"):
-            path = os.path.join(folder, name + suffix)
-            if os.path.exists(path):
-                total += os.path.getsize(path)
-    return total
+    return sum(file_bytes(os.path.join(folder, name + suffix))
+               for name in tablespace_files(folder) for suffix in ("", "-wal"))
+
+
+def folder_bytes(folder: str) -> int:
+    """Every datafile and WAL of a PDB folder, safe against files coming and going meanwhile."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    return sum(file_bytes(os.path.join(folder, name)) for name in names if name.endswith((".db", ".db-wal")))
 
 
 # ---- hot
@@ -140,11 +152,14 @@ def _hot_copy_file(source: str, target: str, progress: Progress, pages_per_step:
 
 
 def hot_clone(source_folder: str, stage: str, progress: Progress | None = None,
-              pages_per_step: int = DEFAULT_PAGES_PER_STEP) -> None:
+              pages_per_step: int = DEFAULT_PAGES_PER_STEP, step=None) -> None:
+    """step(label) after each file (crash points)."""
     progress = progress or Progress(source_bytes(source_folder))
     for name in tablespace_files(source_folder):
         progress.check()
         _hot_copy_file(os.path.join(source_folder, name), os.path.join(stage, name), progress, pages_per_step)
+        if step is not None:
+            step(f"copied {name}")
 
 
 # ---- snapshot
@@ -176,7 +191,7 @@ _NO_REFLINK = (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL, errno.
 
 
 def snapshot_clone(source_folder: str, stage: str, allow_full_copy: bool = False,
-                   progress: Progress | None = None) -> str:
+                   progress: Progress | None = None, step=None) -> str:
     """Reflink every datafile (+WAL) of a closed or quiesced PDB; returns "reflink" or "copy"."""
     names = tablespace_files(source_folder)
     progress = progress or Progress(source_bytes(source_folder))
@@ -214,6 +229,8 @@ def snapshot_clone(source_folder: str, stage: str, allow_full_copy: bool = False
                 execute(lock, "ROLLBACK")
         finally:
             lock.close()
+        if step is not None:
+            step(f"cloned {name}")
     return method
 
 
@@ -248,7 +265,7 @@ def _metadata_copy_file(source: str, target: str) -> None:
         src.close()
 
 
-def metadata_clone(source_folder: str, stage: str, progress: Progress | None = None) -> None:
+def metadata_clone(source_folder: str, stage: str, progress: Progress | None = None, step=None) -> None:
     names = tablespace_files(source_folder)
     progress = progress or Progress(len(names))
     for name in names:
@@ -259,6 +276,8 @@ def metadata_clone(source_folder: str, stage: str, progress: Progress | None = N
         else:
             _metadata_copy_file(source, target)
         progress.advance(os.path.getsize(target))
+        if step is not None:
+            step(f"copied the schema of {name}")
 
 
 # ---- identity
@@ -295,19 +314,23 @@ def clone_pdb(data_dir: str, source_folder: str, pdb_id: str, pdb_name: str, clo
     stage = storage._new_stage(data_dir, f"clone-{pdb_id}")
     started = time.monotonic()
     progress = progress or Progress(source_bytes(source_folder))
+    step = crashpoint.steps(f"clone_{clone_type}", pdb_name)
     try:
+        step("stage made")
         if clone_type == "hot":
-            hot_clone(source_folder, stage, progress, pages_per_step)
+            hot_clone(source_folder, stage, progress, pages_per_step, step)
             method = "backup"
         elif clone_type == "snapshot":
-            method = snapshot_clone(source_folder, stage, allow_full_copy, progress)
+            method = snapshot_clone(source_folder, stage, allow_full_copy, progress, step)
         else:
-            metadata_clone(source_folder, stage, progress)
+            metadata_clone(source_folder, stage, progress, step)
             method = "metadata"
         guid = set_identity(stage, pdb_id, pdb_name)
+        step("identity set")
         for name in os.listdir(stage):
             os.chmod(os.path.join(stage, name), 0o600)
         storage._fsync_tree(stage)
+        step("staged")
         progress.finish()
     except BaseException:
         storage.discard(stage)

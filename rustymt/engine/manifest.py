@@ -23,9 +23,11 @@ defusedxml (no DTDs, no entity expansion) and size-capped.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
+import threading
 import xml.etree.ElementTree as ET
 
 import defusedxml.ElementTree as SafeET
@@ -119,14 +121,27 @@ def build(folder: str, tenant_id: str | None, datafiles_dir: str | None = None) 
 
 
 def write(path: str, data: bytes) -> None:
-    """Write the manifest atomically (temp file, fsync, rename)."""
-    temp = f"{path}.tmp-{os.getpid()}"
-    with open(temp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(temp, path)
+    """Write the manifest atomically and never over an existing file (temp
+    file, fsync, link to the name: EEXIST if it is taken, then unlink the temp)."""
+    temp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    try:
+        with open(temp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
     storage._fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def is_manifest_of(path: str, pdb_id: str) -> bool:
+    """Whether path is a manifest of that PDB (recovery removes only its own manifests)."""
+    try:
+        return read(path)["pdb_id"] == pdb_id
+    except (OSError, ManifestError):
+        return False
 
 
 class ManifestError(ValueError):
@@ -259,11 +274,47 @@ def check_plug_compatibility(manifest: dict, datafiles_dir: str, plugged_names: 
 
 
 def unplug(folder: str, xml_path: str, tenant_id: str | None) -> dict:
-    """Write the manifest of a closed PDB folder; returns {xml_manifest, size_bytes}."""
+    """Write the manifest of a closed PDB folder, datafiles kept where they are
+    (no crash protocol: rustymt.engine.pdbops.unplug is the daemon's);
+    returns {xml_manifest, size_bytes}."""
     checkpoint_datafiles(folder)
     data = build(folder, tenant_id)
     write(xml_path, data)
     return {"xml_manifest": os.path.abspath(xml_path), "size_bytes": storage.storage_bytes(folder)}
+
+
+# Hard links fail across filesystems (EXDEV) and on filesystems without them.
+_NO_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP)
+
+
+def export_datafiles(folder: str, target_dir: str, datafiles: list[dict], on_file=None) -> str:
+    """Give the manifest's datafiles a second name in target_dir, the empty
+    folder the caller made: a hard link on the same filesystem (a rename in
+    two steps: the PDB folder stays whole until the caller removes it after
+    its commit), otherwise a copy, fsynced and read back against the
+    manifest's SHA-256. on_file(name) after each file. Returns "link" if every
+    file was linked, else "copy"."""
+    method = "link"
+    for entry in datafiles:
+        source, target = os.path.join(folder, entry["name"]), os.path.join(target_dir, entry["name"])
+        try:
+            os.link(source, target)
+        except OSError as exc:
+            if exc.errno not in _NO_LINK:
+                raise
+            method = "copy"
+            shutil.copyfile(source, target)
+            with open(target, "rb") as handle:
+                os.fsync(handle.fileno())
+            if os.path.getsize(target) != entry["size"] or sha256_file(target) != entry["sha256"]:
+                raise OSError(errno.EIO, f"the copy of {entry['name']} in {target_dir} does not match its "
+                                         "SHA-256 in the manifest")
+        os.chmod(target, 0o600)
+        if on_file is not None:
+            on_file(entry["name"])
+    storage._fsync_tree(target_dir)
+    storage._fsync_dir(os.path.dirname(os.path.abspath(target_dir)))
+    return method
 
 
 def read(xml_path: str) -> dict:
@@ -283,9 +334,11 @@ def stage_plug(data_dir: str, manifest: dict, datafiles_dir: str, pdb_id: str, p
     before that leaves the unplugged set as it was); system.db alone is
     copied because giving the PDB its new id writes to it.
     Keeps the GUID (a plug is the same database, unlike a clone)."""
-    from rustymt.engine import clone, recovery  # they import storage only; no cycle at import time
+    from rustymt.engine import clone, crashpoint, recovery  # they import storage only; no cycle at import time
+    step = crashpoint.steps("plug_copy" if copy_datafiles else "plug_in_place", pdb_name)
     stage = storage._new_stage(data_dir, f"plug-{pdb_id}")
     try:
+        step("stage made")
         for entry in manifest["datafiles"]:
             source, target = os.path.join(datafiles_dir, entry["name"]), os.path.join(stage, entry["name"])
             try:
@@ -300,11 +353,15 @@ def stage_plug(data_dir: str, manifest: dict, datafiles_dir: str, pdb_id: str, p
                     os.unlink(target)
                 shutil.copyfile(source, target)
             os.chmod(target, 0o600)
+            step(f"staged {entry['name']}")
         clone.set_identity(stage, pdb_id, pdb_name, guid=manifest["guid"])
+        step("identity set")
         if not copy_datafiles:  # what to unlink once published (recovery finishes it after a crash)
             recovery.write_release_list(stage, [os.path.join(os.path.abspath(datafiles_dir), entry["name"])
-                                                for entry in manifest["datafiles"]])
+                                                for entry in manifest["datafiles"]], os.path.abspath(datafiles_dir))
+            step("release list written")
         storage._fsync_tree(stage)
+        step("staged")
     except BaseException:
         storage.discard(stage)
         raise

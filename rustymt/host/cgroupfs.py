@@ -262,12 +262,31 @@ class CgroupTree:
 
     def remove_root(self, timeout: float = 5.0) -> None:
         """Remove everything rustymt created, the root included (tests, uninstall)."""
-        if self.root == "/":
+        self.prune(root_too=True, timeout=timeout)
+
+    def prune(self, keep: frozenset[str] = frozenset(), root_too: bool = False, timeout: float = 5.0) -> list[str]:
+        """Remove the groups under the root depth-first (killing what is left
+        in them), except those in `keep` (relative names, "" the root): the
+        groups a live process must stay in, given with their ancestors. The
+        root itself goes only with root_too. Returns the removed groups."""
+        if root_too and self.root == "/":
             raise CgroupError(errno.EPERM, "refusing to remove the cgroup root")
-        for child in self.children(""):
-            self.remove(child, timeout)
-        for directory in self.group_dirs(""):
-            self._rmdir(directory, timeout)
+        removed: list[str] = []
+
+        def walk(rel: str) -> None:
+            for child in self.children(rel):
+                walk(f"{rel}/{child}" if rel else child)
+            if rel in keep:
+                return
+            if rel and self.remove(rel, timeout):
+                removed.append(rel)
+            elif not rel and root_too and any(os.path.isdir(path) for path in self.group_dirs("")):
+                for directory in self.group_dirs(""):
+                    self._rmdir(directory, timeout)
+                removed.append(rel)
+
+        walk("")
+        return removed
 
     @staticmethod
     def _rmdir(directory: str, timeout: float) -> None:

@@ -39,6 +39,11 @@ IPPROTO_TCP = 6
 # the catch-all: fast enough to be unshaped on any link, still a 64-bit rate
 UNSHAPED_RATE = "100gbit"
 INGRESS_REDIRECT_PRIO = 1
+TC_H_ROOT = 0xFFFFFFFF
+
+
+class ForeignQdisc(RuntimeError):
+    """The interface has a root qdisc rustymt did not make: shaping would replace it."""
 
 
 def classid(minor: int) -> int:
@@ -107,6 +112,12 @@ class Shaper:
 
     # -- the fixed part: root qdiscs, default classes, ifb and the redirect
     def setup(self) -> None:
+        """Root HTB on the interface and on the ifb, ingress redirect.
+        ForeignQdisc if the interface's root qdisc was configured by someone
+        else: it is left alone (the kernel's default, handle 0:, is replaced)."""
+        foreign = self.foreign_root()
+        if foreign:
+            raise ForeignQdisc(foreign)
         found = self.ipr.link_lookup(ifname=self.ifb)
         if not found:
             self.ipr.link("add", ifname=self.ifb, kind="ifb")
@@ -118,15 +129,27 @@ class Shaper:
                 self.ipr.tc("replace", "htb", index=index, handle=HANDLE, default=DEFAULT_MINOR)
             self.ipr.tc("replace-class", "htb", index=index, handle=classid(DEFAULT_MINOR), parent=HANDLE,
                         rate=UNSHAPED_RATE, ceil=UNSHAPED_RATE, burst=burst_bytes(100_000), cburst=burst_bytes(100_000))
-        if not any(q.get("handle") == INGRESS_HANDLE for q in self.ipr.get_qdiscs(index=self.index)):
+        if not self.has_ingress():
             self.ipr.tc("add", "ingress", index=self.index, handle=INGRESS_HANDLE)
         self.ipr.tc("replace-filter", "u32", index=self.index, parent=INGRESS_HANDLE, prio=INGRESS_REDIRECT_PRIO,
                     protocol=ETH_P_ALL, target=classid(DEFAULT_MINOR), keys=["0x0/0x0+0"],
                     action={"kind": "mirred", "direction": "egress", "action": "redirect", "ifindex": self.ifb_index})
 
     def _our_root(self, index: int) -> bool:
-        return any(q.get("parent") == 0xFFFFFFFF and q.get("handle") == HANDLE and q.get_attr("TCA_KIND") == "htb"
+        return any(q.get("parent") == TC_H_ROOT and q.get("handle") == HANDLE and q.get_attr("TCA_KIND") == "htb"
                    for q in self.ipr.get_qdiscs(index=index))
+
+    def foreign_root(self) -> str | None:
+        """A description of the interface's root qdisc when someone else set
+        it up (not the kernel's default, handle 0:, and not rustymt's A7:)."""
+        for qdisc in self.ipr.get_qdiscs(index=self.index):
+            handle, kind = qdisc.get("handle"), qdisc.get_attr("TCA_KIND")
+            if qdisc.get("parent") == TC_H_ROOT and handle and not (handle == HANDLE and kind == "htb"):
+                return f"{self.interface} already has root qdisc {kind} {handle >> 16:x}: (not rustymt's); left as it is"
+        return None
+
+    def has_ingress(self) -> bool:
+        return any(q.get("handle") == INGRESS_HANDLE for q in self.ipr.get_qdiscs(index=self.index))
 
     def _devices(self) -> list[tuple[int, str]]:
         if self.ifb_index is None:
@@ -159,12 +182,12 @@ class Shaper:
                 removed = True
         return removed
 
-    def _delete_filters(self, index: int, prio: int) -> bool:
-        present = any(message["info"] >> 16 == prio for message in self.ipr.get_filters(index=index, parent=HANDLE))
+    def _delete_filters(self, index: int, prio: int, parent: int = HANDLE) -> bool:
+        present = any(message["info"] >> 16 == prio for message in self.ipr.get_filters(index=index, parent=parent))
         if present:
             # with the kind given pyroute2 encodes prio/protocol; without it
             # the request says prio 0, which deletes every filter on the qdisc
-            self.ipr.tc("del-filter", "u32", index=index, parent=HANDLE, prio=prio, protocol=ETH_P_ALL, target=0, keys=[])
+            self.ipr.tc("del-filter", "u32", index=index, parent=parent, prio=prio, protocol=ETH_P_ALL, target=0, keys=[])
         return present
 
     def ports(self) -> dict[int, dict[str, int]]:
@@ -203,18 +226,27 @@ class Shaper:
                     continue
                 yield minor, direction, _counters(message)
 
-    def teardown(self) -> None:
-        """Remove everything setup() made (qdiscs with their classes and
-        filters, the ifb device)."""
-        for qdisc in self.ipr.get_qdiscs(index=self.index):
-            if qdisc.get("handle") == INGRESS_HANDLE:
+    def teardown(self, ingress: bool = True) -> list[str]:
+        """Remove what setup() made: the root HTB (its classes and filters go
+        with it), the ifb device (with its qdiscs), and the ingress qdisc —
+        or, when `ingress` is False because it was there before rustymt,
+        only rustymt's redirect filter in it. Returns what was removed."""
+        removed: list[str] = []
+        if self.has_ingress():
+            if ingress:
                 self.ipr.tc("del", "ingress", index=self.index, handle=INGRESS_HANDLE)
+                removed.append(f"ingress qdisc on {self.interface}")
+            elif self._delete_filters(self.index, INGRESS_REDIRECT_PRIO, parent=INGRESS_HANDLE):
+                removed.append(f"ingress redirect filter on {self.interface}")
         if self._our_root(self.index):
             self.ipr.tc("del", "htb", index=self.index, handle=HANDLE)
+            removed.append(f"htb root qdisc on {self.interface}")
         found = self.ipr.link_lookup(ifname=self.ifb)
         if found:
             self.ipr.link("del", index=found[0])
+            removed.append(f"ifb device {self.ifb}")
         self.ifb_index = None
+        return removed
 
 
 def _counters(message) -> ClassCounters:

@@ -64,9 +64,11 @@ class Principal:
 def require(principal: Principal, permission: str, tenant_id: str | None = None) -> None:
     """Refuse unless `principal` holds `permission` (and may touch `tenant_id`)."""
     assert permission in PERMISSIONS, permission
+    # Scope first: a token aimed at another tenant is a cross-tenant attempt
+    # (ISOLATION_VIOLATION) whatever its role would have allowed.
+    check_tenant_scope(principal, tenant_id)
     if permission not in principal.permissions:
         raise ServiceError("PERMISSION_DENIED", f"this operation needs the {permission} permission")
-    check_tenant_scope(principal, tenant_id)
 
 
 def check_tenant_scope(principal: Principal, tenant_id: str | None) -> None:

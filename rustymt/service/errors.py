@@ -29,6 +29,7 @@ EXTRA_ERRORS: dict[str, int] = {
     "METHOD_NOT_ALLOWED": 405,
     "CONFLICT": 409,  # duplicate of a non-tenant resource (PDB name, webhook, profile)
     "PAYLOAD_TOO_LARGE": 413,
+    "IDEMPOTENCY_KEY_REUSED": 422,  # an Idempotency-Key retried with another body (IETF idempotency-key draft)
     "INTERNAL_ERROR": 500,  # a bug: logged with a request id, never with secrets
     "UNAVAILABLE": 503,  # engine instance down or restarting
 }

@@ -8,7 +8,8 @@
     binding.usage(tenant_id)           # host usage of a dedicated tenant (dict) or None
     binding.placement_of(tenant_id)    # "shared" | "dedicated" (explicit choice, else the tier's default)
     await binding.set_placement(principal, tenant_id, placement)   # PUT .../placement; migrates
-    await binding.stop()
+    await binding.stop()               # before the fleet stops: loops end, frozen instances thawed
+    await binding.close()              # after the fleet stopped: teardown (host.teardown_on_stop), close
 
 What reacts to what:
 
@@ -37,6 +38,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -47,6 +49,7 @@ from rustymt.catalog import tenants as rows
 from rustymt.catalog.db import Catalog
 from rustymt.events.bus import EventBus, SubscriberDropped
 from rustymt.host import DesiredState, HostController, HostQuota, TenantSpec
+from rustymt.host import ownership
 from rustymt.host import usage as host_usage
 from rustymt.host.cgroupmap import SHARES_MAX, SHARES_MIN
 from rustymt.host.reconcile import aggregate
@@ -111,12 +114,13 @@ def host_merged(block: str):
 
 class HostBinding:
     def __init__(self, host: HostController, catalog: Catalog, bus: EventBus, fleet: Any = None,
-                 interval: float = RECONCILE_SECONDS):
+                 interval: float = RECONCILE_SECONDS, teardown_on_stop: bool = True):
         self.host = host
         self.catalog = catalog
         self.bus = bus
         self.fleet = fleet                     # rustymt.service.fleet (optional): migrations go through it
         self.interval = interval
+        self.teardown_on_stop = teardown_on_stop   # close() removes the host setup (else the next start adopts it)
         self.pids: dict[str | None, set[int]] = {}   # instance pids per tenant (None: the shared instance)
         self.ports: dict[str, int] = {}              # last port seen per tenant (terminate clears the catalog's)
         self.pending_placement: dict[str, str] = {}  # tenant_name (lower) -> placement asked for at create
@@ -127,13 +131,13 @@ class HostBinding:
         self._migrating: set[str] = set()
         self._lookup: sqlite3.Connection | None = None
         self._lookup_lock = threading.Lock()
-        with catalog.write() as conn:
-            placement_rows.ensure_table(conn)
 
     @classmethod
     def from_settings(cls, settings: Any, catalog: Catalog, bus: EventBus, fleet: Any = None) -> "HostBinding":
-        host = HostController.from_settings(settings.host, data_dir=settings.server.data_dir)
-        return cls(host, catalog, bus, fleet, interval=settings.host.reconcile_seconds)
+        ledger = os.path.join(settings.server.data_dir, "run", ownership.FILE_NAME)
+        host = HostController.from_settings(settings.host, data_dir=settings.server.data_dir, ledger=ledger)
+        return cls(host, catalog, bus, fleet, interval=settings.host.reconcile_seconds,
+                   teardown_on_stop=settings.host.teardown_on_stop)
 
     # ---- life cycle
 
@@ -172,6 +176,27 @@ class HostBinding:
         self._tasks = []
         if self._subscription is not None:
             self._subscription.close()
+            self._subscription = None
+
+    async def close(self, teardown: bool = True) -> None:
+        """After the fleet stopped the instances (graceful stop): remove the
+        cgroups, qdiscs and ifb device this daemon made, unless
+        host.teardown_on_stop is false (kept; the next start adopts them).
+        A failed teardown is logged, not raised: the stop itself succeeded,
+        and the next start's reconcile adopts or clears what is left.
+        teardown=False (a start that failed): nothing is removed — the
+        failure may be another daemon already serving this host, whose
+        instances live in these groups."""
+        enforcing = self.host.tree is not None or self.host.shaper is not None
+        if enforcing and teardown and self.teardown_on_stop:
+            try:
+                removed = await asyncio.to_thread(self.host.teardown)
+                log.info("host teardown: removed %s", ", ".join(removed) or "nothing")
+            except Exception:  # noqa: BLE001 - reported; the ownership record stays for the next start
+                log.exception("host teardown failed; the next start reconciles what is left")
+        elif enforcing:
+            log.info("host teardown skipped (%s): cgroups and tc setup kept for the next start",
+                     "host.teardown_on_stop = false" if teardown else "the start failed")
         await asyncio.to_thread(self.host.close)
         with self._lookup_lock:
             if self._lookup is not None:

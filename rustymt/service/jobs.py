@@ -64,8 +64,6 @@ class JobRunner:
         self.data_dir = data_dir
         self._running: dict[str, _Running] = {}
         self._lock = threading.Lock()
-        with catalog.write() as conn:
-            job_rows.ensure_schema(conn)
 
     # ---- startup
 

@@ -18,18 +18,19 @@ import asyncio
 import logging
 import os
 import secrets
+import threading
 
 from rustymt.catalog import jobs as job_rows
 from rustymt.catalog import lifecycle as shared_rows
 from rustymt.catalog import pdbs as pdb_rows
 from rustymt.catalog import tenants as tenant_rows
-from rustymt.engine import clone, common_users, lockdown, manifest, pdbops, recovery, storage
+from rustymt.engine import clone, common_users, crashpoint, lockdown, manifest, pdbops, recovery, storage
 from rustymt.engine.control import ControlError
 from rustymt.service import authz, inputs
 from rustymt.service.errors import ServiceError
 from rustymt.service.jobs import JobRunner, public
 from rustymt.service.passwords import scram_verifier
-from rustymt.service.pdbs import PDB_NAME_PATTERN, not_found
+from rustymt.service.pdbs import PDB_NAME_PATTERN
 
 log = logging.getLogger("rustymt.lifecycle")
 
@@ -48,6 +49,11 @@ def export_roots(settings) -> list[str]:
     if not roots:
         roots = [os.path.join(settings.server.data_dir, "exports")]
     return [os.path.abspath(root) for root in roots]
+
+
+def export_dir_for(xml: str) -> str:
+    """Where unplug with keep_datafiles false moves the datafiles: <manifest stem>_datafiles/ beside it."""
+    return os.path.splitext(xml)[0] + "_datafiles"
 
 
 def confine_path(field: str, path, roots: list[str]) -> str:
@@ -74,9 +80,9 @@ class LifecycleService:
         self.pdbs = pdbs
         self.fleet = fleet
         self.data_dir = settings.server.data_dir
-        with catalog.write() as conn:
-            shared_rows.ensure_schema(conn)
         self.jobs = JobRunner(catalog, bus, self.data_dir)
+        self._claims: set[str] = set()  # manifest and export paths of unplugs under way
+        self._claims_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ---- startup
@@ -89,7 +95,7 @@ class LifecycleService:
             return failed
         with self.catalog.read() as conn:
             states = {row["pdb_id"]: row["state"] for row in conn.execute("SELECT pdb_id, state FROM pdbs")}
-        done = recovery.recover(self.data_dir, states, kinds=("clone", "plug"))
+        done = recovery.recover(self.data_dir, states, kinds=("clone", "plug", "unplug"))
         for what, action in done:
             log.warning("lifecycle recovery: %s %s", what, action)
         return [*failed, *done]
@@ -112,11 +118,8 @@ class LifecycleService:
             live = [row["pdb_id"] for row in pdb_rows.live(conn) if row["tenant_id"] == tenant_id]
         if tenant is None:
             raise ServiceError("TENANT_NOT_FOUND", f"tenant {tenant_id} does not exist")
-        used = 0
-        for pdb_id in live:
-            folder = storage.pdb_dir(self.data_dir, pdb_id)
-            if os.path.isdir(folder):
-                used += storage.storage_bytes(folder)
+        # Other PDBs of the tenant may be open and checkpointing meanwhile: their WALs come and go.
+        used = sum(clone.folder_bytes(storage.pdb_dir(self.data_dir, pdb_id)) for pdb_id in live)
         limit = int(tenant["storage_gb"]) * GIB
         if used + extra_bytes > limit:
             raise ServiceError("QUOTA_EXCEEDED", f"tenant {tenant_id} would use {used + extra_bytes} bytes of "
@@ -175,6 +178,7 @@ class LifecycleService:
         loop = self._loop
 
         def work(report, cancelled):
+            crashpoint.reached(f"clone_{clone_type}", "job started", target_name)  # row in_progress, no stage yet
             guid = {}
 
             def on_stage(stage):
@@ -236,38 +240,51 @@ class LifecycleService:
     # ---- unplug / plug
 
     async def unplug(self, principal, pdb_id: str, *, xml_path: str, keep_datafiles: bool = True) -> dict:
+        """keep_datafiles true: the datafiles stay in pdbs/<pdb_id>, the manifest names
+        that folder. false: they move to <manifest stem>_datafiles/ next to the
+        manifest (a hard link then the PDB folder's removal on one filesystem, else
+        copied, fsynced and checked against the manifest's SHA-256) and nothing of
+        the PDB stays in the data dir. Crash-safe: rustymt.engine.pdbops.unplug."""
         row = await self._load(principal, "pdb:manage", pdb_id)
         authz.require(principal, "pdb:manage", row["tenant_id"])
         if not isinstance(keep_datafiles, bool):
             raise inputs.invalid("keep_datafiles", "must be a boolean")
-        if not keep_datafiles:
-            raise inputs.invalid("keep_datafiles", "only true is supported: the datafiles stay in the PDB folder "
-                                 "the manifest names (plug with copy_datafiles to move them)")
-        xml = confine_path("xml_path", xml_path, export_roots(self.settings))
+        roots = export_roots(self.settings)
+        xml = confine_path("xml_path", xml_path, roots)
+        exported = None if keep_datafiles else confine_path("xml_path", export_dir_for(xml), roots)
         if row["state"] not in UNPLUGGABLE:
             raise ServiceError("INVALID_STATE", f"PDB {pdb_id} is {row['state']}; close it before unplugging",
                                details={"pdb_id": pdb_id, "current_state": row["state"]})
-        if os.path.lexists(xml):  # never overwrite a manifest (maybe another PDB's)
-            raise inputs.invalid("xml_path", f"{xml} already exists")
-        folder = storage.pdb_dir(self.data_dir, pdb_id)
-
-        def run():
-            os.makedirs(os.path.dirname(xml), mode=0o700, exist_ok=True)
-
-            def commit(answer):
-                with self.catalog.write() as conn:
-                    current = pdb_rows.get(conn, pdb_id)
-                    if current["state"] not in UNPLUGGABLE:
-                        raise ServiceError("INVALID_STATE", f"PDB {pdb_id} became {current['state']}")
-                    pdb_rows.set_state(conn, pdb_id, "unplugged", None, self._now())
-
-            return pdbops.unplug(folder, xml, row["tenant_id"], commit)
-
-        answer = await asyncio.to_thread(run)
+        claimed = [path for path in (xml, exported) if path]
+        with self._claims_lock:  # two unplugs never race for one manifest or export folder
+            for path in claimed:
+                if path in self._claims or os.path.lexists(path):  # never overwrite (maybe another PDB's)
+                    raise inputs.invalid("xml_path", f"{path} already exists")
+            self._claims.update(claimed)
+        try:
+            async with self.pdbs._lock(pdb_id):  # no open, close or drop of this PDB meanwhile
+                answer = await asyncio.to_thread(self._unplug_files, pdb_id, row["tenant_id"], xml, exported)
+        finally:
+            with self._claims_lock:
+                self._claims.difference_update(claimed)
         self.bus.publish("pdb.state.changed", row["tenant_id"],
                          {"pdb_id": pdb_id, "old_state": row["state"], "new_state": "unplugged"})
         return {"pdb_id": pdb_id, "xml_manifest": answer["xml_manifest"], "state": "unplugged",
-                "size_mb": round(answer["size_bytes"] / (1 << 20), 3), "keep_datafiles": True}
+                "size_mb": round(answer["size_bytes"] / (1 << 20), 3), "keep_datafiles": keep_datafiles,
+                "datafiles_dir": answer["datafiles_dir"], "method": answer["method"]}
+
+    def _unplug_files(self, pdb_id: str, tenant_id: str | None, xml: str, exported: str | None) -> dict:
+        os.makedirs(os.path.dirname(xml), mode=0o700, exist_ok=True)
+
+        def commit(_answer):
+            with self.catalog.write() as conn:
+                current = pdb_rows.get(conn, pdb_id)
+                if current["state"] not in UNPLUGGABLE:
+                    raise ServiceError("INVALID_STATE", f"PDB {pdb_id} became {current['state']}")
+                pdb_rows.set_state(conn, pdb_id, "unplugged", None, self._now())
+                pdb_rows.set_datafiles_dir(conn, pdb_id, exported)
+
+        return pdbops.unplug(self.data_dir, pdb_id, xml, tenant_id, commit, exported)
 
     def _plug_checks(self, xml: str, pdb_name: str | None, in_place: bool):
         try:
@@ -326,6 +343,7 @@ class LifecycleService:
         unplugged_source = parsed["pdb_id"]
 
         def run():
+            crashpoint.reached("plug_copy" if copy_datafiles else "plug_in_place", "validated", name)
             now = self._now()
 
             def commit():
@@ -335,15 +353,16 @@ class LifecycleService:
                         # its files now belong to the plugged PDB (and so may its name): retired for good
                         pdb_rows.set_state(conn, unplugged_source, "dropped", None, now)
                         pdb_rows.set_datafiles_kept(conn, unplugged_source, True)
+                    if pdb_rows.guid_plugged(conn, parsed["guid"]):  # a concurrent plug of the same set won
+                        raise ServiceError("CONFLICT", f"a PDB with GUID {parsed['guid']} is already plugged in",
+                                           field="xml_path")
                     self.pdbs.insert_rows(conn, pdb_id, name, owner, parsed["guid"], now)
 
             def before_publish(stage):
                 common_users.sync(stage, pdb_id, name, self._common_users())
 
             folder = pdbops.plug(self.data_dir, parsed, parsed["datafiles_dir"], pdb_id, name, copy_datafiles,
-                                 commit, before_publish)
-            if not copy_datafiles and os.path.isdir(parsed["datafiles_dir"]) and not os.listdir(parsed["datafiles_dir"]):
-                os.rmdir(parsed["datafiles_dir"])
+                                 commit, before_publish)  # in place: the emptied datafiles folder goes too
             return folder, now
 
         _folder, now = await asyncio.to_thread(run)

@@ -2,8 +2,9 @@
 
 Like every service: each public coroutine takes the acting Principal, checks
 pdb:read / pdb:manage and the tenant scope (a tenant-scoped token sees and
-touches only its tenant's PDBs; another tenant's PDB is PDB_NOT_FOUND, so
-not even its existence leaks), and answers the REST body.
+touches only its tenant's PDBs; another tenant's PDB id is 403
+ISOLATION_VIOLATION as on the tenant routes, an unknown or foreign name is
+PDB_NOT_FOUND), and answers the REST body.
 
 State machine (the spec's PdbState, lowercase):
 
@@ -36,7 +37,7 @@ from rustymt.catalog import cdb as cdb_rows
 from rustymt.catalog import pdbs as rows
 from rustymt.catalog import tenants as tenant_rows
 from rustymt.catalog.db import Catalog
-from rustymt.engine import storage
+from rustymt.engine import crashpoint, storage
 from rustymt.events.bus import EventBus
 from rustymt.model import timeutil
 from rustymt.service import authz, inputs
@@ -47,7 +48,10 @@ from rustymt.service.passwords import scram_verifier
 log = logging.getLogger("rustymt.pdbs")
 
 PERMISSION = {"read": "pdb:read", "manage": "pdb:manage"}
-STATES = ("created", "mounted", "open", "closed", "dropped")
+STATES = ("created", "mounted", "open", "closed", "dropped", "unplugged")
+# The spec's GraphQL PdbState has no UNPLUGGED: there an unplugged PDB shows as
+# MOUNTED (as in Oracle's V$PDBS), and filtering on MOUNTED finds it too.
+SHOWN_AS_MOUNTED = ("mounted", "unplugged")
 OPEN_MODES = ("READ_WRITE", "READ_ONLY", "UPGRADE", "MIGRATE")
 CLOSE_MODES = ("NORMAL", "IMMEDIATE", "ABORT")  # ABORT (GraphQL's CloseMode) = IMMEDIATE here
 PDB_NAME_PATTERN = r"[A-Za-z][A-Za-z0-9_$]{0,62}"
@@ -108,9 +112,16 @@ class PdbService:
 
     # ---- lookups with scope
 
-    def _visible(self, principal: Principal, row: dict | None, pdb_id: str) -> dict:
-        if row is None or (principal.tenant_id is not None and row["tenant_id"] != principal.tenant_id):
+    def _visible(self, principal: Principal, row: dict | None, pdb_id: str, *, by_name: bool = False) -> dict:
+        """The row, if the principal may see it. Another tenant's PDB named by
+        its id is 403 ISOLATION_VIOLATION, as another tenant's id is on the
+        tenant routes; looked up by name it is not found (names are guessable,
+        and a scoped caller learns nothing about names that are not its own)."""
+        foreign = row is not None and principal.tenant_id is not None and row["tenant_id"] != principal.tenant_id
+        if row is None or (foreign and by_name):
             raise not_found(pdb_id)
+        if foreign:
+            raise ServiceError("ISOLATION_VIOLATION", "this token is scoped to another tenant", details={"pdb_id": pdb_id})
         return row
 
     async def _load(self, principal: Principal, permission: str, pdb_id: str) -> dict:
@@ -184,10 +195,12 @@ class PdbService:
                 if cdb_rows.live_pdb_name_taken(conn, pdb_name):
                     raise ServiceError("CONFLICT", f"pdb_name: a PDB named {pdb_name} already exists", field="pdb_name")
                 self.check_capacity(conn)
+            crashpoint.reached("create", "begun", pdb_name)
 
         await asyncio.to_thread(precheck)  # cheap refusals before the SCRAM work and the copy
         pdb_id = f"pdb_{secrets.token_hex(6)}"
         stage, guid = await asyncio.to_thread(self.stage, pdb_id, pdb_name, admin_user, admin_password)
+        await crashpoint.areached("create", "staged", pdb_name)
         now = self._now()
 
         def commit():
@@ -196,6 +209,7 @@ class PdbService:
                 if tenant is None or tenant["state"] == "terminated":
                     raise ServiceError("INVALID_STATE", f"tenant {tenant_id} is terminated")
                 self.insert_rows(conn, pdb_id, pdb_name, tenant_id, guid, now)
+            crashpoint.reached("create", "committed", pdb_name)
 
         try:
             await asyncio.to_thread(commit)
@@ -203,6 +217,7 @@ class PdbService:
             storage.discard(stage)
             raise
         await asyncio.to_thread(storage.publish, self.data_dir, stage, pdb_id)
+        await crashpoint.areached("create", "published", pdb_name)
         self.bus.publish("pdb.created", tenant_id, {"pdb_id": pdb_id, "pdb_name": pdb_name, "state": "mounted"})
         self.bus.publish("pdb.state.changed", tenant_id, {"pdb_id": pdb_id, "old_state": "created", "new_state": "mounted"})
         return {"pdb_id": pdb_id, "pdb_name": pdb_name, "state": "mounted", "created_at": now}
@@ -267,6 +282,7 @@ class PdbService:
     async def _drop(self, principal: Principal, pdb_id: str, keep_datafiles: bool) -> dict:
         row = await self._load(principal, PERMISSION["manage"], pdb_id)
         check_transition(pdb_id, row["state"], "dropped")
+        await crashpoint.areached("drop", "begun", pdb_id)
         now = self._now()
 
         def commit():
@@ -275,10 +291,12 @@ class PdbService:
                 check_transition(pdb_id, current["state"], "dropped")  # not opened meanwhile
                 rows.set_state(conn, pdb_id, "dropped", None, now)
                 rows.set_datafiles_kept(conn, pdb_id, keep_datafiles)
+            crashpoint.reached("drop", "committed", pdb_id)
 
         await asyncio.to_thread(commit)
         if not keep_datafiles:
             await asyncio.to_thread(storage.remove_pdb_files, self.data_dir, pdb_id)
+            await crashpoint.areached("drop", "files removed", pdb_id)
         self._state_events(row, "dropped", [("pdb.dropped", {"pdb_id": pdb_id, "pdb_name": row["pdb_name"],
                                                              "keep_datafiles": keep_datafiles})])
         return {"pdb_id": pdb_id, "pdb_name": row["pdb_name"], "state": "dropped", "dropped_at": now,
@@ -286,11 +304,16 @@ class PdbService:
 
     # ---- read
 
-    async def list(self, principal: Principal, page: int = 1, page_size: int = 20, state: str | None = None) -> dict:
+    async def list(self, principal: Principal, page: int = 1, page_size: int = 20,
+                   state: str | tuple[str, ...] | None = None) -> dict:
+        """One page of the PDBs the principal may see; `state` one state or a tuple of them."""
         authz.require(principal, PERMISSION["read"])
         page = inputs.integer("page", page, minimum=1, maximum=1 << 31)
         page_size = inputs.integer("page_size", page_size, minimum=1, maximum=MAX_PAGE_SIZE)
-        state = inputs.choice("state", state, STATES) if state is not None else None
+        if isinstance(state, tuple):
+            state = tuple(inputs.choice("state", one, STATES) for one in state)
+        elif state is not None:
+            state = inputs.choice("state", state, STATES)
 
         def query():
             with self.catalog.read() as conn:
@@ -312,7 +335,7 @@ class PdbService:
             with self.catalog.read() as conn:
                 return rows.get_by_name(conn, pdb_name)
 
-        row = self._visible(principal, await asyncio.to_thread(read), pdb_name)
+        row = self._visible(principal, await asyncio.to_thread(read), pdb_name, by_name=True)
         return await asyncio.to_thread(self._body, row)
 
     def _body(self, row: dict) -> dict:
@@ -353,6 +376,8 @@ class PdbService:
                 done.append(f"removed files of dropped {pdb_id}")
         now = self._now()
         for pdb_id, row in live.items():
+            if row.get("datafiles_dir"):  # unplugged, its datafiles moved out beside its manifest
+                continue
             if not os.path.isfile(os.path.join(storage.pdb_dir(self.data_dir, pdb_id), storage.DICTIONARY_FILE)):
                 with self.catalog.write() as conn:
                     rows.set_state(conn, pdb_id, "dropped", None, now)

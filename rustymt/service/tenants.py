@@ -66,12 +66,15 @@ MIN_PASSWORD_LENGTH = 8
 MAX_PAGE_SIZE = 100
 # Upper bounds of a quota field; beyond them the request is malformed (400),
 # below them but beyond what the host can guarantee it is refused (507).
+# GraphQL's Int is 32-bit signed: nothing REST accepts may be beyond it, or
+# the GraphQL listings of every tenant would fail to serialize.
+GRAPHQL_INT_MAX = (1 << 31) - 1
 QUOTA_LIMITS = {
     "cpu_percent": 100 * 1024,
-    "memory_mb": 1 << 31,
-    "storage_gb": 1 << 31,
-    "iops": 1 << 31,
-    "network_mbps": 1 << 31,
+    "memory_mb": GRAPHQL_INT_MAX,
+    "storage_gb": GRAPHQL_INT_MAX,
+    "iops": GRAPHQL_INT_MAX,
+    "network_mbps": GRAPHQL_INT_MAX,
     "max_connections": 100_000,
 }
 

@@ -27,6 +27,7 @@ def test_version(capsys):
     ({"RUSTYMT_TENANT_PORTS": "3000-2000"}, "tenant.ports"),
     ({"RUSTYMT_SERVER_MAX_BODY_BYTES": "lots"}, "server.max_body_bytes"),
     ({"RUSTYMT_AUTH_ALGORITHMS": "none"}, "auth.algorithms"),
+    ({"RUSTYMT_HOST_ENFORCED": "false"}, "RUSTYMT_HOST_ENFORCED"),  # a misspelt override is not ignored
 ])
 def test_invalid_config_is_one_line_naming_the_key_exit_2(tmp_path, env, key):
     result = rustymt("serve", "--data-dir", str(tmp_path / "d"), env=env)
@@ -67,6 +68,13 @@ def test_init_then_token_create(tmp_path):
     unscoped = rustymt("token", "create", "--data-dir", data_dir, "--role", "tenant_admin")
     assert unscoped.returncode == 2  # a tenant_admin token must name its tenant
     assert rustymt("token", "create", "--data-dir", data_dir, "--role", "monitor", "--ttl", "0").returncode == 2
+    ghost = rustymt("token", "create", "--data-dir", data_dir, "--role", "tenant_admin", "--tenant", "tenant_nope")
+    assert ghost.returncode == 2 and "tenant_nope" in ghost.stderr and not ghost.stdout  # no token for a tenant that is not there
+
+
+def test_rustymtd_version():
+    result = subprocess.run([os.path.join(os.path.dirname(sys.executable), "rustymtd"), "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == f"rustymt {__version__}"
 
 
 def test_unusable_data_dir_exits_3(tmp_path):

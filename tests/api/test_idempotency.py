@@ -33,6 +33,19 @@ def test_a_refusal_is_replayed_too_and_a_key_cannot_change_its_path(api_daemon):
     assert (other_path.status, other_path.error_code) == (409, "CONFLICT")
 
 
+def test_a_key_retried_with_another_body_is_refused_not_replayed(api_daemon):
+    key = {"Idempotency-Key": "create-idem-body-1"}
+    first = api_daemon.request("POST", "/api/v1/tenants", json=_tenant_body("idem_body_a"), headers=key)
+    assert first.status == 201, first.text
+    # the same request in another key order is the same request: replayed
+    reordered = dict(reversed(list(_tenant_body("idem_body_a").items())))
+    assert api_daemon.request("POST", "/api/v1/tenants", json=reordered, headers=key).headers.get("idempotent-replayed") == "true"
+    other = api_daemon.request("POST", "/api/v1/tenants", json=_tenant_body("idem_body_b"), headers=key)
+    assert (other.status, other.error_code) == (422, "IDEMPOTENCY_KEY_REUSED"), other.text
+    listed = api_daemon.request("GET", "/api/v1/tenants?page_size=100").json["tenants"]
+    assert "idem_body_b" not in [tenant["tenant_name"] for tenant in listed]  # nothing was created by the refused retry
+
+
 def test_malformed_key_is_refused(api_daemon):
     response = api_daemon.request("POST", "/api/v1/tenants", json=_tenant_body("idem_long"),
                                   headers={"Idempotency-Key": "k" * 201})

@@ -128,12 +128,12 @@ def test_refusals_by_state_and_identity(engine_daemon, owner):
 def test_permissions_and_tenant_scoping(engine_daemon, owner):
     other = new_tenant(engine_daemon, "other")
     other_admin = engine_daemon.token("tenant_admin", tenant_id=other["tenant_id"])
-    # the other tenant sees only its own PDBs and cannot touch (or see) the owner's
+    # the other tenant sees only its own PDBs and cannot touch the owner's
     listed = engine_daemon.request("GET", "/api/v1/pdbs?page_size=100", token=other_admin).json
     assert [pdb["tenant_id"] for pdb in listed["pdbs"]] == [other["tenant_id"]] * len(listed["pdbs"]) and listed["total"] >= 1
     for method, suffix, body in (("GET", "", None), ("POST", "/close", {"mode": "IMMEDIATE"}), ("DELETE", "", None)):
         response = engine_daemon.request(method, f"/api/v1/pdbs/{owner['pdb_id']}{suffix}", json=body, token=other_admin)
-        assert (response.status, response.json["error"]["code"]) == (404, "PDB_NOT_FOUND"), response.text
+        assert (response.status, response.json["error"]["code"]) == (403, "ISOLATION_VIOLATION"), response.text
     response = engine_daemon.request("POST", "/api/v1/pdbs", token=other_admin, json={
         "pdb_name": "PDB_INTRUDER", "admin_user": "a", "admin_password": PDB_PASSWORD, "tenant_id": owner["tenant_id"]})
     assert (response.status, response.json["error"]["code"]) == (403, "ISOLATION_VIOLATION")

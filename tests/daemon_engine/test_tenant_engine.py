@@ -52,6 +52,25 @@ def test_suspend_ends_sessions_and_refuses_new_ones_until_resume(engine_daemon):
         assert again.execute("SELECT 2").fetchone() == (2,)
 
 
+def test_suspend_rolls_back_an_open_write_transaction_and_frees_the_write_lock(engine_daemon):
+    """A session ended by suspend inside a write transaction must roll it back:
+    after resume, new sessions write (the PDB's write lock was released)."""
+    tenant = new_tenant(engine_daemon, "suspw")
+    tid = tenant["tenant_id"]
+    with connect(tenant) as setup:
+        setup.execute("CREATE TABLE r (x integer)")
+    writer = connect(tenant, autocommit=False)
+    writer.execute("INSERT INTO r VALUES (1)")  # the transaction stays open
+    assert engine_daemon.request("POST", f"/api/v1/tenants/{tid}/suspend", json={"reason": "test"}).status == 200
+    with pytest.raises(psycopg.OperationalError):
+        writer.execute("INSERT INTO r VALUES (2)")
+    writer.close()
+    assert engine_daemon.request("POST", f"/api/v1/tenants/{tid}/resume").status == 200
+    with connect(tenant) as again:
+        again.execute("INSERT INTO r VALUES (3)")
+        assert again.execute("SELECT x FROM r ORDER BY x").fetchall() == [(3,)]  # the ended transaction left nothing
+
+
 def test_quota_change_reaches_the_instance_within_a_second(engine_daemon):
     tenant = new_tenant(engine_daemon, "quota")
     tid = tenant["tenant_id"]

@@ -244,3 +244,17 @@ def test_batch(daemon):
     assert second["errors"][0]["extensions"]["code"] == "INVALID_REQUEST"
     too_many = daemon.request("POST", "/graphql", json=[{"query": "{ __typename }"}] * 11)
     assert too_many.status == 400 and too_many.json["errors"][0]["extensions"]["code"] == "INVALID_REQUEST"
+
+
+def test_quota_values_rest_accepts_fit_graphql_int(daemon):
+    """GraphQL's Int is 32-bit: REST refuses more, so one tenant's quota can
+    never make the listing of every tenant fail to serialize."""
+    created = daemon.create_tenant(unique("bigq"))
+    path = f"/api/v1/tenants/{created['tenant_id']}/quota"
+    too_big = daemon.request("PUT", path, json={"iops": 2**31})
+    assert (too_big.status, too_big.error_code) == (400, "INVALID_REQUEST"), too_big.text
+    assert daemon.request("PUT", path, json={"iops": 2**31 - 1}).status == 200
+    listed = data_of(gql(daemon, "{ tenants(first: 100) { edges { node { tenantId quota { iops } } } } }"))
+    iops = {edge["node"]["tenantId"]: edge["node"]["quota"]["iops"] for edge in listed["tenants"]["edges"]}
+    assert iops[created["tenant_id"]] == 2**31 - 1
+    daemon.request("DELETE", f"/api/v1/tenants/{created['tenant_id']}")  # give its CPU guarantee back

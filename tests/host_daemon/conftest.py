@@ -6,9 +6,10 @@ creates, with a cgroup root of the test's own.
     hostd.netns                  the namespace's name (tc is programmed on its lo)
 
 The daemon's config: host.cgroup_root = the test root, host.interface = lo,
-host.reconcile_seconds = RECONCILE_SECONDS. Teardown (even on failure): stop
-the daemon, kill what the tests started, remove the cgroup root, remove the
-namespace. Nothing is created outside the root or the namespace.
+host.reconcile_seconds = RECONCILE_SECONDS (`Sandbox.env`). Teardown (even on
+failure): stop the daemon, kill what the tests started, remove the cgroup
+root, remove the namespace, and check both are gone (`sandbox`). Nothing is
+created outside the root or the namespace.
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ class NetnsDaemon(Daemon):
     netns = ""
 
     @classmethod
-    def start_in(cls, netns: str, data_dir: str, env: dict) -> "NetnsDaemon":
+    def start_in(cls, netns: str, data_dir: str, env: dict, listen: str = "127.0.0.1:0") -> "NetnsDaemon":
         os.makedirs(data_dir, exist_ok=True)
         log_path = os.path.abspath(data_dir) + ".log"
         # setns in the child rather than `ip netns exec`: that also remounts /sys
@@ -69,7 +70,7 @@ class NetnsDaemon(Daemon):
         try:
             with open(log_path, "ab") as log:
                 process = subprocess.Popen(
-                    [sys.executable, "-m", "rustymt", "serve", "--data-dir", data_dir, "--listen", "127.0.0.1:0"],
+                    [sys.executable, "-m", "rustymt", "serve", "--data-dir", data_dir, "--listen", listen],
                     stdout=log, stderr=subprocess.STDOUT, env=clean_env(env), cwd=REPO_ROOT,
                     pass_fds=(target,), preexec_fn=lambda: _setns(target))
         finally:
@@ -117,29 +118,59 @@ class HostDaemon:
         return response.json
 
 
-@pytest.fixture(scope="module")
-def hostd(tmp_path_factory):
+def require_host_daemon() -> capabilities.Capabilities:
     caps = require_v1("cpu", "cpuacct", "cpuset", "memory", "blkio", "pids", "freezer")
     require_host(all(caps.tc.get(kind) is None for kind in capabilities.TC_KINDS),
                  f"tc kinds missing: { {k: v for k, v in caps.tc.items() if v} }")
+    return caps
+
+
+@dataclasses.dataclass
+class Sandbox:
+    netns: str          # a network namespace of the test's own, lo up
+    tree: CgroupV1      # the cgroup root the daemon gets (/rustymt-test-<random>), not created here
+
+    def env(self, **extra: str) -> dict:
+        """The daemon's environment: enforcement on, on this root and the namespace's lo."""
+        return {"RUSTYMT_HOST_ENFORCE": "true", "RUSTYMT_HOST_CGROUP_ROOT": self.tree.root,
+                "RUSTYMT_HOST_INTERFACE": "lo", "RUSTYMT_HOST_RECONCILE_SECONDS": str(RECONCILE_SECONDS), **extra}
+
+    def leftovers(self) -> list[str]:
+        found = [path for path in self.tree.group_dirs("") if os.path.exists(path)]
+        return found + [f"netns {self.netns}"] * os.path.exists(f"/run/netns/{self.netns}")
+
+
+@contextlib.contextmanager
+def sandbox():
+    """A namespace and a cgroup root name of the test's own. On exit, even on
+    failure: the root (with whatever is in it) and the namespace (with every
+    device in it, ifb included) are removed, then checked gone."""
     from pyroute2 import NetNS, netns
 
-    name = f"rustymt-test-{secrets.token_hex(4)}"
-    root = f"/rustymt-test-{secrets.token_hex(4)}"
-    tree = CgroupV1(root=root, mounts=caps.v1_mounts)
+    box = Sandbox(f"rustymt-test-{secrets.token_hex(4)}",
+                  CgroupV1(root=f"/rustymt-test-{secrets.token_hex(4)}", mounts=require_host_daemon().v1_mounts))
+    netns.create(box.netns)
+    try:
+        with NetNS(box.netns) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        yield box
+    finally:
+        try:
+            box.tree.remove_root()
+        finally:
+            netns.remove(box.netns)
+        assert box.leftovers() == [], f"test cleanup left {box.leftovers()}"
+
+
+@pytest.fixture(scope="module")
+def hostd(tmp_path_factory):
     spawner = Spawner()
     daemon = None
-    netns.create(name)
-    try:
-        with NetNS(name) as ipr:
-            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
-        env = {"RUSTYMT_HOST_ENFORCE": "true", "RUSTYMT_HOST_CGROUP_ROOT": root, "RUSTYMT_HOST_INTERFACE": "lo",
-               "RUSTYMT_HOST_RECONCILE_SECONDS": str(RECONCILE_SECONDS)}
-        daemon = NetnsDaemon.start_in(name, str(tmp_path_factory.mktemp("hostd") / "data"), env)
-        yield HostDaemon(daemon, tree, name, spawner)
-    finally:
-        if daemon is not None:
-            daemon.stop()
-        spawner.stop()
-        tree.remove_root()
-        netns.remove(name)
+    with sandbox() as box:
+        try:
+            daemon = NetnsDaemon.start_in(box.netns, str(tmp_path_factory.mktemp("hostd") / "data"), box.env())
+            yield HostDaemon(daemon, box.tree, box.netns, spawner)
+        finally:
+            if daemon is not None:
+                daemon.stop()
+            spawner.stop()

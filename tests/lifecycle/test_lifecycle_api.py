@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+import tempfile
 import threading
 
 import psycopg
@@ -20,12 +22,21 @@ def series(n: int) -> str:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
+    """The module's daemon; its export roots: <data_dir>/exports and daemon.other_root,
+    a folder on another filesystem (tmpfs) for unplug's copy path."""
     from tests.daemon import Daemon
 
     low = random.randrange(21000, 32000, 100)  # own range (others run daemons too), below the ephemeral ports
-    daemon = Daemon.start(str(tmp_path_factory.mktemp("lifecycle") / "data"), {"RUSTYMT_TENANT_PORTS": f"{low}-{low + 99}"})
-    yield daemon
-    daemon.stop()
+    data_dir = str(tmp_path_factory.mktemp("lifecycle") / "data")
+    other_root = tempfile.mkdtemp(prefix="rustymt-test-exports-", dir="/dev/shm")
+    try:
+        daemon = Daemon.start(data_dir, {"RUSTYMT_TENANT_PORTS": f"{low}-{low + 99}",
+                                         "RUSTYMT_LIFECYCLE_EXPORT_ROOTS": f"{data_dir}/exports,{other_root}"})
+        daemon.other_root = other_root
+        yield daemon
+        daemon.stop()
+    finally:
+        shutil.rmtree(other_root, ignore_errors=True)
 
 
 class Tenant:
@@ -184,6 +195,104 @@ def test_unplug_and_plug_round_trip(daemon):
     assert any(v["severity"] == "ERROR" and "SHA-256" in v["message"] for v in tampered.json["violations"])
 
 
+def ledger_pdb(daemon, name: str, rows: int) -> "Tenant":
+    tenant = Tenant(daemon, name)
+    with tenant.connect(autocommit=True) as conn:
+        conn.execute("CREATE TABLE ledger(id INTEGER PRIMARY KEY, amount INTEGER, note TEXT)")
+        conn.execute("INSERT INTO ledger(amount, note) SELECT value, hex(randomblob(50)) FROM " + series(rows))
+        tenant.rows = conn.execute("SELECT id, amount, note FROM ledger ORDER BY id").fetchall()
+    assert tenant.call("POST", f"/api/v1/pdbs/{tenant.pdb_id}/close", {"mode": "IMMEDIATE"}).status == 200
+    return tenant
+
+
+def open_and_read(tenant: "Tenant", pdb_id: str, pdb_name: str) -> list:
+    assert tenant.call("POST", f"/api/v1/pdbs/{pdb_id}/open", {"mode": "READ_WRITE"}).status == 200
+    with tenant.connect(pdb_name) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return conn.execute("SELECT id, amount, note FROM ledger ORDER BY id").fetchall()
+
+
+def test_unplug_moving_datafiles_on_one_filesystem_then_plug_in_place(daemon):
+    """keep_datafiles false, same filesystem: the datafiles are hard-linked beside the
+    manifest, the PDB's folder leaves the data dir, a restart keeps it that way, and an
+    in-place plug serves the same rows from them (then the export folder is gone)."""
+    acme = ledger_pdb(daemon, "acmemove", 3000)
+    exports = os.path.realpath(os.path.join(daemon.data_dir, "exports"))
+    folder = os.path.join(daemon.data_dir, "pdbs", acme.pdb_id)
+    inode = os.stat(os.path.join(folder, "users.db")).st_ino
+    unplug = f"/api/v1/pdbs/{acme.pdb_id}/unplug"
+    assert acme.call("POST", unplug, {"xml_path": "m/acme.xml", "keep_datafiles": "no"}).status == 400
+    os.makedirs(os.path.join(exports, "taken_datafiles"))
+    taken = acme.call("POST", unplug, {"xml_path": "taken.xml", "keep_datafiles": False})
+    assert taken.status == 400 and "taken_datafiles already exists" in taken.text  # never into an existing folder
+    assert not os.path.exists(os.path.join(exports, "taken.xml"))
+    answer = acme.call("POST", unplug, {"xml_path": "m/acme.xml", "keep_datafiles": False})
+    assert answer.status == 200, answer.text
+    moved = os.path.join(exports, "m", "acme_datafiles")
+    assert answer.json["xml_manifest"] == os.path.join(exports, "m", "acme.xml") and answer.json["keep_datafiles"] is False
+    assert answer.json["datafiles_dir"] == moved and answer.json["method"] == "link"
+    assert not os.path.exists(folder), "nothing of the PDB stays in the data dir"
+    assert sorted(os.listdir(moved)) == ["system.db", "users.db"]
+    assert os.stat(os.path.join(moved, "users.db")).st_ino == inode  # moved, not copied
+    assert os.listdir(os.path.join(daemon.data_dir, "staging")) == []
+    daemon.restart()  # startup reconcile must not take the missing folder for a lost PDB
+    assert acme.call("GET", f"/api/v1/pdbs/{acme.pdb_id}").json["state"] == "unplugged"
+    assert sorted(os.listdir(moved)) == ["system.db", "users.db"]
+    dry = acme.call("POST", "/api/v1/pdbs/plug", {"xml_path": "m/acme.xml", "copy_datafiles": False, "dry_run": True})
+    assert dry.json == {"violations": []}
+    plugged = acme.call("POST", "/api/v1/pdbs/plug", {"xml_path": "m/acme.xml", "pdb_name": "ACME_BACK",
+                                                      "copy_datafiles": False})
+    assert plugged.status == 201, plugged.text
+    assert not os.path.exists(moved), "an in-place plug takes the files and their folder"
+    assert os.stat(os.path.join(daemon.data_dir, "pdbs", plugged.json["pdb_id"], "users.db")).st_ino == inode
+    assert open_and_read(acme, plugged.json["pdb_id"], "ACME_BACK") == acme.rows
+    assert acme.call("GET", f"/api/v1/pdbs/{acme.pdb_id}").json["state"] == "dropped"  # the unplugged record retired
+
+
+def test_unplug_moving_datafiles_to_another_filesystem_then_plug_copies(daemon):
+    """keep_datafiles false into an export root on tmpfs: copied, fsynced, checked against
+    the manifest's SHA-256, removed from the data dir; plug with copy_datafiles and then
+    in place (a copy again, across filesystems) both serve the same rows."""
+    acme = ledger_pdb(daemon, "acmeshm", 2000)
+    other_filesystem_root = daemon.other_root
+    folder = os.path.join(daemon.data_dir, "pdbs", acme.pdb_id)
+    xml = os.path.join(other_filesystem_root, "acme.xml")
+    answer = acme.call("POST", f"/api/v1/pdbs/{acme.pdb_id}/unplug", {"xml_path": xml, "keep_datafiles": False})
+    assert answer.status == 200, answer.text
+    moved = os.path.join(other_filesystem_root, "acme_datafiles")
+    assert answer.json["method"] == "copy" and answer.json["datafiles_dir"] == moved
+    assert not os.path.exists(folder) and sorted(os.listdir(moved)) == ["system.db", "users.db"]
+    plug = "/api/v1/pdbs/plug"
+    copied = acme.call("POST", plug, {"xml_path": xml, "pdb_name": "ACME_SHM_COPY", "copy_datafiles": True})
+    assert copied.status == 201, copied.text
+    assert open_and_read(acme, copied.json["pdb_id"], "ACME_SHM_COPY") == acme.rows
+    assert sorted(os.listdir(moved)) == ["system.db", "users.db"]  # a copy leaves the export as it was
+    assert acme.call("POST", f"/api/v1/pdbs/{copied.json['pdb_id']}/close", {"mode": "IMMEDIATE"}).status == 200
+    assert acme.call("DELETE", f"/api/v1/pdbs/{copied.json['pdb_id']}").status == 200  # its GUID is free again
+    in_place = acme.call("POST", plug, {"xml_path": xml, "pdb_name": "ACME_SHM_BACK", "copy_datafiles": False})
+    assert in_place.status == 201, in_place.text
+    assert not os.path.exists(moved)
+    assert open_and_read(acme, in_place.json["pdb_id"], "ACME_SHM_BACK") == acme.rows
+
+
+def test_one_unplugged_set_plugs_once_even_when_two_plugs_race(daemon):
+    acme = ledger_pdb(daemon, "acmerace", 200)
+    assert acme.call("POST", f"/api/v1/pdbs/{acme.pdb_id}/unplug", {"xml_path": "race.xml"}).status == 200
+    answers = {}
+
+    def plug(name):
+        answers[name] = acme.call("POST", "/api/v1/pdbs/plug", {"xml_path": "race.xml", "pdb_name": name})
+
+    threads = [threading.Thread(target=plug, args=(name,)) for name in ("RACE_A", "RACE_B", "RACE_C")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    statuses = sorted(answer.status for answer in answers.values())
+    assert statuses[0] == 201 and statuses[1:] in ([400, 400], [400, 409], [409, 409]), \
+        {name: answer.text for name, answer in answers.items()}  # one GUID, one plugged PDB
+
+
 def test_lockdown_profiles_and_common_users(daemon):
     acme = Tenant(daemon, "acmelock")
     profiles = "/api/v1/cdb/lockdown-profiles"
@@ -218,41 +327,3 @@ def test_lockdown_profiles_and_common_users(daemon):
     later = Tenant(daemon, "acmelater")  # created after the common user
     with later.connect(user="C##OPS", password="ops-password-1") as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
-
-
-def test_job_survives_daemon_kill(tmp_path):
-    """SIGKILL the daemon (its instance follows) mid-clone: after the restart the
-    job is failed (or completed, if its PDB committed), never in_progress, and
-    no staging or half PDB is left."""
-    from tests.daemon import Daemon
-
-    low = random.randrange(21000, 32000, 100)
-    env = {"RUSTYMT_TENANT_PORTS": f"{low}-{low + 99}"}
-    daemon = Daemon.start(str(tmp_path / "data"), env)
-    try:
-        acme = Tenant(daemon, "acmekill")
-        with acme.connect(autocommit=True) as conn:
-            conn.execute("CREATE TABLE big(b BLOB)")
-            conn.execute("INSERT INTO big SELECT randomblob(4000) FROM " + series(10000))
-        started = acme.call("POST", f"/api/v1/pdbs/{acme.pdb_id}/clone", {"target_name": "KILLED", "clone_type": "hot"})
-        assert started.status == 202, started.text
-        job_id = started.json["job_id"]
-        wait_for(lambda: daemon.request("GET", f"/api/v1/jobs/{job_id}").json["progress"] > 0, 30, what="copy under way")
-        daemon.kill()
-        daemon = Daemon.start(daemon.data_dir, env)
-        job = daemon.request("GET", f"/api/v1/jobs/{job_id}").json
-        assert job["status"] in ("failed", "completed"), job
-        target = daemon.request("GET", f"/api/v1/pdbs/{job['target_pdb_id']}")
-        if job["status"] == "failed":
-            assert "restart" in job["error"] and target.status == 404
-        else:
-            assert target.status == 200
-        assert os.listdir(os.path.join(daemon.data_dir, "staging")) == []
-        folders = set(os.listdir(os.path.join(daemon.data_dir, "pdbs"))) - {"seed"}
-        listed = {p["pdb_id"] for p in daemon.request("GET", "/api/v1/pdbs?page_size=100").json["pdbs"] if p["state"] != "dropped"}
-        assert folders == listed
-        wait_for(lambda: daemon.request("GET", f"/api/v1/pdbs/{acme.pdb_id}").json["state"] == "open", 30, what="source reopened")
-        with acme.connect() as conn:  # the instance's port is the same after the restart
-            assert conn.execute("SELECT count(*) FROM big").fetchone() == (10000,)
-    finally:
-        daemon.stop()

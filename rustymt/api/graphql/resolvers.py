@@ -27,6 +27,7 @@ from rustymt.api.graphql.context import Context
 from rustymt.api.graphql.paging import connection, window_of
 from rustymt.service import authz
 from rustymt.service.errors import ServiceError
+from rustymt.service.pdbs import SHOWN_AS_MOUNTED
 
 # Refusals about who is asking: GraphQL errors even inside mutations.
 AUTH_CODES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED", "ISOLATION_VIOLATION", "QUOTA_EXCEEDED"})
@@ -159,7 +160,8 @@ async def q_pdbs(_root, info: GraphQLResolveInfo, **args) -> dict:
     method = service_method(context.services, "pdbs", "list", "listing PDBs")
 
     async def fetch(page: int, size: int) -> dict:
-        return await method(context.caller(), page=page, page_size=size, **filters)
+        state = SHOWN_AS_MOUNTED if filters["state"] == "mounted" else filters["state"]
+        return await method(context.caller(), page=page, page_size=size, state=state)
 
     rows, total = await _slice(fetch, "pdbs", window)
     return connection(rows, total, window, context.codec, "pdbs", filters)
@@ -443,5 +445,5 @@ FIELDS = {
 FIELDS[("Tenant", "statistics")] = tenant_statistics
 FIELDS[("SharedServices", "commonUsers")] = shared_list
 FIELDS[("SharedServices", "lockdownProfiles")] = shared_list
-# The spec's PdbState has no UNPLUGGED: an unplugged PDB shows as MOUNTED, as in Oracle's V$PDBS (REST says "unplugged").
-FIELDS[("PDB", "state")] = lambda source, info: "mounted" if source.get("state") == "unplugged" else source.get("state")
+# The spec's PdbState has no UNPLUGGED: an unplugged PDB shows as MOUNTED (REST says "unplugged"); see SHOWN_AS_MOUNTED.
+FIELDS[("PDB", "state")] = lambda source, info: "mounted" if source.get("state") in SHOWN_AS_MOUNTED else source.get("state")

@@ -33,10 +33,20 @@ JOB_RESPONSE = obj({
     "source_pdb_id": string(nullable=True), "target_pdb_id": string(nullable=True), "tenant_id": string(nullable=True),
     "created_at": TIMESTAMP, "finished_at": string(nullable=True), "result": {"type": ["object", "null"]},
 }, required=("job_id", "status", "progress", "bytes_transferred", "estimated_completion", "error"))
-UNPLUG_REQUEST = obj({"xml_path": string(4096, description="absolute inside an export root, or relative to the first"),
-                      "keep_datafiles": boolean()}, required=("xml_path",))
+UNPLUG_REQUEST = obj({
+    "xml_path": string(4096, description="absolute inside an export root, or relative to the first; must not exist"),
+    "keep_datafiles": boolean(
+        "true (default): the datafiles stay in the data dir (pdbs/<pdb_id>) and the manifest names them; "
+        "false: they move next to the manifest into <manifest stem>_datafiles/ (must not exist): hard-linked "
+        "then removed from the data dir on one filesystem, else copied, fsynced and checked against the "
+        "manifest's SHA-256; nothing of the PDB stays in the data dir, and plug (copy_datafiles or in place) "
+        "works from there. Crash-safe: a crash before the catalog commit leaves the PDB as it was"),
+}, required=("xml_path",))
 UNPLUG_RESPONSE = obj({"pdb_id": string(), "xml_manifest": string(), "state": string(), "size_mb": number(),
-                       "keep_datafiles": boolean()}, required=("pdb_id", "xml_manifest", "state", "size_mb"))
+                       "keep_datafiles": boolean(),
+                       "datafiles_dir": string(description="absolute folder the manifest names for the datafiles"),
+                       "method": enum(("keep", "link", "copy"), description="how the datafiles got there")},
+                      required=("pdb_id", "xml_manifest", "state", "size_mb"))
 VIOLATION = obj({"severity": enum(("ERROR", "WARNING")), "message": string(), "action": string()})
 PLUG_REQUEST = obj({
     "xml_path": string(4096), "pdb_name": string(63), "copy_datafiles": boolean(), "target_path": string(4096),
@@ -142,7 +152,7 @@ ROUTES = [
           None, answers(200, JOB_RESPONSE, 404), tags=TAGS),
     Route("POST", "/api/v1/jobs/{job_id}/cancel", cancel_job, "pdb:clone", "Cancel a running job (its staging is removed)",
           obj({}), answers(200, JOB_RESPONSE, 404), tags=TAGS),
-    Route("POST", PDB + "/unplug", unplug_pdb, "pdb:manage", "Unplug a closed PDB to an XML manifest",
+    Route("POST", PDB + "/unplug", unplug_pdb, "pdb:manage", "Unplug a closed PDB to an XML manifest (keep_datafiles false: the datafiles move beside it)",
           UNPLUG_REQUEST, answers(200, UNPLUG_RESPONSE, 404), tags=TAGS),
     Route("POST", "/api/v1/pdbs/plug", plug_pdb, "pdb:manage", "Plug an unplugged PDB (dry_run: only the violations)",
           PLUG_REQUEST, {**answers(201, PLUG_RESPONSE, 404, 409), 200: DRY_RUN_RESPONSE}, tags=TAGS),

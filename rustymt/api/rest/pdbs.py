@@ -30,7 +30,7 @@ CLOSE_RESPONSE = obj({"pdb_id": string(), "state": STATE, "closed_at": TIMESTAMP
 DROP_RESPONSE = obj({"pdb_id": string(), "pdb_name": string(), "state": STATE, "dropped_at": TIMESTAMP,
                      "keep_datafiles": boolean()})
 PDB_BODY = obj({
-    "pdb_id": string(), "pdb_name": string(), "state": STATE, "open_mode": {**OPEN_MODE, "type": ["string", "null"]},
+    "pdb_id": string(), "pdb_name": string(), "state": STATE, "open_mode": {**OPEN_MODE, "type": ["string", "null"], "enum": [*OPEN_MODES, None]},
     "tenant_id": string(nullable=True), "datafiles": array(string()), "tablespaces": array(string()),
     "created_at": TIMESTAMP, "guid": string(nullable=True),
 })

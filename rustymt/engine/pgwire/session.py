@@ -19,6 +19,7 @@ import re
 import time
 
 
+from ..._native import _core
 from . import codecs as C
 from . import messages as M
 from . import protocol as P
@@ -124,11 +125,20 @@ class Session:
 
     def close(self):
         if self.conn.in_transaction:
+            # Straight through the base binding: a session an administrator
+            # ended refuses to compile the tenant's SQL, but its open
+            # transaction must still be rolled back.
             try:
-                self._run_sql("ROLLBACK", None)
-            except PgError:
-                pass
-        self._release_write_lock()
+                stmt, _tail = _core.Connection.prepare(self.conn, "ROLLBACK")
+                try:
+                    stmt.step()
+                finally:
+                    stmt.finalize()
+            except _core.SQLiteError as exc:
+                log.warning("session close: ROLLBACK failed (%s); the connection's close rolls back", exc)
+        if self.holds_write_lock:  # never leave the database's writers waiting on a closed session
+            self.holds_write_lock = False
+            self.write_lock.release()
         for portal in list(self.portals.values()):
             self._close_portal(portal)
         for prepared in self.statements.values():
