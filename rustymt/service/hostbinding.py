@@ -42,6 +42,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from typing import Any
 
 from rustymt.catalog import placement as placement_rows
@@ -128,7 +129,9 @@ class HostBinding:
         self.reconcile_passes = 0
         self._tasks: list[asyncio.Task] = []
         self._subscription = None
-        self._migrating: set[str] = set()
+        self._migrating: dict[str, asyncio.Event] = {}  # tenant -> set when its migration ends
+        # REST's tier change and the tier.changed handler both settle a tenant: one at a time
+        self._settling: "weakref.WeakValueDictionary[str, asyncio.Lock]" = weakref.WeakValueDictionary()
         self._lookup: sqlite3.Connection | None = None
         self._lookup_lock = threading.Lock()
 
@@ -305,20 +308,26 @@ class HostBinding:
         the new tier's default) differs from where it runs. REST's tier change
         awaits this before answering, so the tenant is ACTIVE again when it does;
         the tenant.tier.changed handler calls it too (scheduled changes, GraphQL)."""
-        record = await asyncio.to_thread(self._record, tenant_id)
-        if record is None or record["state"] != TenantState.ACTIVE.value or tenant_id in self._migrating:
-            return
-        want = self._placement(record)
-        home = getattr(self.fleet, "home", {}).get(tenant_id) if self.fleet is not None else None
-        if home is not None:
-            have = "shared" if home == "shared" else "dedicated"
-        elif self.fleet is None and old_tier:
-            have = record["explicit_placement"] or default_placement(old_tier)
-        else:
-            return   # not attached anywhere yet: the fleet attaches it where it belongs
-        if want != have:
-            with contextlib.suppress(ServiceError):  # rolled back and reported as system.alert by migrate();
-                await self.migrate(tenant_id, have, want)   # the tier change itself stands
+        async with self._settling.setdefault(tenant_id, asyncio.Lock()):
+            # A migration already under way (the event handler's, or REST's own)
+            # is waited for, so REST answers a tier change only once the tenant is
+            # ACTIVE where it belongs (a suspend right after must not meet MIGRATING).
+            while (ending := self._migrating.get(tenant_id)) is not None:
+                await ending.wait()
+            record = await asyncio.to_thread(self._record, tenant_id)
+            if record is None or record["state"] != TenantState.ACTIVE.value:
+                return
+            want = self._placement(record)
+            home = getattr(self.fleet, "home", {}).get(tenant_id) if self.fleet is not None else None
+            if home is not None:
+                have = "shared" if home == "shared" else "dedicated"
+            elif self.fleet is None and old_tier:
+                have = record["explicit_placement"] or default_placement(old_tier)
+            else:
+                return   # not attached anywhere yet: the fleet attaches it where it belongs
+            if want != have:
+                with contextlib.suppress(ServiceError):  # rolled back and reported as system.alert by migrate();
+                    await self.migrate(tenant_id, have, want)   # the tier change itself stands
 
     async def settle_placement(self, tenant_id: str) -> None:
         """REST create, before answering: the placement asked for is stored (if
@@ -550,7 +559,7 @@ class HostBinding:
         A failure in 3 moves the tenant back (the fleet's own rollback) and
         ends in ACTIVE on the old placement, reported as system.alert.
         """
-        self._migrating.add(tenant_id)
+        ending = self._migrating[tenant_id] = asyncio.Event()
         try:
             await self._transition(tenant_id, TenantState.MIGRATING, f"placement {old} -> {new}")
             record = await asyncio.to_thread(self._require, tenant_id)
@@ -574,4 +583,6 @@ class HostBinding:
                 await asyncio.to_thread(self.host.remove, tenant_id, None)
             await self._transition(tenant_id, TenantState.ACTIVE, f"migrated to {new}")
         finally:
-            self._migrating.discard(tenant_id)
+            if self._migrating.get(tenant_id) is ending:
+                del self._migrating[tenant_id]
+            ending.set()

@@ -259,6 +259,11 @@ def test_placement_change_and_tier_change_move_the_tenant_between_groups(hostd):
     other = hostd.tenant(name("upgrader"), "silver")["tenant_id"]
     response = hostd.daemon.request("PUT", f"/api/v1/tenants/{other}/tier", json={"new_tier": "gold"})
     assert response.status == 200, response.text
+    # answered once the move is over (REST and the tier.changed handler settle one at a time):
+    # a suspend right away meets ACTIVE, never MIGRATING
+    suspended = hostd.daemon.request("POST", f"/api/v1/tenants/{other}/suspend", json={"reason": "right after the upgrade"})
+    assert suspended.status == 200, suspended.text
+    assert hostd.daemon.request("POST", f"/api/v1/tenants/{other}/resume").status == 200
     wait_for(lambda: cfs_quota(tree, group(other)) == 400_000, 10, what="upgraded tenant's own cgroup")
     placement = hostd.placement(other)
     assert (placement["placement"], placement["explicit"], placement["state"]) == ("dedicated", False, "active")
