@@ -81,7 +81,9 @@ QUOTA_LIMITS = {
 # GET /api/v1/tenants/{id} shows these of describe()'s quota, usage and sla blocks.
 GET_QUOTA_FIELDS = ("cpu_percent", "memory_mb", "storage_gb", "iops", "max_connections")
 GET_USAGE_FIELDS = ("cpu_percent", "memory_mb", "storage_gb", "iops", "active_connections", "storage_bytes", "source")
-GET_SLA_FIELDS = ("uptime_percent", "avg_response_time_ms", "violations", "source")
+GET_SLA_FIELDS = ("uptime_percent", "avg_response_time_ms", "violations", "time_breakdown", "source")
+# Throttle attribution before any statement was observed: nothing executed, queued or throttled.
+NO_TIME_BREAKDOWN = {"executing_seconds": 0.0, "queued_seconds": 0.0, "throttled_seconds": 0.0, "latency_cause": "none"}
 
 NOT_MEASURED = "not measured: no engine instance serves this tenant right now, so usage counters are 0"
 MEASURED = ("engine instance {instance}: allocator, scheduler, iovfs and session counters; cpu_percent, iops and "
@@ -486,7 +488,7 @@ class TenantService:
     def _sla(self, record: dict, history: list[tuple[str, str]]) -> dict:
         body = {"uptime_percent": self._uptime_of(record["tenant_id"], history), "avg_response_time_ms": 0.0,
                 "p95_response_time_ms": 0.0, "p99_response_time_ms": 0.0, "error_rate_percent": 0.0,
-                "violations": [], "source": SLA_SOURCE}
+                "violations": [], "time_breakdown": NO_TIME_BREAKDOWN, "source": SLA_SOURCE}
         measured = self.sla_source(record["tenant_id"]) if self.sla_source else None
         body.update({key: value for key, value in (measured or {}).items() if value is not None})
         return body

@@ -50,7 +50,15 @@ GET_RESPONSE = obj({
     "tenant_id": string(), "tenant_name": string(), "service_tier": TIER, "state": STATE, "priority": PRIORITY,
     "quota": QUOTA_SHORT, "usage": USAGE,
     "sla": obj({"uptime_percent": number(), "avg_response_time_ms": number(),
-                "violations": array(obj({}, extra=True)), "source": SOURCE_NOTE},
+                "violations": array(obj({}, extra=True)), "source": SOURCE_NOTE,
+                "time_breakdown": obj({
+                    "executing_seconds": number(), "queued_seconds": number(),
+                    "throttled_seconds": number(),
+                    "latency_cause": string(description="why the latest slow window was slow: none, platform (queued "
+                                                          "behind other tenants) or tenant_cap (its own limits)"),
+                }, required=("executing_seconds", "queued_seconds", "throttled_seconds"),
+                    description="statement time split: executing, queued behind other tenants (the platform's), "
+                                "throttled at the tenant's own cap (its own doing; never an SLA violation)")},
                required=("uptime_percent", "avg_response_time_ms", "violations")),
     "created_at": TIMESTAMP, "pdb_id": string(nullable=True), "network_port": integer(nullable=True),
 })
