@@ -58,6 +58,14 @@ class TenantConnection(_core.Connection):
         # The wire's fast path compiles through here too: the same checks apply.
         return self._compile(_core.Connection.prepare_and_fetch, sql, n)
 
+    def reuse(self):
+        """The wire server runs a statement it compiled earlier again for a new
+        simple-Query text (same shape, other numbers): the same refusal once
+        ended, and counted, as if it had been compiled anew."""
+        if self.ended_with is not None:
+            raise self.ended_with
+        self.counter.count += 1
+
     def _compile(self, compile_call, sql, *args):
         """Every statement the tenant compiles: refused once the session was
         ended, counted, and a lockdown refusal names the profile."""

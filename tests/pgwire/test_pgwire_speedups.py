@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from rustymt.engine.pgwire import codecs as C
 from rustymt.engine.pgwire import exchange as exchange_mod
-from rustymt.engine.pgwire import framing, rows
+from rustymt.engine.pgwire import framing, rows, sqlfront
 
 
 def test_compiled_twins_are_built():
@@ -104,3 +104,32 @@ def test_exchange_sends_then_returns_the_next_bytes(exchange):
         with pytest.raises(OSError) as failed:
             exchange(ours.fileno(), b"y", inbuf, -1.0)   # the peer is gone: EPIPE, not a timeout
         assert not isinstance(failed.value, socket.timeout) and failed.value.errno == errno.EPIPE
+
+
+# SQL-ish text: digits, word characters (ASCII and not), the characters the
+# scanners treat specially, and anything else.
+sql_text = st.text(alphabet=st.one_of(st.sampled_from("0123456789 .,=-+()'?:@$*#;byBYxe_é٣\n"),
+                                      st.characters(max_codepoint=0x2FFF)), max_size=60)
+
+
+@settings(max_examples=400, deadline=None)
+@given(sql_text)
+def test_literal_scanners_twins_agree(sql):
+    assert sqlfront.literal_template_c(sql) == sqlfront.literal_template_py(sql)
+    assert sqlfront.number_shape_c(sql) == sqlfront.number_shape_py(sql)
+
+
+@pytest.mark.parametrize("template", [sqlfront.literal_template_py, sqlfront.literal_template_c],
+                         ids=["python", "compiled"])
+def test_literal_template_contract(template):
+    assert sqlfront.literal_template is sqlfront.literal_template_c is not None
+    assert template("SELECT abalance FROM a WHERE aid = 12345;") == ("SELECT abalance FROM a WHERE aid = ?1;", [12345])
+    assert template("UPDATE t SET v = v + -5 WHERE id=7") == ("UPDATE t SET v = v + -?1 WHERE id=?2", [5, 7])
+    # not standalone integers: stay in the text
+    assert template("select 1.5, 1e5, 0x1F, t2, é5 from t where a=3") == (
+        "select 1.5, 1e5, 0x1F, t2, é5 from t where a=?1", [3])
+    assert template("select a from t where b = 1234567890123456789") is None   # beyond 18 digits
+    for refused in ("select a from t order by 1", "select a from t where b = '12'", "select * from t where a = 1",
+                    "select a from t where b = ?1 and c = 2", "select a from t where b = $1 and c = 2"):
+        assert template(refused) is None
+    assert template("select a from t") is None

@@ -32,6 +32,7 @@ _NEAR = re.compile(r'near "([^"]+)": syntax error')
 FLUSH_BYTES = 1 << 20     # write out results in chunks of about this size
 FETCH_ROWS = 256          # rows per fetchmany() between Python conversions
 WRITE_LOCK_TIMEOUT = 30.0 # seconds a writer waits for the database's write lock (then 55P03)
+LITERAL_STATEMENTS = 64   # compiled simple-Query templates kept per session (oldest dropped)
 
 # Settings SHOW/current_setting() answer; ParameterStatus reports the REPORTED ones.
 REPORTED = ("server_version", "server_encoding", "client_encoding", "application_name", "DateStyle",
@@ -103,6 +104,12 @@ class Session:
         self.last_sqlstate: str | None = None  # of the message being timed for on_statement
         self.holds_write_lock = False
         self._columns_cache: dict[str, dict] = {}
+        # Simple-Query texts with their integer literals as parameters
+        # (sqlfront.literal_template) -> compiled Prepared, reused with new values.
+        self._literal_statements: dict[str, Prepared] = {}
+        self.literal_statements_max = LITERAL_STATEMENTS   # 0: every simple Query is compiled anew
+        # A reused statement is checked and counted as a compiled one (TenantConnection.reuse).
+        self._note_reuse = getattr(self.conn, "reuse", None)
         self.ctx = sqlfront.Context(self.settings, database, user, pid, self._columns_of)
 
     # -- status ----------------------------------------------------------------------------
@@ -135,6 +142,7 @@ class Session:
             if prepared.sqlite is not None:
                 prepared.sqlite.finalize()
         self.statements.clear()
+        self._drop_literal_statements()
 
     # -- batch entry point (worker thread) --------------------------------------------------
     def run(self, events) -> bytes:
@@ -191,38 +199,85 @@ class Session:
     # -- simple query ----------------------------------------------------------------------
     def _simple_query(self, sql, out):
         try:
-            fronts = sqlfront.translate(sql, self.ctx)
-            if not fronts:
-                out.append(M.EMPTY_QUERY_RESPONSE)
-            for front in fronts:
-                self._check_not_failed(front)
-                if front.kind != "sql":
-                    self._session_command(front, out, describe=True)
-                    continue
-                if front.param_count:
-                    raise PgError(S.UNDEFINED_PARAMETER, f"there is no parameter ${front.param_count}")
-                # A read-only statement's first rows come with its compilation (one
-                # GIL release for both) unless a BEGIN must be issued before it runs.
-                if self.begin_pending:
-                    stmt, first_rows = self._prepare(front.sql, front), None
-                else:
-                    stmt, first_rows = self._prepare(front.sql, front, prefetch=True)
-                try:
-                    if stmt is None:
-                        out.append(M.EMPTY_QUERY_RESPONSE)
-                        continue
-                    self._begin_if_pending(stmt)
-                    prepared = Prepared("", front, stmt, [], self._columns(front, stmt))
-                    portal = Portal("", prepared, stmt, False, [0])
-                    if first_rows is not None:
-                        portal.pending, portal.done = first_rows, len(first_rows) < FETCH_ROWS
-                    self._run_portal(portal, 0, out, describe=True)
-                finally:
-                    if stmt is not None:
-                        stmt.finalize()
+            literal = sqlfront.literal_template(sql)
+            if literal is None or not self.literal_statements_max or not self._run_literal(sql, literal, out):
+                self._run_translated(sqlfront.translate(sql, self.ctx), out)
         except PgError as error:
             self._error(error, out)
         out.append(M.ready_for_query(self.status()))
+
+    def _run_literal(self, sql, literal, out) -> bool:
+        """Run sql through the compiled statement of its literal template
+        (compiling and keeping it on first sight); False when sql is not a
+        plain single statement or its template does not compile (the caller
+        then takes the general path, which reports any error as usual)."""
+        template, values = literal
+        prepared = self._literal_statements.get(template)
+        if prepared is None:
+            front = sqlfront.plain_statement(sql)
+            if front is None:
+                return False
+            try:
+                stmt = self._prepare(sqlfront.literal_template(front.sql)[0], front)
+            except PgError:
+                return False
+            if stmt is None or stmt.param_count != len(values):
+                if stmt is not None:
+                    stmt.finalize()
+                return False
+            prepared = Prepared("", front, stmt, [], self._columns(front, stmt))
+            if len(self._literal_statements) >= self.literal_statements_max:
+                self._literal_statements.pop(next(iter(self._literal_statements))).sqlite.finalize()
+            self._literal_statements[template] = prepared
+        elif self._note_reuse is not None:
+            try:
+                self._note_reuse()
+            except Exception as exc:  # noqa: BLE001 - the session was ended (a PgError) or similar
+                raise self._sqlite_error(exc, prepared.front) from None
+        self._check_not_failed(prepared.front)
+        stmt = prepared.sqlite
+        self._begin_if_pending(stmt)
+        try:
+            stmt.bind_all(values)
+        except Exception as exc:  # noqa: BLE001 - binding SQLiteError
+            raise self._sqlite_error(exc, prepared.front) from None
+        self._run_portal(Portal("", prepared, stmt, False, [0]), 0, out, describe=True)
+        return True
+
+    def _drop_literal_statements(self):
+        for prepared in self._literal_statements.values():
+            prepared.sqlite.finalize()
+        self._literal_statements.clear()
+
+    def _run_translated(self, fronts, out):
+        if not fronts:
+            out.append(M.EMPTY_QUERY_RESPONSE)
+        for front in fronts:
+            self._check_not_failed(front)
+            if front.kind != "sql":
+                self._session_command(front, out, describe=True)
+                continue
+            if front.param_count:
+                raise PgError(S.UNDEFINED_PARAMETER, f"there is no parameter ${front.param_count}")
+            # A read-only statement's first rows come with its compilation (one
+            # GIL release for both) unless a BEGIN must be issued before it runs.
+            if self.begin_pending:
+                stmt, first_rows = self._prepare(front.sql, front), None
+            else:
+                stmt, first_rows = self._prepare(front.sql, front, prefetch=True)
+            try:
+                if stmt is None:
+                    out.append(M.EMPTY_QUERY_RESPONSE)
+                    continue
+                self._begin_if_pending(stmt)
+                prepared = Prepared("", front, stmt, [], self._columns(front, stmt))
+                portal = Portal("", prepared, stmt, False, [0])
+                if first_rows is not None:
+                    portal.pending, portal.done = first_rows, len(first_rows) < FETCH_ROWS
+                self._run_portal(portal, 0, out, describe=True)
+            finally:
+                if stmt is not None:
+                    stmt.finalize()
 
     # -- extended query --------------------------------------------------------------------
     def _parse(self, event, out):
@@ -605,6 +660,7 @@ class Session:
                 self._close_portal(portal)
             for name in list(self.statements):
                 self._drop_statement(name)
+            self._drop_literal_statements()
             self.settings.clear()
             self.settings.update(self.defaults)
         elif kind == "deallocate":

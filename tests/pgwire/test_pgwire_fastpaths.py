@@ -1,0 +1,112 @@
+"""The Session's fast paths against its general path, on real engine
+connections (no server): the same client bytes in must give the same bytes
+out, whichever path answers them."""
+import os
+import struct
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rustymt.engine.pgwire import protocol as P
+from rustymt.engine.pgwire.backend import DatabaseSession, open_engine_connection
+from rustymt.engine.pgwire.session import Session
+from tests.pgwire.pgwire_client import query
+
+SCHEMA = """CREATE TABLE t (id integer PRIMARY KEY, v integer, name text, r real);
+INSERT INTO t WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 50)
+  SELECT i, i * 10, 'n' || i, i / 4.0 FROM s;"""
+
+
+class Client:
+    """A protocol state machine and a Session on its own connection to `path`."""
+
+    def __init__(self, path, **session_options):
+        self.conn = open_engine_connection(path, readonly=False)
+        self.stats = []
+        db = DatabaseSession(self.conn, write_lock=LOCKS.setdefault(path, threading.Lock()),
+                             on_statement=lambda ms, state: self.stats.append(state))
+        self.session = Session(db, "app", "alice", 1)
+        for name, value in session_options.items():
+            setattr(self.session, name, value)
+        self.proto = P.ServerProtocol()
+        self.proto.state = P.READY
+
+    def send(self, data: bytes) -> bytes:
+        return self.session.run(self.proto.feed(data)) + self.proto.data_to_send()
+
+    def close(self):
+        self.session.close()
+        self.conn.close()
+
+
+LOCKS: dict = {}
+
+
+@pytest.fixture(scope="module")
+def path(tmp_path_factory):
+    db = str(tmp_path_factory.mktemp("fastpaths") / "app.db")
+    conn = open_engine_connection(db, readonly=False, create=True)
+    conn.close()
+    setup = Client(db)
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            setup.send(query(statement))
+    setup.close()
+    return db
+
+
+@pytest.fixture(scope="module")
+def pair(path):
+    """(fast, general): one session with the literal-template cache, one without."""
+    fast, general = Client(path), Client(path, literal_statements_max=0)
+    yield fast, general
+    fast.close()
+    general.close()
+
+
+SHAPES = [
+    "SELECT v FROM t WHERE id = {a}",
+    "SELECT id, name, r FROM t WHERE id >= {a} AND id < {b};",
+    "select name from t where id in ({a}, {b}) ",
+    "SELECT v FROM t WHERE id = {a} LIMIT {b}",
+    "SELECT id FROM t WHERE v > {a} ORDER BY 1 DESC LIMIT 3",     # BY: never templated
+    "SELECT v FROM t WHERE id = {a}.5",                           # not an integer literal
+    "SELECT v FROM t WHERE id = 1234567890123456789{a}",          # beyond 18 digits
+    "SELECT v FROM t WHERE name = 'n{a}'",                        # quotes: never templated
+    "SELECT v FROM t WHERE id = -{a}",
+    "UPDATE t SET v = v + {a} - {a} WHERE id = {b}",
+    "SELECT v FROM t WHERE nosuchcolumn = {a}",                   # an error either way
+    "SELECT v FROM t WHERE id = {a}; SELECT {b}",                 # two statements
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(SHAPES), st.integers(0, 60), st.integers(0, 60)), min_size=1, max_size=8))
+def test_literal_templates_answer_like_the_general_path(pair, calls):
+    fast, general = pair
+    for shape, a, b in calls:
+        sql = shape.format(a=a, b=b)
+        assert fast.send(query(sql)) == general.send(query(sql)), sql
+    assert fast.stats == general.stats  # the same statements timed, with the same outcome
+    assert len(fast.session._literal_statements) <= fast.session.literal_statements_max
+
+
+def test_a_template_is_compiled_once_and_serves_other_numbers(path):
+    client = Client(path)
+    try:
+        for aid in (3, 7, 11):
+            out = client.send(query(f"SELECT v FROM t WHERE id = {aid}"))
+            assert str(aid * 10).encode() in out and out.endswith(b"Z\x00\x00\x00\x05I")
+        assert list(client.session._literal_statements) == ["SELECT v FROM t WHERE id = ?1"]
+        # inside a failed transaction block the cached statement is refused like any other
+        client.send(query("BEGIN"))
+        client.send(query("SELECT nosuchcolumn FROM t"))
+        out = client.send(query("SELECT v FROM t WHERE id = 5"))
+        assert b"25P02" in out and out.endswith(b"Z\x00\x00\x00\x05E")
+        client.send(query("ROLLBACK"))
+        client.send(query("DISCARD ALL"))
+        assert client.session._literal_statements == {}
+    finally:
+        client.close()
