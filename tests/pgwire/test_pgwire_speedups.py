@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from rustymt.engine.pgwire import codecs as C
 from rustymt.engine.pgwire import exchange as exchange_mod
-from rustymt.engine.pgwire import framing, rows, sqlfront
+from rustymt.engine.pgwire import framing, protocol, rows, sqlfront
+from tests.pgwire import pgwire_client as pgc
 
 
 def test_compiled_twins_are_built():
@@ -133,3 +134,33 @@ def test_literal_template_contract(template):
                     "select a from t where b = ?1 and c = 2", "select a from t where b = $1 and c = 2"):
         assert template(refused) is None
     assert template("select a from t") is None
+
+
+# Message streams mixing well-formed frequent messages, broken ones and others.
+frequent = st.one_of(
+    st.builds(lambda sql: pgc.query(sql), st.text(max_size=12).filter(lambda s: "\0" not in s)),
+    st.builds(lambda portal, rows: pgc.execute(portal, rows), st.sampled_from(["", "p1", "é"]), st.integers(-2, 3)),
+    st.builds(lambda kind, name: pgc.describe(kind, name), st.sampled_from([b"S", b"P", b"X"]), st.sampled_from(["", "s1"])),
+    st.builds(lambda params, formats: pgc.bind("", "s1", params, formats, formats),
+              st.lists(st.one_of(st.none(), st.binary(max_size=6)), max_size=3), st.lists(st.integers(0, 2), max_size=2)),
+    st.sampled_from([pgc.msg(b"S"), pgc.msg(b"H"), pgc.msg(b"S", b"x"), pgc.msg(b"X"), pgc.msg(b"C", b"S\0"),
+                     pgc.msg(b"Q", b"two\0strings\0"), pgc.msg(b"Q", b"\xff\xfe\0"), pgc.msg(b"E", b"\0\0\0")]),
+    st.builds(lambda kind, body: pgc.msg(kind, body), st.sampled_from([b"Q", b"B", b"E", b"D", b"S", b"P"]),
+              st.binary(max_size=16)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(frequent, max_size=6), st.binary(max_size=8), st.integers(0, 64))
+def test_split_events_twins_agree(messages, tail, max_body):
+    stream = bytearray(b"".join(messages) + tail)
+    assert protocol.split_events_c(stream, max_body) == protocol.split_events_py(stream, max_body)
+    assert protocol.split_events_c(stream, 1 << 20) == protocol.split_events_py(stream, 1 << 20)
+
+
+def test_split_events_makes_events_of_the_frequent_messages():
+    assert protocol.split_events is protocol.split_events_c is not None
+    stream = bytearray(pgc.bind("", "s1", [b"42"]) + pgc.execute() + pgc.msg(b"S") + pgc.msg(b"P", b"x\0"))
+    items, consumed, bad = protocol.split_events_c(stream, 1 << 20)
+    assert items == [protocol.Bind("", "s1", [], [b"42"], []), protocol.Execute("", 0), protocol.SYNC,
+                     (b"P", b"x\0")] and consumed == len(stream) and bad is None

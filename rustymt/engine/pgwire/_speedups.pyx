@@ -80,8 +80,9 @@ cdef inline int _i32(const unsigned char[:] b, Py_ssize_t at):
                  | (<unsigned int>b[at + 2] << 8) | <unsigned int>b[at + 3])
 
 
-cdef str _cstr(const unsigned char[:] b, Py_ssize_t *pos):
-    cdef Py_ssize_t start = pos[0], n = b.shape[0], i = start
+cdef str _cstr(const unsigned char[:] b, Py_ssize_t *pos, Py_ssize_t n):
+    """The NUL-terminated UTF-8 string at pos[0] (before n); moves pos past it."""
+    cdef Py_ssize_t start = pos[0], i = start
     while i < n and b[i] != 0:
         i += 1
     if i >= n:
@@ -93,10 +94,15 @@ cdef str _cstr(const unsigned char[:] b, Py_ssize_t *pos):
 def parse_bind(const unsigned char[:] body):
     """Bind body -> (portal, statement, param_formats, params, result_formats);
     ValueError when malformed (lengths overrun, negative counts, trailing bytes)."""
-    cdef Py_ssize_t pos = 0, n = body.shape[0], i
+    return _parse_bind(body, 0, body.shape[0])
+
+
+cdef tuple _parse_bind(const unsigned char[:] body, Py_ssize_t pos, Py_ssize_t n):
+    """parse_bind of body[pos:n]."""
+    cdef Py_ssize_t i
     cdef int count, size
-    portal = _cstr(body, &pos)
-    statement = _cstr(body, &pos)
+    portal = _cstr(body, &pos, n)
+    statement = _cstr(body, &pos, n)
     if n - pos < 2:
         raise ValueError("truncated")
     count = _i16(body, pos)
@@ -132,6 +138,103 @@ def parse_bind(const unsigned char[:] body):
         raise ValueError("bad result format count")
     result_formats = [_i16(body, pos + 2 * i) for i in range(count)]
     return portal, statement, param_formats, params, result_formats
+
+
+# ---- query-phase messages -> events ------------------------------------------
+# Twin of protocol.split_events_py. The frequent messages (Query, Bind,
+# Execute, Describe, Sync, Flush) become protocol events right here; any
+# other message, and any frequent one that does not parse cleanly, comes back
+# as its (kind, body) frame for the protocol's own parsers (which raise the
+# right error). The event classes are registered once by protocol.py.
+
+cdef object _Query = None, _Bind = None, _Execute = None, _Describe = None, _SYNC = None, _FLUSH = None
+
+
+def set_event_types(query, bind, execute, describe, sync, flush):
+    global _Query, _Bind, _Execute, _Describe, _SYNC, _FLUSH
+    _Query, _Bind, _Execute, _Describe, _SYNC, _FLUSH = query, bind, execute, describe, sync, flush
+
+
+cdef object _event(const unsigned char[:] b, Py_ssize_t at, Py_ssize_t n, unsigned char kind):
+    """The event of the body b[at:at + n], or None when it is not a clean one."""
+    cdef Py_ssize_t pos = at, end = at + n, i
+    if kind == 83 or kind == 72:            # 'S' Sync, 'H' Flush: empty bodies
+        if n:
+            return None
+        return _SYNC if kind == 83 else _FLUSH
+    if kind == 81:                          # 'Q': one string ending the body
+        if n < 1 or b[end - 1] != 0:
+            return None
+        for i in range(at, end - 1):
+            if b[i] == 0:
+                return None
+        try:
+            sql = PyBytes_FromStringAndSize(<const char *>&b[at], n - 1).decode("utf-8") if n > 1 else ""
+        except UnicodeDecodeError:
+            return None
+        event = _Query.__new__(_Query)
+        event.sql = sql
+        return event
+    if kind == 69:                          # 'E': portal name, int32 row limit
+        try:
+            portal = _cstr(b, &pos, end)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if end - pos != 4:
+            return None
+        event = _Execute.__new__(_Execute)
+        event.portal = portal
+        event.max_rows = _i32(b, pos)
+        return event
+    if kind == 68:                          # 'D': b'S' or b'P', name
+        if n < 1 or (b[at] != 83 and b[at] != 80):
+            return None
+        pos = at + 1
+        try:
+            name = _cstr(b, &pos, end)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if pos != end:
+            return None
+        event = _Describe.__new__(_Describe)
+        event.kind = _KINDS[b[at]]
+        event.name = name
+        return event
+    if kind == 66:                          # 'B'
+        try:
+            portal, statement, param_formats, params, result_formats = _parse_bind(b, at, end)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        for formats in (param_formats, result_formats):
+            for code in formats:
+                if code != 0 and code != 1:
+                    return None
+        event = _Bind.__new__(_Bind)
+        event.portal, event.statement = portal, statement
+        event.param_formats, event.params, event.result_formats = param_formats, params, result_formats
+        return event
+    return None
+
+
+def split_events(const unsigned char[:] buf, long max_body):
+    """Typed messages in buf -> (items, consumed, bad_length), as split_frames
+    but with the frequent messages already events (see above)."""
+    cdef Py_ssize_t pos = 0, n = buf.shape[0]
+    cdef int length
+    cdef list items = []
+    while n - pos >= 5:
+        length = _i32(buf, pos + 1)
+        if length < 4 or length - 4 > max_body:
+            return items, pos, length
+        if n - pos < <Py_ssize_t>length + 1:
+            break
+        event = _event(buf, pos + 5, length - 4, buf[pos])
+        if event is None:
+            body = PyBytes_FromStringAndSize(<const char *>&buf[pos + 5], length - 4) if length > 4 else b""
+            event = (_KINDS[buf[pos]], body)
+        items.append(event)
+        pos += length + 1
+    return items, pos, None
 
 
 # ---- simple-Query texts: integer literals -----------------------------------
