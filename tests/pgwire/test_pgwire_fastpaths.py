@@ -110,3 +110,64 @@ def test_a_template_is_compiled_once_and_serves_other_numbers(path):
         assert client.session._literal_statements == {}
     finally:
         client.close()
+
+
+PREPARED = {
+    "point": ("SELECT v, name FROM t WHERE id = $1", [23]),              # int4 parameter
+    "range": ("SELECT id, r FROM t WHERE id >= $1 ORDER BY id", [23]),   # up to 50 rows
+    "many": ("WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $1) SELECT i FROM s", [20]),
+    "write": ("UPDATE t SET v = v WHERE id = $1", [23]),                 # not read-only: general path
+}
+
+
+def _prepare_all(client):
+    from tests.pgwire.pgwire_client import SYNC, parse
+    for name, (sql, oids) in PREPARED.items():
+        out = client.send(parse(name, sql, oids) + SYNC)
+        assert out.startswith(b"1"), out
+
+
+@pytest.fixture(scope="module")
+def prepared_pair(path):
+    fast, general = Client(path), Client(path, fast_paths=False)
+    _prepare_all(fast)
+    _prepare_all(general)
+    yield fast, general
+    fast.close()
+    general.close()
+
+
+param = st.one_of(st.none(), st.integers(-3, 700).map(lambda n: str(n).encode()), st.just(b"x1"),
+                  st.integers(0, 60).map(lambda n: n.to_bytes(4, "big")))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(sorted(PREPARED)), param, st.sampled_from([(), (0,), (1,)]),
+                          st.sampled_from([(), (0,), (1,)]), st.booleans(), st.sampled_from(["", "p"])),
+                max_size=8))
+def test_prepared_round_trips_answer_like_the_general_path(prepared_pair, calls):
+    from tests.pgwire.pgwire_client import SYNC, bind, describe, execute
+    fast, general = prepared_pair
+    for name, value, param_formats, result_formats, with_describe, portal in calls:
+        if param_formats == (1,) and value is not None and len(value) != 4:
+            value = b"\0\0\0\x05"
+        batch = (bind(portal, name, [value], param_formats, result_formats)
+                 + (describe(b"P", portal) if with_describe else b"") + execute(portal) + SYNC)
+        assert fast.send(batch) == general.send(batch), (name, value, param_formats, result_formats)
+    assert fast.stats == general.stats
+
+
+def test_the_fast_path_answers_the_second_round_trip(path):
+    from tests.pgwire.pgwire_client import SYNC, bind, execute
+    client = Client(path)
+    try:
+        _prepare_all(client)
+        for aid in (b"7", b"8"):
+            out = client.send(bind("", "point", [aid]) + execute() + SYNC)
+            assert out.endswith(b"Z\x00\x00\x00\x05I") and b"n" + aid in out
+        assert client.session.statements["point"].described  # what the fast path needs, cached by the first
+        assert client.session.portals == {} and not client.session.statements["point"].busy
+        out = client.send(bind("", "point", [b"nan"]) + execute() + SYNC)
+        assert b"22P02" in out and out.endswith(b"Z\x00\x00\x00\x05I")
+    finally:
+        client.close()

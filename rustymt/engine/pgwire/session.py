@@ -108,6 +108,7 @@ class Session:
         # (sqlfront.literal_template) -> compiled Prepared, reused with new values.
         self._literal_statements: dict[str, Prepared] = {}
         self.literal_statements_max = LITERAL_STATEMENTS   # 0: every simple Query is compiled anew
+        self.fast_paths = True                # False: every batch takes the general path (tests compare)
         # A reused statement is checked and counted as a compiled one (TenantConnection.reuse).
         self._note_reuse = getattr(self.conn, "reuse", None)
         self.ctx = sqlfront.Context(self.settings, database, user, pid, self._columns_of)
@@ -146,6 +147,10 @@ class Session:
 
     # -- batch entry point (worker thread) --------------------------------------------------
     def run(self, events) -> bytes:
+        if self.fast_paths and 3 <= len(events) <= 4 and type(events[-1]) is P.Sync:
+            fast = self._run_prepared_fast(events)
+            if fast is not None:
+                return fast
         out = _Output(self.flush)
         for event in events:
             kind = type(event)
@@ -183,6 +188,74 @@ class Session:
             if timed:
                 self.on_statement((time.perf_counter() - started) * 1000.0, self.last_sqlstate)
         self._release_write_lock()
+        return out.take()
+
+    def _run_prepared_fast(self, events):
+        """Bind [Describe portal] Execute Sync of a prepared read-only statement,
+        outside a transaction block, that ran before (its result description is
+        cached): the pgbench/asyncpg/psycopg prepared round trip, with the
+        general path's output, timing and error handling but none of its
+        per-message dispatch, portal bookkeeping or re-checks. None when the
+        batch is anything else or a parameter does not decode (then the general
+        path runs it from the start: nothing was changed yet)."""
+        bind, execute = events[0], events[-2]
+        describe = events[1] if len(events) == 4 else None
+        if type(bind) is not P.Bind or type(execute) is not P.Execute or (
+                describe is not None and (type(describe) is not P.Describe or describe.kind != b"P" or describe.name)):
+            return None
+        prepared = self.statements.get(bind.statement)
+        if (prepared is None or prepared.busy or prepared.sqlite is None or bind.portal or execute.portal
+                or execute.max_rows or self.portals or self.skipping or self.failed or self.explicit
+                or self.begin_pending):
+            return None
+        described = prepared.described.get(tuple(bind.result_formats))
+        stmt = prepared.sqlite
+        if described is None or self.conn.in_transaction or not stmt.readonly:
+            return None
+        oids, params, formats = prepared.param_oids, bind.params, bind.param_formats
+        if len(params) != len(oids) or len(formats) not in (0, 1, len(oids)):
+            return None
+        try:
+            if not formats:
+                values = [C.decode_param(data, oid, 0) for data, oid in zip(params, oids)]
+            elif len(formats) == 1:
+                values = [C.decode_param(data, oid, formats[0]) for data, oid in zip(params, oids)]
+            else:
+                values = [C.decode_param(data, oid, code) for data, oid, code in zip(params, oids, formats)]
+            stmt.bind_all(values)
+        except Exception:  # noqa: BLE001 - the general path reports it (22P02, ...)
+            return None
+        out = _Output(self.flush)
+        out.append(M.BIND_COMPLETE)
+        if describe is not None:
+            out.append(described[2])
+        timed = self.on_statement is not None
+        if timed:
+            self.last_sqlstate, started = None, time.perf_counter()
+        encoders, front, rows = described[1], prepared.front, 0
+        self.running = True
+        try:
+            while True:
+                batch = stmt.fetchmany(FETCH_ROWS)
+                if batch:
+                    out.append(encode_rows(batch, encoders))
+                    rows += len(batch)
+                if len(batch) < FETCH_ROWS:
+                    break
+        except Exception as exc:  # noqa: BLE001 - binding SQLiteError, as _fetch
+            self.running = False
+            try:
+                stmt.reset()
+            except Exception:  # noqa: BLE001 - the error was reported when it happened
+                pass
+            self._error(self._sqlite_error(exc, front), out)
+        else:
+            self.running = False
+            out.append(M.command_complete(self._tag(front, rows)))
+            stmt.reset()  # ends SQLite's read transaction now
+        if timed:
+            self.on_statement((time.perf_counter() - started) * 1000.0, self.last_sqlstate)
+        out.append(M.ready_for_query(self.status()))
         return out.take()
 
     def _error(self, error: PgError, out):
