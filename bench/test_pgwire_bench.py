@@ -187,10 +187,12 @@ def rustymt(workdir):
 
 @pytest.mark.parametrize("script_name, script, mode", [
     ("select-only", SELECT_ONLY, "simple"),
+    ("select-only", SELECT_ONLY, "extended"),
     ("select-only", SELECT_ONLY, "prepared"),
     ("tpcb-like", TPCB_LIKE, "simple"),
     ("tpcb-like", TPCB_LIKE, "prepared"),
-], ids=["select-only-simple", "select-only-prepared", "tpcb-like-simple", "tpcb-like-prepared"])
+], ids=["select-only-simple", "select-only-extended", "select-only-prepared", "tpcb-like-simple",
+        "tpcb-like-prepared"])
 def test_pgbench_rustymt_vs_postgresql(benchmark, workdir, postgres, rustymt, script_name, script, mode):
     script_path = os.path.join(workdir, f"{script_name}.sql")
     with open(script_path, "w") as handle:

@@ -60,7 +60,7 @@ def path(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pair(path):
     """(fast, general): one session with the literal-template cache, one without."""
-    fast, general = Client(path), Client(path, literal_statements_max=0)
+    fast, general = Client(path), Client(path, fast_paths=False)
     yield fast, general
     fast.close()
     general.close()
@@ -171,3 +171,52 @@ def test_the_fast_path_answers_the_second_round_trip(path):
         assert b"22P02" in out and out.endswith(b"Z\x00\x00\x00\x05I")
     finally:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def own_databases_pair(tmp_path_factory):
+    """(fast, general) on two databases of their own (the tests change the schema)."""
+    clients = []
+    for name in ("fast", "general"):
+        db = str(tmp_path_factory.mktemp(name) / "app.db")
+        open_engine_connection(db, readonly=False, create=True).close()
+        setup = Client(db)
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                setup.send(query(statement))
+        setup.close()
+        clients.append(Client(db, fast_paths=name == "fast"))
+    yield clients
+    for client in clients:
+        client.close()
+
+
+UNNAMED = [
+    "SELECT v, name FROM t WHERE id = $1",
+    "SELECT * FROM t WHERE id = $1",                                        # `*`: never reused
+    "SELECT current_setting('application_name') AS app, v FROM t WHERE id = $1",
+    "SELECT count(*) FROM t WHERE id < $1",
+]
+step = st.one_of(st.tuples(st.just("extended"), st.sampled_from(UNNAMED), st.integers(0, 60)),
+                 st.tuples(st.just("ddl"), st.just(""), st.just(0)),
+                 st.tuples(st.just("set"), st.sampled_from(["a", "b"]), st.just(0)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(step, min_size=1, max_size=10))
+def test_unnamed_statements_and_translations_are_reused_like_fresh_ones(own_databases_pair, steps):
+    from tests.pgwire.pgwire_client import SYNC, bind, describe, execute, parse
+    fast, general = own_databases_pair
+    for kind, text, value in steps:
+        if kind == "extended":
+            batch = parse("", text) + bind("", "", [str(value).encode()]) + describe(b"P") + execute() + SYNC
+        elif kind == "ddl":
+            probe = query("SELECT * FROM t WHERE id = 1")
+            row = fast.send(probe)
+            assert row == general.send(probe)
+            columns = len(row.split(b"\0"))  # grows with each ADD: a new column name each time
+            batch = query(f"ALTER TABLE t ADD COLUMN c{columns} integer DEFAULT {columns}")
+        else:
+            batch = query(f"SET application_name = '{text}'")
+        assert fast.send(batch) == general.send(batch), (kind, text, value)
+    assert fast.stats == general.stats

@@ -32,7 +32,8 @@ _NEAR = re.compile(r'near "([^"]+)": syntax error')
 FLUSH_BYTES = 1 << 20     # write out results in chunks of about this size
 FETCH_ROWS = 256          # rows per fetchmany() between Python conversions
 WRITE_LOCK_TIMEOUT = 30.0 # seconds a writer waits for the database's write lock (then 55P03)
-LITERAL_STATEMENTS = 64   # compiled simple-Query templates kept per session (oldest dropped)
+LITERAL_STATEMENTS = 64   # compiled simple-Query templates (and Parse translations) kept per session
+_DDL_VERBS = ("CREATE", "DROP", "ALTER")
 
 # Settings SHOW/current_setting() answer; ParameterStatus reports the REPORTED ones.
 REPORTED = ("server_version", "server_encoding", "client_encoding", "application_name", "DateStyle",
@@ -54,7 +55,7 @@ DEFAULT_SETTINGS = {
 
 class Prepared:
     """A parsed statement: its translation, SQLite statement, and types."""
-    __slots__ = ("name", "front", "sqlite", "param_oids", "columns", "busy", "described")
+    __slots__ = ("name", "front", "sqlite", "param_oids", "columns", "busy", "described", "parsed")
 
     def __init__(self, name, front, sqlite, param_oids, columns):
         self.name, self.front, self.sqlite = name, front, sqlite
@@ -62,6 +63,9 @@ class Prepared:
         self.columns = columns      # [(name, oid or None)] or None if no result rows
         self.busy = False           # sqlite statement bound to an open portal
         self.described = {}         # result formats -> (fields, encoders, RowDescription bytes)
+        # The unnamed statement's Parse (sql, declared oids) while a repeated Parse
+        # of the same may reuse it; None once the schema changed (or never reusable).
+        self.parsed = None
 
 
 class Portal:
@@ -107,8 +111,11 @@ class Session:
         # Simple-Query texts with their integer literals as parameters
         # (sqlfront.literal_template) -> compiled Prepared, reused with new values.
         self._literal_statements: dict[str, Prepared] = {}
-        self.literal_statements_max = LITERAL_STATEMENTS   # 0: every simple Query is compiled anew
-        self.fast_paths = True                # False: every batch takes the general path (tests compare)
+        self.literal_statements_max = LITERAL_STATEMENTS
+        # False: no fast path, no reuse of compiled statements or translations:
+        # every message takes the general path (the tests compare the two).
+        self.fast_paths = True
+        self._translations: dict[str, sqlfront.FrontStatement] = {}   # Parse text -> its translation
         # A reused statement is checked and counted as a compiled one (TenantConnection.reuse).
         self._note_reuse = getattr(self.conn, "reuse", None)
         self.ctx = sqlfront.Context(self.settings, database, user, pid, self._columns_of)
@@ -147,7 +154,7 @@ class Session:
 
     # -- batch entry point (worker thread) --------------------------------------------------
     def run(self, events) -> bytes:
-        if self.fast_paths and 3 <= len(events) <= 4 and type(events[-1]) is P.Sync:
+        if self.fast_paths and 3 <= len(events) <= 5 and type(events[-1]) is P.Sync:
             fast = self._run_prepared_fast(events)
             if fast is not None:
                 return fast
@@ -191,13 +198,19 @@ class Session:
         return out.take()
 
     def _run_prepared_fast(self, events):
-        """Bind [Describe portal] Execute Sync of a prepared read-only statement,
+        """[Parse] Bind [Describe portal] Execute Sync of a prepared read-only statement,
         outside a transaction block, that ran before (its result description is
         cached): the pgbench/asyncpg/psycopg prepared round trip, with the
         general path's output, timing and error handling but none of its
         per-message dispatch, portal bookkeeping or re-checks. None when the
         batch is anything else or a parameter does not decode (then the general
-        path runs it from the start: nothing was changed yet)."""
+        path runs it from the start: nothing was changed yet). A Parse must
+        repeat the unnamed statement's (see _reusable_unnamed)."""
+        head = M.BIND_COMPLETE
+        if type(events[0]) is P.Parse:
+            if len(events) < 4 or self._reusable_unnamed(events[0]) is None:
+                return None
+            events, head = events[1:], M.PARSE_COMPLETE + M.BIND_COMPLETE
         bind, execute = events[0], events[-2]
         describe = events[1] if len(events) == 4 else None
         if type(bind) is not P.Bind or type(execute) is not P.Execute or (
@@ -216,6 +229,8 @@ class Session:
         if len(params) != len(oids) or len(formats) not in (0, 1, len(oids)):
             return None
         try:
+            if head is not M.BIND_COMPLETE:
+                self._note_reused(prepared.front)
             if not formats:
                 values = [C.decode_param(data, oid, 0) for data, oid in zip(params, oids)]
             elif len(formats) == 1:
@@ -226,7 +241,7 @@ class Session:
         except Exception:  # noqa: BLE001 - the general path reports it (22P02, ...)
             return None
         out = _Output(self.flush)
-        out.append(M.BIND_COMPLETE)
+        out.append(head)
         if describe is not None:
             out.append(described[2])
         timed = self.on_statement is not None
@@ -273,7 +288,7 @@ class Session:
     def _simple_query(self, sql, out):
         try:
             literal = sqlfront.literal_template(sql)
-            if literal is None or not self.literal_statements_max or not self._run_literal(sql, literal, out):
+            if literal is None or not self.fast_paths or not self._run_literal(sql, literal, out):
                 self._run_translated(sqlfront.translate(sql, self.ctx), out)
         except PgError as error:
             self._error(error, out)
@@ -302,11 +317,8 @@ class Session:
             if len(self._literal_statements) >= self.literal_statements_max:
                 self._literal_statements.pop(next(iter(self._literal_statements))).sqlite.finalize()
             self._literal_statements[template] = prepared
-        elif self._note_reuse is not None:
-            try:
-                self._note_reuse()
-            except Exception as exc:  # noqa: BLE001 - the session was ended (a PgError) or similar
-                raise self._sqlite_error(exc, prepared.front) from None
+        else:
+            self._note_reused(prepared.front)
         self._check_not_failed(prepared.front)
         stmt = prepared.sqlite
         self._begin_if_pending(stmt)
@@ -316,6 +328,14 @@ class Session:
             raise self._sqlite_error(exc, prepared.front) from None
         self._run_portal(Portal("", prepared, stmt, False, [0]), 0, out, describe=True)
         return True
+
+    def _note_reused(self, front):
+        """A compiled statement serves again: checked and counted as if compiled."""
+        if self._note_reuse is not None:
+            try:
+                self._note_reuse()
+            except Exception as exc:  # noqa: BLE001 - the session was ended (a PgError) or similar
+                raise self._sqlite_error(exc, front) from None
 
     def _drop_literal_statements(self):
         for prepared in self._literal_statements.values():
@@ -356,7 +376,13 @@ class Session:
     def _parse(self, event, out):
         if event.name and event.name in self.statements:
             raise PgError(S.DUPLICATE_PSTATEMENT, f'prepared statement "{event.name}" already exists')
-        fronts = sqlfront.translate(event.sql, self.ctx)
+        current = self._reusable_unnamed(event)
+        if current is not None:
+            self._note_reused(current.front)
+            self._check_not_failed(current.front)
+            out.append(M.PARSE_COMPLETE)
+            return
+        fronts = self._translate(event.sql)
         if len(fronts) > 1:
             raise PgError(S.SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
         front = fronts[0] if fronts else sqlfront.FrontStatement("empty")
@@ -375,8 +401,46 @@ class Session:
             [(front.setting or "setting", C.TEXT)] if front.kind == "show" else None)
         if not event.name and "" in self.statements:
             self._drop_statement("")
-        self.statements[event.name] = Prepared(event.name, front, stmt, oids, columns)
+        prepared = self.statements[event.name] = Prepared(event.name, front, stmt, oids, columns)
+        if not event.name and stmt is not None and "*" not in event.sql:
+            # `*`: a column added later would be missing from the reused statement.
+            prepared.parsed = (event.sql, list(event.param_oids))
         out.append(M.PARSE_COMPLETE)
+
+    def _reusable_unnamed(self, event):
+        """The unnamed statement, when Parse `event` repeats the Parse that made
+        it (same text and declared types; pgbench -M extended, drivers' unnamed
+        statements) and it is free: reused instead of translated and compiled
+        again. SQLite recompiles it by itself if the schema changed meanwhile."""
+        if event.name or not self.fast_paths:
+            return None
+        current = self.statements.get("")
+        if (current is None or current.parsed is None or current.busy or current.parsed[0] != event.sql
+                or current.parsed[1] != event.param_oids):
+            return None
+        return current
+
+    def _translate(self, sql):
+        """sqlfront.translate, remembered per text for single SQL statements
+        until a setting or the schema changes (both feed the translation)."""
+        front = self._translations.get(sql)
+        if front is not None:
+            return [front]
+        fronts = sqlfront.translate(sql, self.ctx)
+        if len(fronts) == 1 and fronts[0].kind == "sql" and self.fast_paths:
+            if len(self._translations) >= LITERAL_STATEMENTS:
+                self._translations.clear()
+            self._translations[sql] = fronts[0]
+        return fronts
+
+    def _schema_changed(self):
+        """This session ran DDL: forget what was derived from the old schema."""
+        self._columns_cache.clear()
+        self._translations.clear()
+        self._drop_literal_statements()
+        unnamed = self.statements.get("")
+        if unnamed is not None:
+            unnamed.parsed = None
 
     def _bind(self, event, out):
         prepared = self.statements.get(event.statement)
@@ -507,6 +571,8 @@ class Session:
         out.append(M.command_complete(self._tag(front, portal.rows)))
         if portal.stmt is not None:
             portal.stmt.reset()  # ends SQLite's read transaction now, not at Sync
+        if front.verb.startswith(_DDL_VERBS):
+            self._schema_changed()
 
     def _fetch(self, stmt, count, front):
         # `running` tells cancel() to interrupt; a late interrupt is harmless:
@@ -589,8 +655,8 @@ class Session:
             error.position = found + 1 if found >= 0 else None
         if error.code == S.READ_ONLY_SQL_TRANSACTION and front is not None:
             error.message = f"cannot execute {front.verb or 'statement'} in a read-only transaction"
-        if front is not None and front.verb.startswith(("CREATE", "DROP", "ALTER")):
-            self._columns_cache.clear()
+        if front is not None and front.verb.startswith(_DDL_VERBS):
+            self._schema_changed()
         return error
 
     def _columns(self, front, stmt):
@@ -694,6 +760,8 @@ class Session:
     def _session_command(self, front, out, describe):
         kind = front.kind
         tag = front.verb
+        if kind in ("set", "reset", "discard"):
+            self._translations.clear()  # version() and current_setting() are translated to literals
         if kind == "begin":
             if not self.explicit and not self.conn.in_transaction:
                 self.begin_pending = True
