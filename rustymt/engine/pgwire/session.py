@@ -436,8 +436,13 @@ class Session:
     def _schema_changed(self):
         """This session ran DDL: forget what was derived from the old schema."""
         self._columns_cache.clear()
-        self._translations.clear()
         self._drop_literal_statements()
+        self._translation_inputs_changed()
+
+    def _translation_inputs_changed(self):
+        """Settings or schema changed: translations (and the unnamed statement
+        compiled from one) may come out differently now."""
+        self._translations.clear()
         unnamed = self.statements.get("")
         if unnamed is not None:
             unnamed.parsed = None
@@ -761,7 +766,7 @@ class Session:
         kind = front.kind
         tag = front.verb
         if kind in ("set", "reset", "discard"):
-            self._translations.clear()  # version() and current_setting() are translated to literals
+            self._translation_inputs_changed()  # version() and current_setting() become literals
         if kind == "begin":
             if not self.explicit and not self.conn.in_transaction:
                 self.begin_pending = True
