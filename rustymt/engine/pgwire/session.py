@@ -247,7 +247,20 @@ class Session:
         timed = self.on_statement is not None
         if timed:
             self.last_sqlstate, started = None, time.perf_counter()
-        encoders, front, rows = described[1], prepared.front, 0
+        try:
+            self._run_to_end(prepared.front, stmt, described[1], out)
+        except PgError as error:
+            self._error(error, out)
+        if timed:
+            self.on_statement((time.perf_counter() - started) * 1000.0, self.last_sqlstate)
+        out.append(M.ready_for_query(self.status()))
+        return out.take()
+
+    def _run_to_end(self, front, stmt, encoders, out):
+        """Step a bound statement to its end: DataRows, CommandComplete, reset
+        (what _run_portal does for an unlimited portal whose description is
+        known, without the portal). PgError, statement reset, on failure."""
+        rows = 0
         self.running = True
         try:
             while True:
@@ -258,20 +271,15 @@ class Session:
                 if len(batch) < FETCH_ROWS:
                     break
         except Exception as exc:  # noqa: BLE001 - binding SQLiteError, as _fetch
-            self.running = False
             try:
                 stmt.reset()
-            except Exception:  # noqa: BLE001 - the error was reported when it happened
+            except Exception:  # noqa: BLE001 - the error is reported below
                 pass
-            self._error(self._sqlite_error(exc, front), out)
-        else:
+            raise self._sqlite_error(exc, front) from None
+        finally:
             self.running = False
-            out.append(M.command_complete(self._tag(front, rows)))
-            stmt.reset()  # ends SQLite's read transaction now
-        if timed:
-            self.on_statement((time.perf_counter() - started) * 1000.0, self.last_sqlstate)
-        out.append(M.ready_for_query(self.status()))
-        return out.take()
+        out.append(M.select_complete(rows) if front.verb == "SELECT" else M.command_complete(self._tag(front, rows)))
+        stmt.reset()  # ends SQLite's read transaction now
 
     def _error(self, error: PgError, out):
         self.last_sqlstate = error.code
@@ -326,7 +334,12 @@ class Session:
             stmt.bind_all(values)
         except Exception as exc:  # noqa: BLE001 - binding SQLiteError
             raise self._sqlite_error(exc, prepared.front) from None
-        self._run_portal(Portal("", prepared, stmt, False, [0]), 0, out, describe=True)
+        described = prepared.described.get((0,))
+        if described is None:  # first run (or no result rows): the general way, which caches it
+            self._run_portal(Portal("", prepared, stmt, False, [0]), 0, out, describe=True)
+        else:
+            out.append(described[2])
+            self._run_to_end(prepared.front, stmt, described[1], out)
         return True
 
     def _note_reused(self, front):
