@@ -220,3 +220,36 @@ def test_unnamed_statements_and_translations_are_reused_like_fresh_ones(own_data
             batch = query(f"SET application_name = '{text}'")
         assert fast.send(batch) == general.send(batch), (kind, text, value)
     assert fast.stats == general.stats
+
+
+def test_reused_statements_go_when_the_lockdown_changes(path):
+    """A new authorizer (a lockdown profile applied to live sessions) refuses a
+    statement the session had kept compiled, at compile time, naming the profile."""
+    from rustymt.engine import lockdown
+    from rustymt.engine.sessions import StatementCounter, TenantConnection
+    from tests.pgwire.pgwire_client import SYNC, bind, execute, parse
+    counter = StatementCounter()
+    conn = TenantConnection(path, 0, False, None, counter)
+    session = Session(DatabaseSession(conn), "app", "alice", 1)
+    proto = P.ServerProtocol()
+    proto.state = P.READY
+
+    def send(data):
+        return session.run(proto.feed(data))
+
+    try:
+        extended = parse("", "SELECT v FROM t WHERE id = $1") + bind("", "", [b"2"]) + execute() + SYNC
+        counts = []
+        for aid in (1, 2):
+            assert send(query(f"SELECT v FROM t WHERE id = {aid}")).endswith(b"Z\x00\x00\x00\x05I")
+            assert send(extended).endswith(b"Z\x00\x00\x00\x05I")
+            counts.append(counter.count)
+        assert counts[1] == counts[0] + 2  # the second round reuses both statements, counted as compiles
+        assert len(session._literal_statements) == 1 and session.statements[""].parsed is not None
+        conn.lockdown_profile = "no_selects"
+        conn.set_authorizer(lockdown.authorizer_rules([("SELECT", None, "deny")]))
+        for out in (send(query("SELECT v FROM t WHERE id = 3")), send(extended)):
+            assert b"42501" in out and b"lockdown profile no_selects" in out
+    finally:
+        session.close()
+        conn.close()

@@ -118,6 +118,10 @@ class Session:
         self._translations: dict[str, sqlfront.FrontStatement] = {}   # Parse text -> its translation
         # A reused statement is checked and counted as a compiled one (TenantConnection.reuse).
         self._note_reuse = getattr(self.conn, "reuse", None)
+        # Statements kept for reuse were authorized when compiled: when the
+        # connection's authorizer changes (TenantConnection.authorizer_epoch), they go.
+        self._watch_authorizer = hasattr(self.conn, "authorizer_epoch")
+        self._authorizer_epoch = self.conn.authorizer_epoch if self._watch_authorizer else 0
         self.ctx = sqlfront.Context(self.settings, database, user, pid, self._columns_of)
 
     # -- status ----------------------------------------------------------------------------
@@ -308,6 +312,8 @@ class Session:
         plain single statement or its template does not compile (the caller
         then takes the general path, which reports any error as usual)."""
         template, values = literal
+        if self._watch_authorizer:
+            self._check_authorizer()
         prepared = self._literal_statements.get(template)
         if prepared is None:
             front = sqlfront.plain_statement(sql)
@@ -427,6 +433,8 @@ class Session:
         again. SQLite recompiles it by itself if the schema changed meanwhile."""
         if event.name or not self.fast_paths:
             return None
+        if self._watch_authorizer:
+            self._check_authorizer()
         current = self.statements.get("")
         if (current is None or current.parsed is None or current.busy or current.parsed[0] != event.sql
                 or current.parsed[1] != event.param_oids):
@@ -451,6 +459,12 @@ class Session:
         self._columns_cache.clear()
         self._drop_literal_statements()
         self._translation_inputs_changed()
+
+    def _check_authorizer(self):
+        if self.conn.authorizer_epoch != self._authorizer_epoch:
+            self._authorizer_epoch = self.conn.authorizer_epoch
+            self._drop_literal_statements()
+            self._translation_inputs_changed()
 
     def _translation_inputs_changed(self):
         """Settings or schema changed: translations (and the unnamed statement
