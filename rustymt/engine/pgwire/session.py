@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-
+from itertools import repeat
 
 from . import codecs as C
 from . import messages as M
@@ -235,12 +235,8 @@ class Session:
         try:
             if head is not M.BIND_COMPLETE:
                 self._note_reused(prepared.front)
-            if not formats:
-                values = [C.decode_param(data, oid, 0) for data, oid in zip(params, oids)]
-            elif len(formats) == 1:
-                values = [C.decode_param(data, oid, formats[0]) for data, oid in zip(params, oids)]
-            else:
-                values = [C.decode_param(data, oid, code) for data, oid, code in zip(params, oids, formats)]
+            codes = formats if len(formats) > 1 else repeat(formats[0] if formats else 0)
+            values = list(map(C.decode_param, params, oids, codes))
             stmt.bind_all(values)
         except Exception:  # noqa: BLE001 - the general path reports it (22P02, ...)
             return None
@@ -270,7 +266,7 @@ class Session:
             while True:
                 batch = stmt.fetchmany(FETCH_ROWS)
                 if batch:
-                    out.append(encode_rows(batch, encoders))
+                    out.rows(encode_rows(batch, encoders))
                     rows += len(batch)
                 if len(batch) < FETCH_ROWS:
                     break
@@ -591,7 +587,7 @@ class Session:
                 if rows:
                     if encoders is None:
                         raise PgError(S.INTERNAL_ERROR, "statement returned rows but was described without")
-                    out.append(encode_rows(rows, encoders))
+                    out.rows(encode_rows(rows, encoders))
                     sent += len(rows)
                     portal.rows += len(rows)
                 if max_rows and sent >= max_rows and not (portal.done and not portal.pending):
@@ -870,21 +866,23 @@ def _canonical(name: str) -> str:
     return _CANONICAL.get(name.lower(), name.lower())
 
 
-class _Output:
-    """Collects outgoing messages; hands big results to `flush` as it goes."""
-    __slots__ = ("parts", "size", "flush")
+class _Output(list):
+    """Collects outgoing messages (a list: append() is the plain list's); row
+    data goes through rows(), which hands what was collected to `flush` once
+    it passes FLUSH_BYTES, so a big result is written while it is produced."""
+    __slots__ = ("size", "flush")
 
-    def __init__(self, flush):
-        self.parts, self.size, self.flush = [], 0, flush
+    def __init__(self, flush):  # list.__new__ made it empty
+        self.size, self.flush = 0, flush
 
-    def append(self, data: bytes):
-        self.parts.append(data)
+    def rows(self, data: bytes):
+        self.append(data)
         self.size += len(data)
         if self.size >= FLUSH_BYTES and self.flush is not None:
             self.flush(self.take())
 
     def take(self) -> bytes:
-        data = b"".join(self.parts)
-        self.parts.clear()
+        data = b"".join(self)
+        self.clear()
         self.size = 0
         return data
