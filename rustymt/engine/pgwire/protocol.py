@@ -358,6 +358,12 @@ class ServerProtocol:
         """Consume received bytes; return the events they complete."""
         if self.state == CLOSED:
             return []
+        if self.state == READY and not self._buffer:
+            # The usual query-phase read: whole messages, all of them frequent
+            # ones (Terminate and anything unusual stay frames): their events as is.
+            items, consumed, bad_length = split_events(data, self.max_message_bytes)
+            if consumed == len(data) and bad_length is None and tuple not in map(type, items):
+                return items
         self._buffer += data
         events = []
         try:
