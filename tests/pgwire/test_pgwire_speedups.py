@@ -31,6 +31,14 @@ def test_encode_rows_twins_agree(table):
     assert rows.encode_rows_c(table, encoders) == rows.encode_rows_py(table, encoders)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), st.integers(-(1 << 63), (1 << 63) - 1)),
+                          st.one_of(st.none(), st.integers(-(1 << 31), (1 << 31) - 1))), max_size=300))
+def test_encode_rows_twins_agree_on_integer_columns(table):
+    encoders = [C.text_encoder(C.INT8), C.binary_encoder(C.INT4)]
+    assert rows.encode_rows_c(table, encoders) == rows.encode_rows_py(table, encoders)
+
+
 def frame(kind, body):
     return kind + struct.pack("!i", len(body) + 4) + body
 

@@ -8,9 +8,10 @@ split_frames_py and parse_bind_py, rows.py's encode_rows_py); the tests run
 both on the same inputs. Plain values in, plain values out: no protocol policy here.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdlib cimport free, realloc
+from libc.string cimport memcpy
 
 cdef list _KINDS = [bytes([i]) for i in range(256)]
-cdef bytes _NULL = b"\xff\xff\xff\xff"
 
 
 def split_frames(const unsigned char[:] buf, long max_body):
@@ -38,37 +39,66 @@ def split_frames(const unsigned char[:] buf, long max_body):
     return frames, pos, None
 
 
-cdef inline void _put_i32(bytearray out, Py_ssize_t at, unsigned int value):
-    out[at] = (value >> 24) & 0xFF
-    out[at + 1] = (value >> 16) & 0xFF
-    out[at + 2] = (value >> 8) & 0xFF
-    out[at + 3] = value & 0xFF
+cdef struct _Growing:
+    char *data          # malloc'd; NULL until the first byte
+    Py_ssize_t size     # bytes written
+    Py_ssize_t cap      # bytes allocated
+
+
+cdef int _reserve(_Growing *out, Py_ssize_t extra) except -1:
+    """Room for `extra` more bytes (doubling, so appends stay amortised O(1))."""
+    cdef Py_ssize_t cap
+    cdef char *grown
+    if out.size + extra <= out.cap:
+        return 0
+    cap = max(out.cap * 2, out.size + extra, 256)
+    grown = <char *>realloc(out.data, cap)
+    if grown == NULL:
+        raise MemoryError("no memory for DataRow messages")
+    out.data, out.cap = grown, cap
+    return 0
+
+
+cdef inline void _put_u32(char *at, unsigned int value) noexcept:
+    at[0] = <char>((value >> 24) & 0xFF)
+    at[1] = <char>((value >> 16) & 0xFF)
+    at[2] = <char>((value >> 8) & 0xFF)
+    at[3] = <char>(value & 0xFF)
 
 
 def encode_rows(rows, list encoders):
     """rows (tuples of SQLite values) -> concatenated DataRow messages; each
-    non-NULL value is converted by its column's encoder (value -> bytes)."""
-    cdef Py_ssize_t ncols = len(encoders), i, start, size
-    cdef bytearray out = bytearray()
+    non-NULL value is converted by its column's encoder (value -> bytes).
+    Written into one growing C buffer, copied out once."""
+    cdef Py_ssize_t ncols = len(encoders), i, start, n
+    cdef _Growing out
     cdef bytes data
-    cdef bytes head = bytes([ncols >> 8 & 0xFF, ncols & 0xFF])
-    cdef bytearray length = bytearray(4)
-    for row in rows:
-        start = len(out)
-        out += b"D\x00\x00\x00\x00"
-        out += head
-        for i in range(ncols):
-            value = row[i]
-            if value is None:
-                out += _NULL
-            else:
-                data = encoders[i](value)
-                _put_i32(length, 0, <unsigned int>len(data))
-                out += length
-                out += data
-        size = len(out) - start - 1
-        _put_i32(out, start + 1, <unsigned int>size)
-    return bytes(out)
+    out.data, out.size, out.cap = NULL, 0, 0
+    try:
+        for row in rows:
+            _reserve(&out, 7)
+            start = out.size
+            out.data[start] = 68  # 'D'; its length is filled in once the row is written
+            out.data[start + 5] = <char>((ncols >> 8) & 0xFF)
+            out.data[start + 6] = <char>(ncols & 0xFF)
+            out.size += 7
+            for i in range(ncols):
+                value = row[i]
+                if value is None:
+                    _reserve(&out, 4)
+                    _put_u32(out.data + out.size, 0xFFFFFFFF)
+                    out.size += 4
+                else:
+                    data = encoders[i](value)
+                    n = len(data)
+                    _reserve(&out, 4 + n)
+                    _put_u32(out.data + out.size, <unsigned int>n)
+                    memcpy(out.data + out.size + 4, <const char *>data, n)
+                    out.size += 4 + n
+            _put_u32(out.data + start + 1, <unsigned int>(out.size - start - 1))
+        return PyBytes_FromStringAndSize(out.data, out.size)
+    finally:
+        free(out.data)
 
 
 cdef inline int _i16(const unsigned char[:] b, Py_ssize_t at):
