@@ -8,6 +8,7 @@ split_frames_py and parse_bind_py, rows.py's encode_rows_py); the tests run
 both on the same inputs. Plain values in, plain values out: no protocol policy here.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy
 
@@ -118,7 +119,7 @@ cdef str _cstr(const unsigned char[:] b, Py_ssize_t *pos, Py_ssize_t n):
     if i >= n:
         raise ValueError("unterminated string")
     pos[0] = i + 1
-    return PyBytes_FromStringAndSize(<const char *>&b[start], i - start).decode("utf-8") if i > start else ""
+    return PyUnicode_DecodeUTF8(<const char *>&b[start], i - start, NULL) if i > start else ""
 
 
 def parse_bind(const unsigned char[:] body):
@@ -139,7 +140,7 @@ cdef tuple _parse_bind(const unsigned char[:] body, Py_ssize_t pos, Py_ssize_t n
     pos += 2
     if count < 0 or n - pos < 2 * count:
         raise ValueError("bad format count")
-    param_formats = [_i16(body, pos + 2 * i) for i in range(count)]
+    param_formats = [_i16(body, pos + 2 * i) for i in range(count)] if count else []
     pos += 2 * count
     if n - pos < 2:
         raise ValueError("truncated")
@@ -166,7 +167,7 @@ cdef tuple _parse_bind(const unsigned char[:] body, Py_ssize_t pos, Py_ssize_t n
     pos += 2
     if count < 0 or n - pos != 2 * count:
         raise ValueError("bad result format count")
-    result_formats = [_i16(body, pos + 2 * i) for i in range(count)]
+    result_formats = [_i16(body, pos + 2 * i) for i in range(count)] if count else []
     return portal, statement, param_formats, params, result_formats
 
 
@@ -199,7 +200,7 @@ cdef object _event(const unsigned char[:] b, Py_ssize_t at, Py_ssize_t n, unsign
             if b[i] == 0:
                 return None
         try:
-            sql = PyBytes_FromStringAndSize(<const char *>&b[at], n - 1).decode("utf-8") if n > 1 else ""
+            sql = PyUnicode_DecodeUTF8(<const char *>&b[at], n - 1, NULL) if n > 1 else ""
         except UnicodeDecodeError:
             return None
         event = _Query.__new__(_Query)
