@@ -1,6 +1,6 @@
 """pgbench against rustymt's wire server and against a real PostgreSQL 15, in
-the same run on the same machine: select-only and TPC-B-like scripts, 8
-clients, 100k accounts. Reports the TPS ratio (rustymt / PostgreSQL) and p99
+the same run on the same machine: select-only (-M simple, extended and
+prepared) and TPC-B-like (simple, prepared) scripts, 8 clients, 100k accounts. Reports the TPS ratio (rustymt / PostgreSQL) and p99
 latencies. Run:
 
     .venv/bin/python -m pytest bench/test_pgwire_bench.py -s
