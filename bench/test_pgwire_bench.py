@@ -1,6 +1,6 @@
 """pgbench against rustymt's wire server and against a real PostgreSQL 15, in
-the same run on the same machine: select-only and TPC-B-like scripts, 8
-clients, 100k accounts. Reports the TPS ratio (rustymt / PostgreSQL) and p99
+the same run on the same machine: select-only (-M simple, extended and
+prepared) and TPC-B-like (simple, prepared) scripts, 8 clients, 100k accounts. Reports the TPS ratio (rustymt / PostgreSQL) and p99
 latencies. Run:
 
     .venv/bin/python -m pytest bench/test_pgwire_bench.py -s
@@ -187,10 +187,12 @@ def rustymt(workdir):
 
 @pytest.mark.parametrize("script_name, script, mode", [
     ("select-only", SELECT_ONLY, "simple"),
+    ("select-only", SELECT_ONLY, "extended"),
     ("select-only", SELECT_ONLY, "prepared"),
     ("tpcb-like", TPCB_LIKE, "simple"),
     ("tpcb-like", TPCB_LIKE, "prepared"),
-], ids=["select-only-simple", "select-only-prepared", "tpcb-like-simple", "tpcb-like-prepared"])
+], ids=["select-only-simple", "select-only-extended", "select-only-prepared", "tpcb-like-simple",
+        "tpcb-like-prepared"])
 def test_pgbench_rustymt_vs_postgresql(benchmark, workdir, postgres, rustymt, script_name, script, mode):
     script_path = os.path.join(workdir, f"{script_name}.sql")
     with open(script_path, "w") as handle:

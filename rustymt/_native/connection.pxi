@@ -657,7 +657,10 @@ cdef class Statement:
         or a mapping by name without its prefix (":a" -> "a")."""
         cdef sqlite3_stmt *s = self._stmt()
         self._reset(s)
-        if isinstance(values, Mapping):
+        # A list or tuple (the wire server's every bind) is never a Mapping: an
+        # exact-type test first spares the ABC machinery, profiled at ~9% of the
+        # GIL-holding time of a simple point query.
+        if type(values) is not list and type(values) is not tuple and isinstance(values, Mapping):
             names = self.param_names or []
             if len(names) != self.param_count or None in names:
                 raise ValueError("named binding needs every parameter named")
@@ -667,7 +670,8 @@ cdef class Statement:
                     raise ValueError(f"no value for parameter {name}")
                 self._bind_one(s, i, values[key])
         else:
-            values = list(values)
+            if type(values) is not list:
+                values = list(values)
             if len(values) != self.param_count:
                 raise ValueError(f"statement has {self.param_count} parameters, {len(values)} values given")
             for i, value in enumerate(values, 1):

@@ -50,6 +50,13 @@ class TenantConnection(_core.Connection):
         self.counter = counter
         self.ended_with: Exception | None = None
         self.lockdown_profile = None  # name of the PDB's lockdown profile: named in 42501 messages
+        # Bumped by every set_authorizer: the wire server drops the statements it
+        # keeps for reuse, so the new rules refuse at compile time (naming the profile).
+        self.authorizer_epoch = 0
+
+    def set_authorizer(self, rules):
+        super().set_authorizer(rules)
+        self.authorizer_epoch += 1
 
     def prepare(self, sql):
         return self._compile(_core.Connection.prepare, sql)
@@ -57,6 +64,14 @@ class TenantConnection(_core.Connection):
     def prepare_and_fetch(self, sql, n):
         # The wire's fast path compiles through here too: the same checks apply.
         return self._compile(_core.Connection.prepare_and_fetch, sql, n)
+
+    def reuse(self):
+        """The wire server runs a statement it compiled earlier again for a new
+        simple-Query text (same shape, other numbers): the same refusal once
+        ended, and counted, as if it had been compiled anew."""
+        if self.ended_with is not None:
+            raise self.ended_with
+        self.counter.count += 1
 
     def _compile(self, compile_call, sql, *args):
         """Every statement the tenant compiles: refused once the session was

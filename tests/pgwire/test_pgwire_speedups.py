@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from rustymt.engine.pgwire import codecs as C
 from rustymt.engine.pgwire import exchange as exchange_mod
-from rustymt.engine.pgwire import framing, rows
+from rustymt.engine.pgwire import framing, protocol, rows, sqlfront
+from tests.pgwire import pgwire_client as pgc
 
 
 def test_compiled_twins_are_built():
@@ -27,6 +28,14 @@ values = st.one_of(st.none(), st.integers(-(1 << 63), (1 << 63) - 1), st.floats(
 @given(st.lists(st.tuples(values, values, values), max_size=20))
 def test_encode_rows_twins_agree(table):
     encoders = [C.text_encoder(C.TEXT), C.text_encoder(C.BYTEA), C.binary_encoder(C.TEXT)]
+    assert rows.encode_rows_c(table, encoders) == rows.encode_rows_py(table, encoders)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.one_of(st.none(), st.integers(-(1 << 63), (1 << 63) - 1)),
+                          st.one_of(st.none(), st.integers(-(1 << 31), (1 << 31) - 1))), max_size=300))
+def test_encode_rows_twins_agree_on_integer_columns(table):
+    encoders = [C.text_encoder(C.INT8), C.binary_encoder(C.INT4)]
     assert rows.encode_rows_c(table, encoders) == rows.encode_rows_py(table, encoders)
 
 
@@ -104,3 +113,62 @@ def test_exchange_sends_then_returns_the_next_bytes(exchange):
         with pytest.raises(OSError) as failed:
             exchange(ours.fileno(), b"y", inbuf, -1.0)   # the peer is gone: EPIPE, not a timeout
         assert not isinstance(failed.value, socket.timeout) and failed.value.errno == errno.EPIPE
+
+
+# SQL-ish text: digits, word characters (ASCII and not), the characters the
+# scanners treat specially, and anything else.
+sql_text = st.text(alphabet=st.one_of(st.sampled_from("0123456789 .,=-+()'?:@$*#;byBYxe_é٣\n"),
+                                      st.characters(max_codepoint=0x2FFF)), max_size=60)
+
+
+@settings(max_examples=400, deadline=None)
+@given(sql_text)
+def test_literal_scanners_twins_agree(sql):
+    assert sqlfront.literal_template_c(sql) == sqlfront.literal_template_py(sql)
+    assert sqlfront.number_shape_c(sql) == sqlfront.number_shape_py(sql)
+
+
+@pytest.mark.parametrize("template", [sqlfront.literal_template_py, sqlfront.literal_template_c],
+                         ids=["python", "compiled"])
+def test_literal_template_contract(template):
+    assert sqlfront.literal_template is sqlfront.literal_template_c is not None
+    assert template("SELECT abalance FROM a WHERE aid = 12345;") == ("SELECT abalance FROM a WHERE aid = ?1;", [12345])
+    assert template("UPDATE t SET v = v + -5 WHERE id=7") == ("UPDATE t SET v = v + -?1 WHERE id=?2", [5, 7])
+    # not standalone integers: stay in the text
+    assert template("select 1.5, 1e5, 0x1F, t2, é5 from t where a=3") == (
+        "select 1.5, 1e5, 0x1F, t2, é5 from t where a=?1", [3])
+    assert template("select a from t where b = 1234567890123456789") is None   # beyond 18 digits
+    for refused in ("select a from t order by 1", "select a from t where b = '12'", "select * from t where a = 1",
+                    "select a from t where b = ?1 and c = 2", "select a from t where b = $1 and c = 2"):
+        assert template(refused) is None
+    assert template("select a from t") is None
+
+
+# Message streams mixing well-formed frequent messages, broken ones and others.
+frequent = st.one_of(
+    st.builds(lambda sql: pgc.query(sql), st.text(max_size=12).filter(lambda s: "\0" not in s)),
+    st.builds(lambda portal, rows: pgc.execute(portal, rows), st.sampled_from(["", "p1", "é"]), st.integers(-2, 3)),
+    st.builds(lambda kind, name: pgc.describe(kind, name), st.sampled_from([b"S", b"P", b"X"]), st.sampled_from(["", "s1"])),
+    st.builds(lambda params, formats: pgc.bind("", "s1", params, formats, formats),
+              st.lists(st.one_of(st.none(), st.binary(max_size=6)), max_size=3), st.lists(st.integers(0, 2), max_size=2)),
+    st.sampled_from([pgc.msg(b"S"), pgc.msg(b"H"), pgc.msg(b"S", b"x"), pgc.msg(b"X"), pgc.msg(b"C", b"S\0"),
+                     pgc.msg(b"Q", b"two\0strings\0"), pgc.msg(b"Q", b"\xff\xfe\0"), pgc.msg(b"E", b"\0\0\0")]),
+    st.builds(lambda kind, body: pgc.msg(kind, body), st.sampled_from([b"Q", b"B", b"E", b"D", b"S", b"P"]),
+              st.binary(max_size=16)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(frequent, max_size=6), st.binary(max_size=8), st.integers(0, 64))
+def test_split_events_twins_agree(messages, tail, max_body):
+    stream = bytearray(b"".join(messages) + tail)
+    assert protocol.split_events_c(stream, max_body) == protocol.split_events_py(stream, max_body)
+    assert protocol.split_events_c(stream, 1 << 20) == protocol.split_events_py(stream, 1 << 20)
+
+
+def test_split_events_makes_events_of_the_frequent_messages():
+    assert protocol.split_events is protocol.split_events_c is not None
+    stream = bytearray(pgc.bind("", "s1", [b"42"]) + pgc.execute() + pgc.msg(b"S") + pgc.msg(b"P", b"x\0"))
+    items, consumed, bad = protocol.split_events_c(stream, 1 << 20)
+    assert items == [protocol.Bind("", "s1", [], [b"42"], []), protocol.Execute("", 0), protocol.SYNC,
+                     (b"P", b"x\0")] and consumed == len(stream) and bad is None

@@ -135,7 +135,7 @@ def test_sqlite_errors_map_to_sqlstates():
                                  "INSERT INTO t (id, name) VALUES (1, 'x') ON CONFLICT DO NOTHING",
                                  "DELETE FROM t WHERE id = 2"])
 def test_plain_statement_shortcut_matches_the_full_translation(sql):
-    fast = F._plain_statement(sql)
+    fast = F.plain_statement(sql)
     assert fast is not None
     (full,) = [F.translate_one(tokens, CTX) for tokens in F.split_statements(sql)]
     assert (fast.kind, fast.verb, fast.returns_rows, fast.param_count) == \
@@ -148,7 +148,7 @@ def test_plain_statement_shortcut_matches_the_full_translation(sql):
                                  "select now() from t", "update t set x = $1", "SELECT x::int FROM t",
                                  "UPDATE t SET name = current_user", "with a as (select 1) select * from a"])
 def test_plain_statement_shortcut_declines_what_needs_translation(sql):
-    assert F._plain_statement(sql) is None
+    assert F.plain_statement(sql) is None
 
 
 @pytest.mark.parametrize("sql", ["SELECT abalance FROM pgbench_accounts WHERE aid = 5;", "select 1",
@@ -161,7 +161,7 @@ def test_plain_statement_verdict_cache_agrees_with_the_patterns(sql):
     for variant in (sql, sql.replace("5", "123"), sql.replace("1", "98")):
         direct = F._plain_verb(variant)
         for _ in range(2):  # first computes, second hits the cache
-            fast = F._plain_statement(variant)
+            fast = F.plain_statement(variant)
             assert (fast.verb if fast else None) == direct
             if fast:
                 assert fast.sql == variant.strip().rstrip(";").rstrip() and fast.returns_rows == (direct == "SELECT")

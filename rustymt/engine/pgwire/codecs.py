@@ -182,7 +182,11 @@ def _bytea_text(value) -> bytes:
 # ---- text format ----------------------------------------------------------------------------
 
 def _text_int(oid):
-    return lambda v: str(_as_int(v, oid)).encode("ascii")
+    def encode(v):
+        if type(v) is int:  # what SQLite hands back for an integer column: one format, no calls
+            return b"%d" % v
+        return str(_as_int(v, oid)).encode("ascii")
+    return encode
 
 
 def _text_float(oid):

@@ -77,7 +77,16 @@ def command_complete(tag: str) -> bytes:
 
 
 def ready_for_query(status: bytes) -> bytes:
-    return b"Z\x00\x00\x00\x05" + status
+    return _READY.get(status) or b"Z\x00\x00\x00\x05" + status
+
+
+_READY = {status: b"Z\x00\x00\x00\x05" + status for status in (b"I", b"T", b"E")}
+# CommandComplete of a SELECT returning few rows, built once (one per point query).
+_SELECT_COMPLETE = [command_complete(f"SELECT {rows}") for rows in range(64)]
+
+
+def select_complete(rows: int) -> bytes:
+    return _SELECT_COMPLETE[rows] if rows < 64 else command_complete(f"SELECT {rows}")
 
 
 PARSE_COMPLETE = b"1\x00\x00\x00\x04"

@@ -29,7 +29,7 @@ from . import messages
 from . import sqlstate as S
 from ..scram import MECHANISM, ScramError, ScramExchange
 from .errors import PgError, fatal
-from .framing import parse_bind, split_frames
+from .framing import parse_bind, split_frames_py
 
 SSL_REQUEST_CODE = 80877103
 GSSENC_REQUEST_CODE = 80877104
@@ -266,6 +266,40 @@ FRONTEND_PARSERS = {
     b"D": _parse_describe_or_close(Describe), b"C": _parse_describe_or_close(Close),
     b"E": _parse_execute, b"S": _constant(SYNC), b"H": _constant(FLUSH), b"X": _constant(Terminate()),
 }
+# The frequent query-phase messages, parsed while the stream is split (see
+# split_events); the rest go through FRONTEND_PARSERS one by one.
+_EVENT_PARSERS = {kind: FRONTEND_PARSERS[kind] for kind in (b"Q", b"B", b"E", b"D", b"S", b"H")}
+
+
+def split_events_py(buf, max_body: int):
+    """Typed messages in buf -> (items, consumed, bad_length or None): as
+    framing.split_frames, except that each Query/Bind/Execute/Describe/Sync/
+    Flush that parses cleanly is its event already; every other message (or a
+    frequent one that would raise) stays a (kind, body) frame. The pure-Python
+    twin of _speedups.split_events."""
+    frames, consumed, bad_length = split_frames_py(buf, max_body)
+    items = []
+    for frame in frames:
+        parse = _EVENT_PARSERS.get(frame[0])
+        if parse is not None:
+            try:
+                items.append(parse(_Reader(frame[1])))
+                continue
+            except (_Malformed, PgError):
+                pass
+        items.append(frame)
+    return items, consumed, bad_length
+
+
+try:
+    from ._speedups import set_event_types as _set_event_types
+    from ._speedups import split_events as split_events_c
+    _set_event_types(Query, Bind, Execute, Describe, SYNC, FLUSH)
+except ImportError:  # not built: the pure-Python twin serves
+    split_events_c = None
+
+split_events = split_events_c or split_events_py
+
 UNSUPPORTED = {b"F": "function call protocol", b"d": "COPY", b"c": "COPY", b"f": "COPY"}
 
 # Parameters reported at the end of startup (clients read several of these).
@@ -324,6 +358,12 @@ class ServerProtocol:
         """Consume received bytes; return the events they complete."""
         if self.state == CLOSED:
             return []
+        if self.state == READY and not self._buffer:
+            # The usual query-phase read: whole messages, all of them frequent
+            # ones (Terminate and anything unusual stay frames): their events as is.
+            items, consumed, bad_length = split_events(data, self.max_message_bytes)
+            if consumed == len(data) and bad_length is None and tuple not in map(type, items):
+                return items
         self._buffer += data
         events = []
         try:
@@ -408,14 +448,16 @@ class ServerProtocol:
 
     def _ready_messages(self, events):
         """Query phase: every complete message in the buffer -> events."""
-        frames, consumed, bad_length = split_frames(self._buffer, self.max_message_bytes)
+        items, consumed, bad_length = split_events(self._buffer, self.max_message_bytes)
         if consumed:
             del self._buffer[:consumed]
-        for kind, body in frames:
-            parse = FRONTEND_PARSERS.get(kind)
-            if parse is None:
-                self._unknown(kind)
-            event = parse(_Reader(body))
+        for event in items:
+            if type(event) is tuple:
+                kind, body = event
+                parse = FRONTEND_PARSERS.get(kind)
+                if parse is None:
+                    self._unknown(kind)
+                event = parse(_Reader(body))
             events.append(event)
             if type(event) is Terminate:
                 self.state = CLOSED

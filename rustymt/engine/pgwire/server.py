@@ -211,7 +211,8 @@ class PgServer:
         events = state.events
         try:
             while True:
-                work = [e for e in events if type(e) not in _NOT_SESSION_WORK] if events else events
+                # The protocol ends a batch with Closed/Terminate, if at all.
+                work = events[:-1] if events and type(events[-1]) in _NOT_SESSION_WORK else events
                 out = session.run(work) if work else b""
                 pending = proto.data_to_send()
                 if pending:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-
+from itertools import repeat
 
 from ..._native import _core
 from . import codecs as C
@@ -33,6 +33,8 @@ _NEAR = re.compile(r'near "([^"]+)": syntax error')
 FLUSH_BYTES = 1 << 20     # write out results in chunks of about this size
 FETCH_ROWS = 256          # rows per fetchmany() between Python conversions
 WRITE_LOCK_TIMEOUT = 30.0 # seconds a writer waits for the database's write lock (then 55P03)
+LITERAL_STATEMENTS = 64   # compiled simple-Query templates (and Parse translations) kept per session
+_DDL_VERBS = ("CREATE", "DROP", "ALTER")
 
 # Settings SHOW/current_setting() answer; ParameterStatus reports the REPORTED ones.
 REPORTED = ("server_version", "server_encoding", "client_encoding", "application_name", "DateStyle",
@@ -54,7 +56,7 @@ DEFAULT_SETTINGS = {
 
 class Prepared:
     """A parsed statement: its translation, SQLite statement, and types."""
-    __slots__ = ("name", "front", "sqlite", "param_oids", "columns", "busy", "described")
+    __slots__ = ("name", "front", "sqlite", "param_oids", "columns", "busy", "described", "parsed")
 
     def __init__(self, name, front, sqlite, param_oids, columns):
         self.name, self.front, self.sqlite = name, front, sqlite
@@ -62,6 +64,9 @@ class Prepared:
         self.columns = columns      # [(name, oid or None)] or None if no result rows
         self.busy = False           # sqlite statement bound to an open portal
         self.described = {}         # result formats -> (fields, encoders, RowDescription bytes)
+        # The unnamed statement's Parse (sql, declared oids) while a repeated Parse
+        # of the same may reuse it; None once the schema changed (or never reusable).
+        self.parsed = None
 
 
 class Portal:
@@ -104,6 +109,20 @@ class Session:
         self.last_sqlstate: str | None = None  # of the message being timed for on_statement
         self.holds_write_lock = False
         self._columns_cache: dict[str, dict] = {}
+        # Simple-Query texts with their integer literals as parameters
+        # (sqlfront.literal_template) -> compiled Prepared, reused with new values.
+        self._literal_statements: dict[str, Prepared] = {}
+        self.literal_statements_max = LITERAL_STATEMENTS
+        # False: no fast path, no reuse of compiled statements or translations:
+        # every message takes the general path (the tests compare the two).
+        self.fast_paths = True
+        self._translations: dict[str, sqlfront.FrontStatement] = {}   # Parse text -> its translation
+        # A reused statement is checked and counted as a compiled one (TenantConnection.reuse).
+        self._note_reuse = getattr(self.conn, "reuse", None)
+        # Statements kept for reuse were authorized when compiled: when the
+        # connection's authorizer changes (TenantConnection.authorizer_epoch), they go.
+        self._watch_authorizer = hasattr(self.conn, "authorizer_epoch")
+        self._authorizer_epoch = self.conn.authorizer_epoch if self._watch_authorizer else 0
         self.ctx = sqlfront.Context(self.settings, database, user, pid, self._columns_of)
 
     # -- status ----------------------------------------------------------------------------
@@ -145,9 +164,14 @@ class Session:
             if prepared.sqlite is not None:
                 prepared.sqlite.finalize()
         self.statements.clear()
+        self._drop_literal_statements()
 
     # -- batch entry point (worker thread) --------------------------------------------------
     def run(self, events) -> bytes:
+        if self.fast_paths and 3 <= len(events) <= 5 and type(events[-1]) is P.Sync:
+            fast = self._run_prepared_fast(events)
+            if fast is not None:
+                return fast
         out = _Output(self.flush)
         for event in events:
             kind = type(event)
@@ -187,6 +211,86 @@ class Session:
         self._release_write_lock()
         return out.take()
 
+    def _run_prepared_fast(self, events):
+        """[Parse] Bind [Describe portal] Execute Sync of a prepared read-only statement,
+        outside a transaction block, that ran before (its result description is
+        cached): the pgbench/asyncpg/psycopg prepared round trip, with the
+        general path's output, timing and error handling but none of its
+        per-message dispatch, portal bookkeeping or re-checks. None when the
+        batch is anything else or a parameter does not decode (then the general
+        path runs it from the start: nothing was changed yet). A Parse must
+        repeat the unnamed statement's (see _reusable_unnamed)."""
+        head = M.BIND_COMPLETE
+        if type(events[0]) is P.Parse:
+            if len(events) < 4 or self._reusable_unnamed(events[0]) is None:
+                return None
+            events, head = events[1:], M.PARSE_COMPLETE + M.BIND_COMPLETE
+        bind, execute = events[0], events[-2]
+        describe = events[1] if len(events) == 4 else None
+        if type(bind) is not P.Bind or type(execute) is not P.Execute or (
+                describe is not None and (type(describe) is not P.Describe or describe.kind != b"P" or describe.name)):
+            return None
+        prepared = self.statements.get(bind.statement)
+        if (prepared is None or prepared.busy or prepared.sqlite is None or bind.portal or execute.portal
+                or execute.max_rows or self.portals or self.skipping or self.failed or self.explicit
+                or self.begin_pending):
+            return None
+        described = prepared.described.get(tuple(bind.result_formats))
+        stmt = prepared.sqlite
+        if described is None or self.conn.in_transaction or not stmt.readonly:
+            return None
+        oids, params, formats = prepared.param_oids, bind.params, bind.param_formats
+        if len(params) != len(oids) or len(formats) not in (0, 1, len(oids)):
+            return None
+        try:
+            if head is not M.BIND_COMPLETE:
+                self._note_reused(prepared.front)
+            codes = formats if len(formats) > 1 else repeat(formats[0] if formats else 0)
+            values = list(map(C.decode_param, params, oids, codes))
+            stmt.bind_all(values)
+        except Exception:  # noqa: BLE001 - the general path reports it (22P02, ...)
+            return None
+        out = _Output(self.flush)
+        out.append(head)
+        if describe is not None:
+            out.append(described[2])
+        timed = self.on_statement is not None
+        if timed:
+            self.last_sqlstate, started = None, time.perf_counter()
+        try:
+            self._run_to_end(prepared.front, stmt, described[1], out)
+        except PgError as error:
+            self._error(error, out)
+        if timed:
+            self.on_statement((time.perf_counter() - started) * 1000.0, self.last_sqlstate)
+        out.append(M.ready_for_query(self.status()))
+        return out.take()
+
+    def _run_to_end(self, front, stmt, encoders, out):
+        """Step a bound statement to its end: DataRows, CommandComplete, reset
+        (what _run_portal does for an unlimited portal whose description is
+        known, without the portal). PgError, statement reset, on failure."""
+        rows = 0
+        self.running = True
+        try:
+            while True:
+                batch = stmt.fetchmany(FETCH_ROWS)
+                if batch:
+                    out.rows(encode_rows(batch, encoders))
+                    rows += len(batch)
+                if len(batch) < FETCH_ROWS:
+                    break
+        except Exception as exc:  # noqa: BLE001 - binding SQLiteError, as _fetch
+            try:
+                stmt.reset()
+            except Exception:  # noqa: BLE001 - the error is reported below
+                pass
+            raise self._sqlite_error(exc, front) from None
+        finally:
+            self.running = False
+        out.append(M.select_complete(rows) if front.verb == "SELECT" else M.command_complete(self._tag(front, rows)))
+        stmt.reset()  # ends SQLite's read transaction now
+
     def _error(self, error: PgError, out):
         self.last_sqlstate = error.code
         if self.explicit or self.conn.in_transaction:
@@ -201,44 +305,109 @@ class Session:
     # -- simple query ----------------------------------------------------------------------
     def _simple_query(self, sql, out):
         try:
-            fronts = sqlfront.translate(sql, self.ctx)
-            if not fronts:
-                out.append(M.EMPTY_QUERY_RESPONSE)
-            for front in fronts:
-                self._check_not_failed(front)
-                if front.kind != "sql":
-                    self._session_command(front, out, describe=True)
-                    continue
-                if front.param_count:
-                    raise PgError(S.UNDEFINED_PARAMETER, f"there is no parameter ${front.param_count}")
-                # A read-only statement's first rows come with its compilation (one
-                # GIL release for both) unless a BEGIN must be issued before it runs.
-                if self.begin_pending:
-                    stmt, first_rows = self._prepare(front.sql, front), None
-                else:
-                    stmt, first_rows = self._prepare(front.sql, front, prefetch=True)
-                try:
-                    if stmt is None:
-                        out.append(M.EMPTY_QUERY_RESPONSE)
-                        continue
-                    self._begin_if_pending(stmt)
-                    prepared = Prepared("", front, stmt, [], self._columns(front, stmt))
-                    portal = Portal("", prepared, stmt, False, [0])
-                    if first_rows is not None:
-                        portal.pending, portal.done = first_rows, len(first_rows) < FETCH_ROWS
-                    self._run_portal(portal, 0, out, describe=True)
-                finally:
-                    if stmt is not None:
-                        stmt.finalize()
+            literal = sqlfront.literal_template(sql)
+            if literal is None or not self.fast_paths or not self._run_literal(sql, literal, out):
+                self._run_translated(sqlfront.translate(sql, self.ctx), out)
         except PgError as error:
             self._error(error, out)
         out.append(M.ready_for_query(self.status()))
+
+    def _run_literal(self, sql, literal, out) -> bool:
+        """Run sql through the compiled statement of its literal template
+        (compiling and keeping it on first sight); False when sql is not a
+        plain single statement or its template does not compile (the caller
+        then takes the general path, which reports any error as usual)."""
+        template, values = literal
+        if self._watch_authorizer:
+            self._check_authorizer()
+        prepared = self._literal_statements.get(template)
+        if prepared is None:
+            front = sqlfront.plain_statement(sql)
+            if front is None:
+                return False
+            try:
+                stmt = self._prepare(sqlfront.literal_template(front.sql)[0], front)
+            except PgError:
+                return False
+            if stmt is None or stmt.param_count != len(values):
+                if stmt is not None:
+                    stmt.finalize()
+                return False
+            prepared = Prepared("", front, stmt, [], self._columns(front, stmt))
+            if len(self._literal_statements) >= self.literal_statements_max:
+                self._literal_statements.pop(next(iter(self._literal_statements))).sqlite.finalize()
+            self._literal_statements[template] = prepared
+        else:
+            self._note_reused(prepared.front)
+        self._check_not_failed(prepared.front)
+        stmt = prepared.sqlite
+        self._begin_if_pending(stmt)
+        try:
+            stmt.bind_all(values)
+        except Exception as exc:  # noqa: BLE001 - binding SQLiteError
+            raise self._sqlite_error(exc, prepared.front) from None
+        described = prepared.described.get((0,))
+        if described is None:  # first run (or no result rows): the general way, which caches it
+            self._run_portal(Portal("", prepared, stmt, False, [0]), 0, out, describe=True)
+        else:
+            out.append(described[2])
+            self._run_to_end(prepared.front, stmt, described[1], out)
+        return True
+
+    def _note_reused(self, front):
+        """A compiled statement serves again: checked and counted as if compiled."""
+        if self._note_reuse is not None:
+            try:
+                self._note_reuse()
+            except Exception as exc:  # noqa: BLE001 - the session was ended (a PgError) or similar
+                raise self._sqlite_error(exc, front) from None
+
+    def _drop_literal_statements(self):
+        for prepared in self._literal_statements.values():
+            prepared.sqlite.finalize()
+        self._literal_statements.clear()
+
+    def _run_translated(self, fronts, out):
+        if not fronts:
+            out.append(M.EMPTY_QUERY_RESPONSE)
+        for front in fronts:
+            self._check_not_failed(front)
+            if front.kind != "sql":
+                self._session_command(front, out, describe=True)
+                continue
+            if front.param_count:
+                raise PgError(S.UNDEFINED_PARAMETER, f"there is no parameter ${front.param_count}")
+            # A read-only statement's first rows come with its compilation (one
+            # GIL release for both) unless a BEGIN must be issued before it runs.
+            if self.begin_pending:
+                stmt, first_rows = self._prepare(front.sql, front), None
+            else:
+                stmt, first_rows = self._prepare(front.sql, front, prefetch=True)
+            try:
+                if stmt is None:
+                    out.append(M.EMPTY_QUERY_RESPONSE)
+                    continue
+                self._begin_if_pending(stmt)
+                prepared = Prepared("", front, stmt, [], self._columns(front, stmt))
+                portal = Portal("", prepared, stmt, False, [0])
+                if first_rows is not None:
+                    portal.pending, portal.done = first_rows, len(first_rows) < FETCH_ROWS
+                self._run_portal(portal, 0, out, describe=True)
+            finally:
+                if stmt is not None:
+                    stmt.finalize()
 
     # -- extended query --------------------------------------------------------------------
     def _parse(self, event, out):
         if event.name and event.name in self.statements:
             raise PgError(S.DUPLICATE_PSTATEMENT, f'prepared statement "{event.name}" already exists')
-        fronts = sqlfront.translate(event.sql, self.ctx)
+        current = self._reusable_unnamed(event)
+        if current is not None:
+            self._note_reused(current.front)
+            self._check_not_failed(current.front)
+            out.append(M.PARSE_COMPLETE)
+            return
+        fronts = self._translate(event.sql)
         if len(fronts) > 1:
             raise PgError(S.SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement")
         front = fronts[0] if fronts else sqlfront.FrontStatement("empty")
@@ -257,8 +426,59 @@ class Session:
             [(front.setting or "setting", C.TEXT)] if front.kind == "show" else None)
         if not event.name and "" in self.statements:
             self._drop_statement("")
-        self.statements[event.name] = Prepared(event.name, front, stmt, oids, columns)
+        prepared = self.statements[event.name] = Prepared(event.name, front, stmt, oids, columns)
+        if not event.name and stmt is not None and "*" not in event.sql:
+            # `*`: a column added later would be missing from the reused statement.
+            prepared.parsed = (event.sql, list(event.param_oids))
         out.append(M.PARSE_COMPLETE)
+
+    def _reusable_unnamed(self, event):
+        """The unnamed statement, when Parse `event` repeats the Parse that made
+        it (same text and declared types; pgbench -M extended, drivers' unnamed
+        statements) and it is free: reused instead of translated and compiled
+        again. SQLite recompiles it by itself if the schema changed meanwhile."""
+        if event.name or not self.fast_paths:
+            return None
+        if self._watch_authorizer:
+            self._check_authorizer()
+        current = self.statements.get("")
+        if (current is None or current.parsed is None or current.busy or current.parsed[0] != event.sql
+                or current.parsed[1] != event.param_oids):
+            return None
+        return current
+
+    def _translate(self, sql):
+        """sqlfront.translate, remembered per text for single SQL statements
+        until a setting or the schema changes (both feed the translation)."""
+        front = self._translations.get(sql)
+        if front is not None:
+            return [front]
+        fronts = sqlfront.translate(sql, self.ctx)
+        if len(fronts) == 1 and fronts[0].kind == "sql" and self.fast_paths:
+            if len(self._translations) >= LITERAL_STATEMENTS:
+                self._translations.clear()
+            self._translations[sql] = fronts[0]
+        return fronts
+
+    def _schema_changed(self):
+        """This session ran DDL: forget what was derived from the old schema."""
+        self._columns_cache.clear()
+        self._drop_literal_statements()
+        self._translation_inputs_changed()
+
+    def _check_authorizer(self):
+        if self.conn.authorizer_epoch != self._authorizer_epoch:
+            self._authorizer_epoch = self.conn.authorizer_epoch
+            self._drop_literal_statements()
+            self._translation_inputs_changed()
+
+    def _translation_inputs_changed(self):
+        """Settings or schema changed: translations (and the unnamed statement
+        compiled from one) may come out differently now."""
+        self._translations.clear()
+        unnamed = self.statements.get("")
+        if unnamed is not None:
+            unnamed.parsed = None
 
     def _bind(self, event, out):
         prepared = self.statements.get(event.statement)
@@ -377,7 +597,7 @@ class Session:
                 if rows:
                     if encoders is None:
                         raise PgError(S.INTERNAL_ERROR, "statement returned rows but was described without")
-                    out.append(encode_rows(rows, encoders))
+                    out.rows(encode_rows(rows, encoders))
                     sent += len(rows)
                     portal.rows += len(rows)
                 if max_rows and sent >= max_rows and not (portal.done and not portal.pending):
@@ -389,6 +609,8 @@ class Session:
         out.append(M.command_complete(self._tag(front, portal.rows)))
         if portal.stmt is not None:
             portal.stmt.reset()  # ends SQLite's read transaction now, not at Sync
+        if front.verb.startswith(_DDL_VERBS):
+            self._schema_changed()
 
     def _fetch(self, stmt, count, front):
         # `running` tells cancel() to interrupt; a late interrupt is harmless:
@@ -471,8 +693,8 @@ class Session:
             error.position = found + 1 if found >= 0 else None
         if error.code == S.READ_ONLY_SQL_TRANSACTION and front is not None:
             error.message = f"cannot execute {front.verb or 'statement'} in a read-only transaction"
-        if front is not None and front.verb.startswith(("CREATE", "DROP", "ALTER")):
-            self._columns_cache.clear()
+        if front is not None and front.verb.startswith(_DDL_VERBS):
+            self._schema_changed()
         return error
 
     def _columns(self, front, stmt):
@@ -576,6 +798,8 @@ class Session:
     def _session_command(self, front, out, describe):
         kind = front.kind
         tag = front.verb
+        if kind in ("set", "reset", "discard"):
+            self._translation_inputs_changed()  # version() and current_setting() become literals
         if kind == "begin":
             if not self.explicit and not self.conn.in_transaction:
                 self.begin_pending = True
@@ -615,6 +839,7 @@ class Session:
                 self._close_portal(portal)
             for name in list(self.statements):
                 self._drop_statement(name)
+            self._drop_literal_statements()
             self.settings.clear()
             self.settings.update(self.defaults)
         elif kind == "deallocate":
@@ -651,21 +876,23 @@ def _canonical(name: str) -> str:
     return _CANONICAL.get(name.lower(), name.lower())
 
 
-class _Output:
-    """Collects outgoing messages; hands big results to `flush` as it goes."""
-    __slots__ = ("parts", "size", "flush")
+class _Output(list):
+    """Collects outgoing messages (a list: append() is the plain list's); row
+    data goes through rows(), which hands what was collected to `flush` once
+    it passes FLUSH_BYTES, so a big result is written while it is produced."""
+    __slots__ = ("size", "flush")
 
-    def __init__(self, flush):
-        self.parts, self.size, self.flush = [], 0, flush
+    def __init__(self, flush):  # list.__new__ made it empty
+        self.size, self.flush = 0, flush
 
-    def append(self, data: bytes):
-        self.parts.append(data)
+    def rows(self, data: bytes):
+        self.append(data)
         self.size += len(data)
         if self.size >= FLUSH_BYTES and self.flush is not None:
             self.flush(self.take())
 
     def take(self) -> bytes:
-        data = b"".join(self.parts)
-        self.parts.clear()
+        data = b"".join(self)
+        self.clear()
         self.size = 0
         return data

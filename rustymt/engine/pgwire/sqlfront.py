@@ -139,7 +139,7 @@ class Context:
 
 def translate(sql: str, ctx: Context) -> list[FrontStatement]:
     """All statements of a client SQL string, translated, in order."""
-    fast = _plain_statement(sql)
+    fast = plain_statement(sql)
     if fast is not None:
         return [fast]
     return [translate_one(tokens, ctx) for tokens in split_statements(sql)]
@@ -162,7 +162,7 @@ _PLAIN_DML = re.compile(r"\s*(insert|update|delete)\s", re.I)
 # and ORMs send the same text with other literals, and one cheap substitution
 # plus a dict lookup replaced the patterns above (16% of a simple query's
 # Python time). Digits inside identifiers (serial4, t2) are kept.
-_NUMBERS = re.compile(r"(?<!\w)\d+")
+_NUMBERS = re.compile(r"(?<![\w\u0080-\U0010ffff])\d+", re.A)
 _SHAPE_VERDICTS: dict[str, str | None] = {}   # shape -> verb ("SELECT", "INSERT", ...) or None
 _SHAPE_CACHE_SIZE = 512
 
@@ -170,11 +170,11 @@ _SHAPE_CACHE_SIZE = 512
 _SHAPE_MAX_CHARS = 2048                       # longer statements are not cached (memory)
 
 
-def _plain_statement(sql: str) -> FrontStatement | None:
+def plain_statement(sql: str) -> FrontStatement | None:
     if len(sql) > _SHAPE_MAX_CHARS:
         verb = _plain_verb(sql)
     else:
-        shape = _NUMBERS.sub("0", sql)
+        shape = number_shape(sql)
         verb = _SHAPE_VERDICTS.get(shape, False)
         if verb is False:
             verb = _plain_verb(shape)
@@ -187,6 +187,48 @@ def _plain_statement(sql: str) -> FrontStatement | None:
     stmt = FrontStatement("sql", text, verb, text)
     stmt.returns_rows = verb == "SELECT"
     return stmt
+
+
+# A simple Query's integer literals as parameters, so one compiled statement
+# serves every text of the same shape (pgbench -M simple and ORMs vary only
+# the numbers). Only standalone integers (not 1.5, 1e5, 0x1F, t2, é5) that
+# fit in 64 bits; never in texts with quotes (a digit run may sit in a
+# string), SQLite parameters of their own, `*` (a cached column list would
+# miss columns added later) or BY (ORDER BY 1 means a column, ORDER BY ?1 a
+# constant). SQLite identifiers may hold any non-ASCII character, so those
+# count as word characters. literal_template_py and number_shape_py are the
+# pure-Python twins of the compiled scanners in _speedups.pyx.
+_LITERAL_INT = re.compile(r"(?<![\w.\u0080-\U0010ffff])(\d{1,18})(?![\w.\u0080-\U0010ffff])", re.A)
+_NO_LITERAL_PARAMS = re.compile(r"['?:@$*#]|\bby\b", re.A | re.I)
+
+
+def literal_template_py(sql: str):
+    """-> (template, values): sql with its standalone integer literals as
+    ?1, ?2, ... and their int values in order; None when sql is not eligible
+    (see above) or has no such literal. The template is also the cache key."""
+    if _NO_LITERAL_PARAMS.search(sql):
+        return None
+    parts = _LITERAL_INT.split(sql)
+    if len(parts) == 1:
+        return None
+    values = [int(number) for number in parts[1::2]]
+    parts[1::2] = [f"?{index}" for index in range(1, len(values) + 1)]
+    return "".join(parts), values
+
+
+def number_shape_py(sql: str) -> str:
+    """sql with every digit run that does not continue a word replaced by 0."""
+    return _NUMBERS.sub("0", sql)
+
+
+try:
+    from ._speedups import literal_template as literal_template_c
+    from ._speedups import number_shape as number_shape_c
+except ImportError:  # not built: the pure-Python twins serve
+    literal_template_c = number_shape_c = None
+
+literal_template = literal_template_c or literal_template_py
+number_shape = number_shape_c or number_shape_py
 
 
 def _plain_verb(sql: str) -> str | None:
