@@ -1,15 +1,24 @@
 """REST through the full stack vs a bare aiohttp handler, 64 concurrent clients.
 
-For GET /api/v1/tenants/{id} and GET /api/v1/tenants, wrk drives the real
-daemon (error middleware, JWT verification, rate-limit middleware, request
-validation, service layer, catalog query) and then the bare baseline that
-answers the same bytes from a dict, alternating ROUNDS times in the same run.
-Reported: the throughput ratio full/bare (goal >= 0.5) and the full stack's
-p50/p99 latency at 64 concurrent connections (goal p99 < 5 ms). Closed loop:
-by Little's law p99 cannot be below about 64 / throughput, so the p99 goal
-needs roughly 13,000 requests/s; the figures printed say how far off that is.
-A one-connection run of the full stack gives the service latency without
-queueing for comparison.
+For GET /api/v1/tenants/{id} and GET /api/v1/tenants, wrk (C, epoll: the
+client is not the bottleneck) drives the real daemon (metrics, rate-limit,
+error and auth middlewares, JWT verification, request validation, service
+layer, catalog query, usage from the engine's kept measurements) and then the
+bare baseline that answers the same bytes from a dict, alternating ROUNDS
+times in the same run. Reported:
+
+* the throughput ratio full/bare (goal >= 0.5), and the ratio of the servers'
+  own CPU time per request (read from /proc), which other load on the shared
+  host disturbs much less than wall-clock throughput;
+* the full stack's p50/p99 at 64 concurrent connections (goal p99 < 5 ms) and
+  the arithmetic of that goal: in a closed loop each connection waits for its
+  answer, so by Little's law the mean latency is 64 / throughput and p99 is
+  above it; p99 < 5 ms needs more than 64 / 0.005 = 12,800 requests/s from
+  the server, and little jitter. The line gives the BARE server's best
+  requests/s and its p99 in the same run: when even the bare handler's p99 is
+  above 5 ms, the goal is out of reach of any aiohttp handler on this host at
+  that moment, whatever rustymt's stack costs;
+* a one-connection run of the full stack: the service latency without queueing.
 
     .venv/bin/python -m pytest bench/test_api_bench.py -s
 """
@@ -21,9 +30,11 @@ import pytest
 
 from bench.load import CONCURRENCY, run_wrk
 
-ROUNDS = 2
+ROUNDS = 3
 GOAL_RATIO = 0.5
 GOAL_P99_MS = 5.0
+# Little's law, closed loop: mean latency = connections / throughput, and p99 >= mean.
+P99_GOAL_NEEDS_RPS = CONCURRENCY / (GOAL_P99_MS / 1000.0)
 
 
 @pytest.mark.parametrize("endpoint", ["get_tenant", "list_tenants"])
@@ -47,8 +58,10 @@ def test_full_stack_vs_bare(benchmark, stack, bare, endpoint):
     full_rps = statistics.mean(run.requests_per_second for run in full_runs)
     bare_rps = statistics.mean(run.requests_per_second for run in bare_runs)
     ratio = full_rps / bare_rps
-    full_cpu = statistics.mean(run.server_cpu_us for run in full_runs)
-    bare_cpu = statistics.mean(run.server_cpu_us for run in bare_runs)
+    # The least CPU per request over the rounds: contention from other work only ever adds to it.
+    full_cpu = min(run.server_cpu_us for run in full_runs)
+    bare_cpu = min(run.server_cpu_us for run in bare_runs)
+    best_bare_rps = max(run.requests_per_second for run in bare_runs)
     p99 = max(run.p99_ms for run in full_runs)
     p50 = statistics.median(run.p50_ms for run in full_runs)
     bare_p99 = max(run.p99_ms for run in bare_runs)
@@ -60,9 +73,13 @@ def test_full_stack_vs_bare(benchmark, stack, bare, endpoint):
         "full_p50_ms": round(p50, 2), "full_p99_ms": round(p99, 2), "bare_p99_ms": round(bare_p99, 2),
         "full_p99_ms_one_client": round(single.p99_ms, 2),
         "goal_ratio_met": ratio >= GOAL_RATIO, "goal_p99_met": p99 < GOAL_P99_MS,
+        "p99_goal_needs_rps": round(P99_GOAL_NEEDS_RPS), "best_bare_rps": round(best_bare_rps, 1),
     })
     print(f"\n[bench] {endpoint}: full {full_rps:.0f} req/s vs bare {bare_rps:.0f} req/s -> ratio {ratio:.2f} "
-          f"(goal >= {GOAL_RATIO}); server CPU per request full {full_cpu:.0f} us vs bare {bare_cpu:.0f} us "
+          f"(goal >= {GOAL_RATIO}); least server CPU per request full {full_cpu:.0f} us vs bare {bare_cpu:.0f} us "
           f"-> {bare_cpu / full_cpu:.2f}; full p50 {p50:.2f} ms p99 {p99:.2f} ms, bare p99 {bare_p99:.2f} ms "
           f"(goal p99 < {GOAL_P99_MS} ms) at {CONCURRENCY} concurrent connections; "
-          f"one client: p99 {single.p99_ms:.2f} ms")
+          f"one client: p99 {single.p99_ms:.2f} ms; p99 < {GOAL_P99_MS} ms at {CONCURRENCY} clients needs "
+          f"> {P99_GOAL_NEEDS_RPS:.0f} req/s with little jitter: the bare handler managed {best_bare_rps:.0f} req/s "
+          f"at best with p99 {bare_p99:.1f} ms, so the goal is {'within' if bare_p99 < GOAL_P99_MS else 'out of'} "
+          f"reach of any aiohttp handler on this host now")

@@ -28,13 +28,37 @@
 **
 ** Preemption is cooperative. SQLite calls a progress handler every N VM
 ** instructions; rmt_wfq_should_yield() compares the coarse monotonic clock
-** with the end of the thread's quantum (one vDSO read, no lock). When the quantum is over it
+** with the end of the thread's quantum (one vDSO read, no lock) and reads
+** the thread's preempt flag (below). When the quantum is over it
 ** measures the thread's CPU time, charges it, and says "yield" if a waiting
 ** tenant now has a smaller vtime or the tenant's budget is spent; the thread
 ** then gives its slot back and queues again (rmt_wfq_yield()). A statement
 ** blocked on a lock (the binding's busy handler, exechooks.c) or on IO
 ** throttling (iovfs.c, through rmt_wfq_pause/resume) frees its slot meanwhile, so a tenant waiting for a slot while holding a
 ** RESERVED lock cannot invert priorities.
+**
+** Wakeup preemption. A quantum is 10 ms (and the coarse clock makes it up to
+** one tick longer). A tenant that runs short statements from a few clients
+** (point selects: microseconds each) would wait up to a whole quantum for
+** every statement when a CPU-bound tenant holds all the slots: its latency
+** would grow by orders of magnitude, and since it is rarely *waiting* at the
+** instant a quantum ends, it would also get far less than its weighted
+** share. So, as CFS does for a waking task, a waiter that finds no free slot
+** flags the running thread of the tenant with the largest vtime, if that is
+** larger than its own tenant's (preempt_for_locked()). The flagged thread
+** takes the slow path at its next progress-handler call (microseconds
+** later), is charged, and yields by the usual rule (step 2). A tenant behind
+** its share thus gets a slot within one progress interval; one ahead of its
+** share waits for a quantum end like before.
+**
+** Time waiting is split in two. wait_ns counts thread-time waiting for a
+** slot while the tenant was NOT throttled: queued behind other tenants, the
+** platform's contention. Waiting while over its own max_percent budget is
+** the tenant's own cap at work and is reported as throttled_ns (wall time
+** with demand) only: each waiter remembers its tenant's throttled clock when
+** it starts waiting, and the throttled part of its wait is left out of
+** wait_ns when it is granted. (The SLA tracker tells "queued" from
+** "throttled" with exactly these two counters.)
 **
 ** DATA LAYOUT
 **
@@ -46,6 +70,7 @@
 **         vtime, budget_used_ns, period_cpu_ns, prev_period_cpu_ns
 **         running, waiting, head --> waiter --> waiter (FIFO) --> NULL
 **         used_cpu_ns, wait_ns, throttled_ns (statistics)
+**       run_head --> waiter --> waiter (running, grant order; run_next)
 **
 **     thread-local wfq_thread (live API only)
 **       depth (nesting), waiter (this thread's queue entry), condvar,
@@ -59,7 +84,7 @@
 ** THE ALGORITHM, in steps
 **
 **  1. arrive(w, tenant, now): roll the period if it ended (3). If the tenant
-**     was idle for longer than one quantum, clamp its vtime up to
+**     was idle for longer than one quantum (or never active), clamp its vtime up to
 **     vclock - lag (lag = one quantum of its own CPU): idle time earns no
 **     credit beyond that, while a tenant pausing briefly between statements
 **     keeps its place. Append w to the tenant's FIFO, dispatch (4).
@@ -74,7 +99,8 @@
 **  4. dispatch(now): while a slot is free, pick among tenants with waiters
 **     that are not throttled the smallest (vtime, tenant); pop its FIFO head,
 **     mark it running, signal it. vclock = max(vclock, min vtime of active
-**     tenants) so that it never goes back.
+**     tenants) so that it never goes back. A waiter left without a slot
+**     (arrive, yield) then flags one running thread for preemption (above).
 **  5. yield = leave running + arrive at the tail of its tenant's FIFO, in one
 **     step; release = charge + leave running + dispatch.
 **
@@ -119,7 +145,7 @@ typedef struct wfq_tenant {
   int64_t prev_period_cpu_ns;/* CPU charged in the previous period */
   int64_t throttled_since;   /* start of throttled-with-waiters; -1 when not */
   int64_t used_cpu_ns;       /* statistics: total CPU charged */
-  int64_t wait_ns;           /* statistics: total thread-time waiting */
+  int64_t wait_ns;           /* statistics: thread-time waiting while not throttled */
   int64_t throttled_ns;      /* statistics: total throttled-with-demand time */
 } wfq_tenant;
 
@@ -133,6 +159,8 @@ struct rmt_wfq {
   int64_t vclock;            /* system virtual time, never decreases */
   int weights_stale;         /* active set or config changed: recompute eff_weight */
   int hi;                    /* 1 + highest tenant slot ever used */
+  rmt_wfq_waiter *run_head;  /* running waiters, in grant order (run_next) */
+  rmt_wfq_waiter *run_tail;  /* last granted running waiter */
   wfq_tenant t[RMT_WFQ_MAX_TENANTS];
 };
 
@@ -154,6 +182,12 @@ static void check_invariants(const rmt_wfq *q) {
     running += t->running;
   }
   assert(q->free_tokens == q->tokens - running);
+  int listed = 0;
+  for (const rmt_wfq_waiter *w = q->run_head; w; w = w->run_next) {
+    assert(w->state == RMT_WFQ_RUNNING);
+    listed++;
+  }
+  assert(listed == running);
 }
 #define CHECK(q) check_invariants(q)
 #else
@@ -274,6 +308,11 @@ static void throttle_clock(rmt_wfq *q, wfq_tenant *t, int64_t now) {
   }
 }
 
+/* The tenant's throttled wall time up to now, the open interval included. */
+static int64_t throttled_total(const wfq_tenant *t, int64_t now) {
+  return t->throttled_ns + (t->throttled_since >= 0 ? now - t->throttled_since : 0);
+}
+
 /* Effective weights: water-filling over the active tenants. Tenant i wants
 ** m_i = min_percent/(100*tokens) of all slots (ppm; active minimums scaled to
 ** at most 90% in total). While some unpinned tenant's weighted share of what
@@ -382,8 +421,14 @@ static void dispatch_locked(rmt_wfq *q, int64_t now) {
     t->waiting--;
     t->running++;
     q->free_tokens--;
-    t->wait_ns += now - w->wait_start_ns;
+    int64_t throttled_part = throttled_total(t, now) - w->throttled_mark;
+    assert(throttled_part >= 0 && throttled_part <= now - w->wait_start_ns);
+    t->wait_ns += now - w->wait_start_ns - throttled_part;
     w->state = RMT_WFQ_RUNNING;
+    __atomic_store_n(&w->preempt, 0, __ATOMIC_RELAXED);
+    w->run_next = NULL;
+    if (q->run_tail) q->run_tail->run_next = w; else q->run_head = w;
+    q->run_tail = w;
     if (w->cond) pthread_cond_signal((pthread_cond_t *)w->cond);
   }
 }
@@ -392,7 +437,10 @@ static void enqueue_locked(rmt_wfq *q, rmt_wfq_waiter *w, int tenant, int64_t no
   wfq_tenant *t = &q->t[tenant];
   if (!active(t)) {
     q->weights_stale = 1;
-    if (t->idle_since >= 0 && now - t->idle_since > q->quantum_ns) {
+    /* never active (idle_since < 0) counts as idle for ever: a tenant's
+    ** first statement must not start with the credit of all the CPU the
+    ** others used before it existed */
+    if (t->idle_since < 0 || now - t->idle_since > q->quantum_ns) {
       int64_t lag = q->quantum_ns * WFQ_VT_UNIT / t->weight;
       if (t->vtime < q->vclock - lag) t->vtime = q->vclock - lag;
     }
@@ -400,6 +448,7 @@ static void enqueue_locked(rmt_wfq *q, rmt_wfq_waiter *w, int tenant, int64_t no
   w->tenant = tenant;
   w->state = RMT_WFQ_WAITING;
   w->wait_start_ns = now;
+  w->throttled_mark = throttled_total(t, now);
   w->next = NULL;
   if (t->tail) t->tail->next = w; else t->head = w;
   t->tail = w;
@@ -412,6 +461,12 @@ static void enqueue_locked(rmt_wfq *q, rmt_wfq_waiter *w, int tenant, int64_t no
 static void leave_locked(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now) {
   wfq_tenant *t = &q->t[w->tenant];
   assert(w->state == RMT_WFQ_RUNNING && t->running > 0);
+  rmt_wfq_waiter *prev = NULL;
+  for (rmt_wfq_waiter *r = q->run_head; r != w; r = r->run_next) prev = r;
+  if (prev) prev->run_next = w->run_next; else q->run_head = w->run_next;
+  if (q->run_tail == w) q->run_tail = prev;
+  w->run_next = NULL;
+  __atomic_store_n(&w->preempt, 0, __ATOMIC_RELAXED);
   t->running--;
   q->free_tokens++;
   w->state = RMT_WFQ_IDLE;
@@ -425,6 +480,7 @@ static void leave_locked(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now) {
 static int charge_locked(rmt_wfq *q, rmt_wfq_waiter *w, int64_t cpu_ns, int64_t now) {
   wfq_tenant *t = &q->t[w->tenant];
   assert(w->state == RMT_WFQ_RUNNING && cpu_ns >= 0);
+  __atomic_store_n(&w->preempt, 0, __ATOMIC_RELAXED); /* this is the check it asked for */
   if (q->weights_stale) refresh_weights(q);
   t->used_cpu_ns += cpu_ns;
   t->period_cpu_ns += cpu_ns;
@@ -438,6 +494,31 @@ static int charge_locked(rmt_wfq *q, rmt_wfq_waiter *w, int64_t cpu_ns, int64_t 
     if (i != w->tenant && o->waiting > 0 && !throttled(q, o) && o->vtime < t->vtime) return 1;
   }
   return 0;
+}
+
+/* Wakeup preemption (see the top): `tenant` has a waiter and no slot was
+** free. Flag the first-granted running thread among those of the tenant with
+** the largest vtime, if that vtime is larger than the waiter's tenant's and
+** it is not flagged yet. One flag per waiter left waiting. */
+static void preempt_for_locked(rmt_wfq *q, int tenant) {
+  const wfq_tenant *t = &q->t[tenant];
+  if (throttled(q, t)) return;
+  rmt_wfq_waiter *victim = NULL;
+  int64_t worst = t->vtime;
+  for (rmt_wfq_waiter *r = q->run_head; r; r = r->run_next) {
+    if (r->tenant == tenant || r->preempt) continue;
+    if (q->t[r->tenant].vtime > worst) {
+      worst = q->t[r->tenant].vtime;
+      victim = r;
+    }
+  }
+  if (victim) __atomic_store_n(&victim->preempt, 1, __ATOMIC_RELAXED);
+}
+
+/* Dispatch, then preempt on behalf of w if it is still waiting. */
+static void dispatch_for_locked(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now) {
+  dispatch_locked(q, now);
+  if (w->state == RMT_WFQ_WAITING) preempt_for_locked(q, w->tenant);
 }
 
 /* CPU the thread may use before the next check: a quantum, or what is left
@@ -459,7 +540,7 @@ void rmt_wfq_sim_arrive(rmt_wfq *q, rmt_wfq_waiter *w, int tenant, int64_t now_n
   pthread_mutex_lock(&q->mu);
   roll_locked(q, now_ns);
   enqueue_locked(q, w, tenant, now_ns);
-  dispatch_locked(q, now_ns);
+  dispatch_for_locked(q, w, now_ns);
   CHECK(q);
   pthread_mutex_unlock(&q->mu);
 }
@@ -479,7 +560,7 @@ static void yield_locked(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now) {
   roll_locked(q, now);
   leave_locked(q, w, now);
   enqueue_locked(q, w, tenant, now);
-  dispatch_locked(q, now);
+  dispatch_for_locked(q, w, now);
   throttle_clock(q, &q->t[tenant], now);
   CHECK(q);
 }
@@ -625,7 +706,7 @@ static void take_slot(rmt_wfq *q, int tenant) {
   int64_t now = rmt_wfq_now_ns();
   roll_locked(q, now);
   enqueue_locked(q, &tls.w, tenant, now);
-  dispatch_locked(q, now);
+  dispatch_for_locked(q, &tls.w, now);
   CHECK(q);
   wait_granted_locked(q);
   start_slice_locked(q);
@@ -665,7 +746,8 @@ void rmt_wfq_release(void) {
 
 int rmt_wfq_should_yield(void) {
   if (!tls.q || tls.paused) return 0;
-  if (coarse_now_ns() < tls.deadline_ns) return 0; /* the fast path */
+  if (coarse_now_ns() < tls.deadline_ns && !__atomic_load_n(&tls.w.preempt, __ATOMIC_RELAXED))
+    return 0; /* the fast path */
   int64_t cpu = cpu_delta();
   rmt_wfq *q = tls.q;
   int64_t now = rmt_wfq_now_ns();
@@ -684,6 +766,7 @@ void rmt_wfq_yield(void) {
   int64_t cpu = cpu_delta();
   pthread_mutex_lock(&q->mu);
   int64_t now = rmt_wfq_now_ns();
+  roll_locked(q, now); /* before charging: throttle clocks must not open past a boundary */
   charge_locked(q, &tls.w, cpu, now);
   yield_locked(q, &tls.w, now);
   wait_granted_locked(q);

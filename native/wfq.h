@@ -35,7 +35,11 @@ struct rmt_wfq_waiter {
   int tenant;              /* tenant slot this thread runs for */
   int state;               /* RMT_WFQ_IDLE / _WAITING / _RUNNING */
   int64_t wait_start_ns;   /* monotonic time it started waiting */
+  int64_t throttled_mark;  /* its tenant's throttled wall time when it started waiting */
+  int preempt;             /* running: a tenant with a smaller vtime is waiting,
+                              check now rather than at the end of the quantum */
   rmt_wfq_waiter *next;    /* next waiter of the same tenant (FIFO) */
+  rmt_wfq_waiter *run_next;/* next running waiter, in grant order */
   void *cond;              /* pthread_cond_t to signal on grant, or NULL */
 };
 #define RMT_WFQ_IDLE 0
@@ -49,7 +53,8 @@ typedef struct rmt_wfq_stats {
   int max_percent;             /* cap in percent of a core; 0 = none */
   int64_t used_cpu_ns;         /* thread CPU charged to the tenant, total */
   int64_t throttled_ns;        /* wall time with demand but over max_percent */
-  int64_t wait_ns;             /* thread-time spent waiting for a slot, total */
+  int64_t wait_ns;             /* thread-time spent waiting for a slot while NOT
+                                  throttled (queued behind others), total */
   double throttle_ratio;       /* throttled_ns / (throttled_ns + used_cpu_ns) */
   double allocation_percent;   /* CPU delivered over the last period, % of a core */
   int running;                 /* threads holding a slot now */

@@ -219,6 +219,15 @@ KEYS += [
 ENV_ALIASES = {"RUSTYMT_TENANT_PORTS": ("tenant", "ports")}
 
 
+# API rate limits of callers without a tier (rustymt/api/ratelimit.py; branch perfapi)
+KEYS += [
+    Key("api", "operator_requests_per_hour", int_in(1, 1_000_000_000), 360_000, "rate limit of each operator token subject (no tenant_id): refill per hour"),
+    Key("api", "operator_burst", int_in(1, 1_000_000_000), 20_000, "rate limit of each operator token subject: requests it may send back to back"),
+    Key("api", "anonymous_requests_per_hour", int_in(1, 1_000_000_000), 36_000, "rate limit of requests without a valid token (401s, /auth/token), per client address: refill per hour"),
+    Key("api", "anonymous_burst", int_in(1, 1_000_000_000), 2_000, "rate limit of requests without a valid token, per client address: requests it may send back to back"),
+]
+
+
 def _key_index() -> dict[tuple[str, str], Key]:
     return {(key.section, key.name): key for key in KEYS}
 

@@ -10,6 +10,7 @@ cdef extern from "wfq.h" nogil:
     ctypedef struct rmt_wfq_waiter:
         int tenant
         int state
+        int preempt
     ctypedef struct rmt_wfq_stats:
         int shares
         int min_percent
@@ -228,6 +229,10 @@ cdef class WfqSimulation:
 
     def state(self, int thread):
         return _WFQ_STATES[self._thread(thread, -1).state]
+
+    def preempted(self, int thread):
+        """A running thread was asked to check now (wakeup preemption)."""
+        return bool(self._thread(thread, -1).preempt)
 
     def stats(self, int tenant, int64_t now):
         return _wfq_stats_dict(self.q, tenant, now)

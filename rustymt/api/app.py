@@ -1,8 +1,12 @@
 """The aiohttp application: route table, middlewares, error rendering.
 
-Middlewares, outermost first (API_CONTRACTS.md):
+Middlewares, outermost first:
 
-    error rendering (here) -> auth (rustymt.api.auth) -> rate limit (rustymt.api.ratelimit) -> handler
+    rate limit (rustymt.api.ratelimit) -> error rendering (here) -> auth (rustymt.api.auth) -> handler
+
+The rate limiter picks the caller's bucket with rustymt.api.auth.authenticated
+(the token verified once per request) and adds X-RateLimit-* to every
+/api/v1 answer, which by then is always a response: errors are rendered inside it.
 
 Every failure leaves the server as the spec's one error shape,
 
@@ -25,6 +29,7 @@ from typing import Any, Iterable
 
 from aiohttp import web
 
+from rustymt.api import encoding
 from rustymt.api.routing import Route
 from rustymt.service.errors import ServiceError
 
@@ -35,7 +40,7 @@ HTTP_ERROR_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_T
 
 
 def error_response(error: ServiceError, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": error.to_dict()}, status=error.http_status, headers=headers)
+    return encoding.response({"error": error.to_dict()}, status=error.http_status, headers=headers)
 
 
 @web.middleware
@@ -85,7 +90,18 @@ def _middlewares() -> list:
     from rustymt.api.auth import auth_middleware
     from rustymt.api.ratelimit import ratelimit_middleware
 
-    return [error_middleware, auth_middleware, ratelimit_middleware]
+    # The rate limiter is outermost: every /api/v1 answer, errors and early refusals included, gets its headers.
+    return [ratelimit_middleware, error_middleware, auth_middleware]
+
+
+def _registration_order(route: Route) -> tuple[bool, str]:
+    """Fixed paths before templated ones, then by path: aiohttp tries the resources under
+    one path prefix in registration order (a regex each), so the hot /api/v1/tenants and
+    /api/v1/tenants/{tenant_id} are found first, and one path's methods share one resource.
+    No two of our templates match the same URL, and a fixed path that a template also
+    matches (/api/v1/pdbs/plug) falls through to it on another method, so the order
+    changes which resource is tried first, never which route answers."""
+    return "{" in route.path, route.path
 
 
 def create_app(services: Any, settings: Any, routes: Iterable[Route] | None = None) -> web.Application:
@@ -100,7 +116,7 @@ def create_app(services: Any, settings: Any, routes: Iterable[Route] | None = No
         app["route_by_handler"] = {}
         app["tier_of"] = services.tenants.tier_of
     seen: set[tuple[str, str]] = set()
-    for route in routes:
+    for route in sorted(routes, key=_registration_order):
         key = (route.method, route.path)
         if key in seen or route.handler in app["route_by_handler"]:
             raise ValueError(f"route declared twice: {route.method} {route.path}")

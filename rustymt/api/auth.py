@@ -218,9 +218,37 @@ def authenticate(request: web.Request) -> Principal:
     return principal
 
 
+REFUSAL = "auth_refusal"  # request key: why authenticated() found no Principal
+
+
+def _route_needs_token(request: web.Request) -> bool:
+    route = request.app["route_by_handler"].get(request.match_info.handler)
+    return route is not None and route.permission is not None
+
+
+def authenticated(request: web.Request) -> Principal | None:
+    """The Principal of a request whose route needs a token and whose token authenticates; else None.
+
+    The rate limiter asks first (it picks the caller's bucket before anything
+    else runs); the outcome is kept on the request, so the token is verified
+    once and the auth middleware answers the kept refusal.
+    """
+    if not _route_needs_token(request):
+        return None
+    try:
+        request["principal"] = principal = authenticate(request)
+    except ServiceError as refusal:
+        request[REFUSAL] = refusal
+        return None
+    return principal
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler):
-    route = request.app["route_by_handler"].get(request.match_info.handler)
-    if route is not None and route.permission is not None:
-        request["principal"] = authenticate(request)
+    if request.get("principal") is None:  # not authenticated() already (a public route, or a refusal)
+        refusal = request.get(REFUSAL)
+        if refusal is not None:
+            raise refusal
+        if _route_needs_token(request):
+            request["principal"] = authenticate(request)
     return await handler(request)

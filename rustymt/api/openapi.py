@@ -11,9 +11,10 @@ what every route shares:
 * the bearer-JWT security scheme on every route that declares a permission,
   with the permission named in `x-permission` and the description;
 * the error answers the edge adds to every route: 401 and 403 for protected
-  routes, 429 (with Retry-After) for tenant-scoped callers, 400 for routes
+  routes, 429 (with Retry-After) for every rate-limited route, 400 for routes
   with a body; all as the spec's error shape (components/schemas/Error);
-* the X-RateLimit-* headers on every answer of a protected route.
+* the X-RateLimit-* headers on every answer of a rate-limited route: every
+  /api/v1 route and every protected one (rustymt.api.ratelimit).
 
 Served at GET /api/v1/openapi.json without a token (rustymt.api.rest.openapi_routes).
 """
@@ -51,8 +52,10 @@ ERROR_SCHEMA = {
 }
 
 RATE_LIMIT_HEADERS = {
-    "X-RateLimit-Limit": ("integer", "the tenant's tier limit in requests per hour (tenant-scoped tokens only)"),
-    "X-RateLimit-Remaining": ("integer", "requests left in the tenant's burst bucket"),
+    "X-RateLimit-Limit": ("integer", "the caller's limit in requests per hour: the tenant's tier for tenant-scoped "
+                                     "tokens, api.operator_* for operator tokens, api.anonymous_* per client address "
+                                     "without a valid token"),
+    "X-RateLimit-Remaining": ("integer", "requests left in the caller's burst bucket"),
     "X-RateLimit-Reset": ("integer", "Unix time at which the bucket is full again"),
     "Retry-After": ("integer", "seconds until a request can pass (429 only)"),
 }
@@ -62,7 +65,7 @@ EDGE_ERRORS = {
     400: "invalid request: malformed JSON, wrong types, unknown or missing fields (INVALID_REQUEST)",
     401: "missing, malformed, expired or forged bearer token (UNAUTHENTICATED)",
     403: "lacking the route's permission (PERMISSION_DENIED) or another tenant's resource (ISOLATION_VIOLATION)",
-    429: "the tenant's API rate limit is exhausted (QUOTA_EXCEEDED); see Retry-After",
+    429: "the caller's API rate limit is exhausted (QUOTA_EXCEEDED); see Retry-After",
 }
 
 
@@ -75,11 +78,11 @@ def _header_ref(name: str) -> dict:
     return {"$ref": f"#/components/headers/{name}"}
 
 
-def _response(description: str, schema: dict | None, protected: bool, error: bool = False) -> dict:
+def _response(description: str, schema: dict | None, limited: bool, error: bool = False) -> dict:
     answer: dict = {"description": description}
     if schema is not None:
         answer["content"] = {"application/json": {"schema": schema}}
-    if protected:
+    if limited:
         names = list(RATE_LIMIT_HEADERS) if error else [name for name in RATE_LIMIT_HEADERS if name != "Retry-After"]
         answer["headers"] = {name: _header_ref(name) for name in names}
     return answer
@@ -105,6 +108,7 @@ def _operation_id(route: Route, taken: set[str]) -> str:
 
 def _operation(route: Route, taken: set[str]) -> dict:
     protected = route.permission is not None
+    limited = protected or route.path.startswith("/api/v1/")  # answers carry X-RateLimit-*, may be 429
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in PATH_PARAMETER.findall(route.path)
@@ -119,15 +123,15 @@ def _operation(route: Route, taken: set[str]) -> dict:
             "description": "optional; when sent with a tenant-scoped token it must name the token's tenant",
         })
     responses = {
-        str(status): _response(_description(status, schema), schema, protected, error=status >= 400)
+        str(status): _response(_description(status, schema), schema, limited, error=status >= 400)
         for status, schema in sorted(route.responses.items())
     }
     error_ref = {"$ref": "#/components/schemas/Error"}
-    edge = dict(EDGE_ERRORS) if protected else {}
+    edge = dict(EDGE_ERRORS) if protected else {429: EDGE_ERRORS[429]} if limited else {}
     if route.request_schema is not None:
         edge[400] = EDGE_ERRORS[400]
     for status, description in edge.items():
-        responses.setdefault(str(status), _response(description, error_ref, protected, error=True))
+        responses.setdefault(str(status), _response(description, error_ref, limited, error=True))
     operation = {
         "operationId": _operation_id(route, taken),
         "summary": route.summary,

@@ -1,25 +1,43 @@
-"""Per-tenant API rate limits by service tier: one token bucket per tenant.
+"""API rate limits: a token bucket per caller, X-RateLimit headers on every /api/v1 answer.
 
-The spec's "Rate Limiting" table gives each tier requests/hour and a burst
-(rustymt.model.tiers.TIERS holds them). A tenant's bucket holds at most
-`burst` tokens and refills continuously at requests_per_hour / 3600 tokens per
-second; each request takes one token. A full bucket lets a tenant send `burst`
-requests back to back, after which it is held to its hourly rate.
+Three kinds of caller, each with buckets of its own:
 
-Every response to a tenant-scoped request carries
+    tenant-scoped token   one bucket per tenant, shaped by its tier: the spec's
+                          "Rate Limiting" table (rustymt.model.tiers.TIERS
+                          requests_per_hour and burst); REST and GraphQL share it
+    operator token        (no tenant_id: cdb_admin, monitors) not tenant-limited:
+                          one bucket per token subject (user_id claim), shaped
+                          by api.operator_requests_per_hour / api.operator_burst
+    no (valid) token      one bucket per client address, shaped by
+                          api.anonymous_requests_per_hour / api.anonymous_burst:
+                          401s, POST /api/v1/auth/token, the OpenAPI document,
+                          paths no route serves; a guesser of passwords or
+                          tokens is slowed by it (on top of /auth/token's own
+                          failed-login limit)
 
-    X-RateLimit-Limit      the tier's requests per hour
+A bucket holds at most `burst` tokens and refills continuously at
+requests_per_hour / 3600 tokens per second; each request takes one token. A
+full bucket lets a caller send `burst` requests back to back, after which it
+is held to its hourly rate. Every answer under /api/v1/, and every answer of
+another route that needs a token (GET /metrics), carries
+
+    X-RateLimit-Limit      the bucket's requests per hour
     X-RateLimit-Remaining  whole tokens left in the bucket after this request
     X-RateLimit-Reset      Unix time (s) at which the bucket is full again
 
 and when the bucket is empty the request is refused with 429 QUOTA_EXCEEDED,
 a Retry-After (seconds until one token is back) and the same headers. The
-refused request does not reach the handler and costs nothing.
+refused request reaches neither authentication's checks nor the handler.
+Health probes and /graphql (whose transport charges the tenant bucket itself)
+carry no headers.
 
-Operator tokens (no tenant_id: cdb_admin, monitors) are not tenant-limited and
-get no X-RateLimit headers; a token for a tenant the catalog no longer knows
-is limited like the lowest tier. Buckets live in the daemon's memory: a
-restart refills them, which can only let a tenant through sooner.
+The middleware is the outermost of rustymt's own (rustymt.api.app), outside
+error rendering, so every answer gets the headers, errors and early refusals
+included. It picks the bucket from rustymt.api.auth.authenticated(): the
+route's token verified once, the Principal remembered on the request for the
+auth middleware. A token for a tenant the catalog no longer knows is limited
+like the lowest tier. Buckets live in the daemon's memory: a restart refills
+them, which can only let a caller through sooner.
 """
 from __future__ import annotations
 
@@ -31,10 +49,17 @@ from typing import Callable
 
 from aiohttp import web
 
+from rustymt.api.app import error_response
 from rustymt.api.appstate import per_app
+from rustymt.api.auth import REFUSAL, authenticated
 from rustymt.model.tiers import TIERS, Tier
+from rustymt.service.authz import Principal
 from rustymt.service.errors import ServiceError
 
+API_PREFIX = "/api/v1/"  # answers under it carry the headers
+OPERATOR_PREFIX = "operator:"  # bucket keys; a tenant's bucket is keyed by its bare tenant_id (tenant_...)
+ADDRESS_PREFIX = "address:"
+PRUNE_AT = 100_000  # buckets kept before full ones are dropped
 # Tier applied to a tenant id the catalog has no tier for (e.g. terminated).
 FALLBACK_TIER = min(TIERS.values(), key=lambda tier: tier.requests_per_hour).name
 
@@ -63,7 +88,7 @@ class TokenBucket:
         return max(0.0, (tokens - self.tokens) / self.refill_per_second)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(slots=True)  # one per request: plain slots, not frozen (cheaper to build)
 class Decision:
     allowed: bool
     limit: int  # requests per hour of the tenant's tier
@@ -96,6 +121,8 @@ class RateLimiter:
         rate = per_hour / 3600.0
         bucket = self._buckets.get(key)
         if bucket is None:
+            if len(self._buckets) >= PRUNE_AT:
+                self._drop_full(now)
             bucket = self._buckets[key] = TokenBucket(burst, rate, float(burst), now)
         elif bucket.capacity != burst or bucket.refill_per_second != rate:
             # The shape changed (tier change): settle the old rate up to now, then reshape.
@@ -115,6 +142,14 @@ class RateLimiter:
             reset_at=math.ceil(wall + bucket.seconds_until(bucket.capacity)),
             retry_after=0 if allowed else max(1, math.ceil(bucket.seconds_until(1.0))),
         )
+
+    def _drop_full(self, now: float) -> None:
+        """Forget the buckets that have refilled to the brim: a new one would be identical.
+        Keys come from outside (client addresses, token subjects): memory stays bounded
+        by the callers active within one refill period."""
+        for key in [key for key, bucket in self._buckets.items()
+                    if bucket.tokens + (now - bucket.updated) * bucket.refill_per_second >= bucket.capacity]:
+            del self._buckets[key]
 
     def forget(self, key: str) -> None:
         self._buckets.pop(key, None)
@@ -136,40 +171,39 @@ def with_headers(error: ServiceError, headers: dict[str, str]) -> ServiceError:
     return error
 
 
-async def charge(app: web.Application, principal) -> dict[str, str]:
-    """Take one request from the principal's tenant bucket; the X-RateLimit headers for the answer.
-
-    Operators (no tenant_id) are not limited: {}. An empty bucket raises
-    QUOTA_EXCEEDED (the API-request quota) carrying the headers and Retry-After. REST's middleware and
-    GraphQL's transport both come here, so they share one bucket per tenant.
-    """
-    if principal is None or principal.tenant_id is None:
-        return {}
+async def decide(app: web.Application, principal: Principal | None, client: str | None) -> Decision:
+    """Take one request from the caller's bucket: the tenant's, the operator's or the client address's."""
+    limiter = app_limiter(app)
+    if principal is None:
+        limits = app["settings"].api
+        return limiter.take(ADDRESS_PREFIX + (client or "unknown"), limits.anonymous_requests_per_hour,
+                            limits.anonymous_burst)
+    if principal.tenant_id is None:
+        limits = app["settings"].api
+        return limiter.take(OPERATOR_PREFIX + principal.user_id, limits.operator_requests_per_hour, limits.operator_burst)
     tier = await tenant_tier(app, principal.tenant_id)
-    decision = app_limiter(app).take(principal.tenant_id, tier.requests_per_hour, tier.burst)
-    headers = decision.headers()
-    if not decision.allowed:
-        raise with_headers(ServiceError(
-            "QUOTA_EXCEEDED",
-            f"rate limit of {decision.limit} requests per hour exceeded; retry in {decision.retry_after} s",
-            details={"quota": "api_requests_per_hour", "limit": decision.limit, "retry_after_seconds": decision.retry_after},
-        ), headers)
-    return headers
+    return limiter.take(principal.tenant_id, tier.requests_per_hour, tier.burst)
+
+
+def quota_exceeded(decision: Decision) -> ServiceError:
+    return ServiceError(
+        "QUOTA_EXCEEDED",
+        f"rate limit of {decision.limit} requests per hour exceeded; retry in {decision.retry_after} s",
+        details={"quota": "api_requests_per_hour", "limit": decision.limit, "retry_after_seconds": decision.retry_after},
+    )
 
 
 @web.middleware
 async def ratelimit_middleware(request: web.Request, handler):
-    headers = await charge(request.app, request.get("principal"))
-    if not headers:
-        return await handler(request)
-    # Errors get the headers too: the caller needs them most when it is refused.
-    try:
-        response = await handler(request)
-    except ServiceError as error:
-        raise with_headers(error, headers)
-    except web.HTTPException as error:
-        error.headers.update(headers)
-        raise
-    if not response.prepared:  # a streamed response has sent its headers already
+    principal = authenticated(request)
+    if principal is None and REFUSAL not in request and not request.path.startswith(API_PREFIX):
+        return await handler(request)  # a public route outside the API: /healthz, /readyz, /graphql
+    decision = await decide(request.app, principal, request.remote)
+    headers = decision.headers()
+    if not decision.allowed:
+        return error_response(quota_exceeded(decision), headers=headers)
+    # The error middleware is inside: failures arrive here as answers too.
+    response = await handler(request)
+    if not response.prepared:  # a streamed answer has sent its headers already
         response.headers.update(headers)
     return response

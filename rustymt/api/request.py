@@ -10,6 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
+from rustymt.api import encoding
 from rustymt.api.routing import Route
 from rustymt.api.schema import parse_query_value, validate
 from rustymt.service.authz import Principal
@@ -67,4 +68,4 @@ def query(request: web.Request) -> dict[str, Any]:
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(body, status=status)
+    return encoding.response(body, status=status)  # orjson when installed (rustymt.api.encoding)

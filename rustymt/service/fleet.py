@@ -8,6 +8,7 @@ tenant, and the one place that talks to them.
     await fleet.open_pdb(pdb_row, mode) / close_pdb(pdb_row, mode) / detach(tenant_id)
     await fleet.move_tenant(tenant_id, "dedicated" | "shared")   # hostd's migrations
     await fleet.stats(tenant_id)              # the instance's `stats` block, None while it is down
+    await fleet.recent_stats(tenant_id)       # (that block or None, wall time measured), at most USAGE_MAX_AGE_SECONDS old
     fleet.rates(tenant_id)                    # cpu_percent, iops, network_mbps over the last sample window
     fleet.status()                            # [{name, pid, uptime_seconds, restarts, health, ...}]
     await fleet.stop()
@@ -46,12 +47,14 @@ from rustymt.events.bus import EventBus
 from rustymt.model import timeutil
 from rustymt.model.tiers import cpu_shares, guaranteed_cpu_percent
 from rustymt.service.errors import ServiceError
+from rustymt.service.recent import RecentValues
 
 log = logging.getLogger("rustymt.fleet")
 
 SHARED = "shared"
 DEDICATED_PREFIX = "ded-"
 SAMPLE_SECONDS = 1.0          # the usage sampler's period: rates are over this window
+USAGE_MAX_AGE_SECONDS = 1.0   # GET tenant's usage: the sampler's latest, or one shared fetch when older
 REPAIR_EVERY_SAMPLES = 5     # every 5 s: attach live tenants no instance has
 CLOSE_TIMEOUT_SECONDS = 5.0   # close NORMAL: how long sessions may take to leave
 ENGINE_STATES = ("active", "suspended", "maintenance", "migrating")
@@ -96,6 +99,9 @@ class Fleet:
         self.home: dict[str, str] = {}                 # tenant_id -> instance name it is attached to
         self._pids: dict[str, int] = {}                # instance -> pid of its current process
         self._samples: dict[str, list[tuple[float, dict]]] = {}  # tenant -> last two (time, stats)
+        self._rates: dict[str, dict | None] = {}  # tenant -> rates between its last two samples
+        # instance name -> {tenant_id: stats block} of its latest `stats` answer (sampler or recent_stats)
+        self._recent: RecentValues[dict[str, dict]] = RecentValues(USAGE_MAX_AGE_SECONDS)
         self._sampler: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
 
@@ -222,6 +228,7 @@ class Fleet:
 
     async def _reapply(self, supervisor: InstanceSupervisor) -> None:
         """Runs on every (re)start of an instance, before it is reported healthy."""
+        self._recent.forget(supervisor.name)  # a new process: new counters, new tenants
         for record, slot, open_pdbs in await asyncio.to_thread(self._desired, supervisor.name):
             try:
                 await supervisor.client.request("attach_tenant", self._attach_args(record, slot))
@@ -262,6 +269,7 @@ class Fleet:
         quota and state; if that fails too, the repair pass retries (False)."""
         try:
             await self._request(tenant_id, op, args)
+            self._recent.forget(self.home.get(tenant_id) or self.instance_for(tenant_id))  # sessions, quota changed
             return True
         except ControlError as exc:
             if exc.code == "NOT_FOUND" and op != "attach_tenant":
@@ -341,6 +349,8 @@ class Fleet:
             await self.before_wake(tenant_id)  # a frozen instance could neither answer nor die
         name = self.home.pop(tenant_id, None) or self.instance_for(tenant_id)
         self._samples.pop(tenant_id, None)
+        self._rates.pop(tenant_id, None)
+        self._recent.forget(name)
         ok = True
         try:
             supervisor = self.instances.get(name)
@@ -362,6 +372,7 @@ class Fleet:
             return
         await self._request_on(old, "detach_tenant", {"tenant_id": tenant_id}, missing_ok=True)
         self.home.pop(tenant_id, None)
+        self._recent.forget(old)
         try:
             await self._attach_on(new, tenant_id)
         except Exception:
@@ -392,6 +403,7 @@ class Fleet:
             for row in open_pdbs:
                 await supervisor.request("open_pdb", self._open_args(row, row["open_mode"] or "READ_WRITE"))
         self.home[tenant_id] = name
+        self._recent.forget(name)
 
     def _desired_for(self, tenant_id: str) -> list[tuple[dict, int, list[dict]]]:
         with self.catalog.write() as conn:
@@ -409,6 +421,30 @@ class Fleet:
         except ControlError:
             return None
         return result["tenants"].get(tenant_id)
+
+    async def recent_stats(self, tenant_id: str) -> tuple[dict | None, float]:
+        """(the tenant's stats block or None, wall time the measurement started), at most
+        USAGE_MAX_AGE_SECONDS old: the sampler's latest answer of the tenant's instance,
+        else one `stats` request of that instance shared by every caller meanwhile
+        (rustymt.service.recent). None while the instance is down or lacks the tenant;
+        that answer is kept as long, so a dead instance is not asked on every GET."""
+        name = self.home.get(tenant_id) or self.instance_for(tenant_id)
+        blocks, measured_at = await self._recent.get(name, lambda: self._all_stats(name))
+        return blocks.get(tenant_id), measured_at
+
+    def fresh_stats(self, tenant_id: str) -> tuple[dict | None, float] | None:
+        """recent_stats() without awaiting when a young enough answer is kept; else None."""
+        kept = self._recent.fresh(self.home.get(tenant_id) or self.instance_for(tenant_id))
+        return None if kept is None else (kept[0].get(tenant_id), kept[1])
+
+    async def _all_stats(self, name: str) -> dict[str, dict]:
+        supervisor = self.instances.get(name)
+        if supervisor is None or self._frozen(name):
+            return {}
+        try:
+            return (await supervisor.request("stats", {}, timeout=5.0))["tenants"]
+        except ControlError:
+            return {}
 
     async def _repair_unattached(self) -> None:
         """Attach (and reopen the open PDBs of) live tenants no instance has,
@@ -438,19 +474,26 @@ class Fleet:
             for name, supervisor in list(self.instances.items()):
                 if supervisor.health != "healthy" or self._frozen(name):
                     continue
+                started, started_wall = time.monotonic(), time.time()
                 try:
                     result = await supervisor.request("stats", {}, timeout=5.0)
                 except ControlError:
                     continue
+                self._recent.put(name, result["tenants"], started, started_wall)  # GET tenant serves it
                 now = time.monotonic()
                 for tenant_id, block in result["tenants"].items():
                     samples = self._samples.setdefault(tenant_id, [])
                     samples.append((now, block))
                     del samples[:-2]
+                    self._rates[tenant_id] = self._rates_between(samples)
 
     def rates(self, tenant_id: str) -> dict | None:
-        """cpu_percent, iops and network_mbps between the last two samples (None before two exist)."""
-        samples = self._samples.get(tenant_id, [])
+        """cpu_percent, iops and network_mbps between the last two samples (None before two exist).
+        Computed once per sample by the sampler, not on every GET."""
+        return self._rates.get(tenant_id)
+
+    @staticmethod
+    def _rates_between(samples: list[tuple[float, dict]]) -> dict | None:
         if len(samples) < 2:
             return None
         (t0, a), (t1, b) = samples

@@ -15,12 +15,14 @@ the guarantees of all live tenants would exceed the host's CPU. Ceilings
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import logging
 import os
 import secrets
 import socket
 import sqlite3
+import time
 import weakref
 from typing import Any, Callable
 
@@ -37,8 +39,10 @@ from rustymt.service import authz, inputs
 from rustymt.service.authz import Principal
 from rustymt.service.capacity import HostCapacity
 from rustymt.service.errors import ServiceError
+from rustymt.service.fleet import USAGE_MAX_AGE_SECONDS
 from rustymt.service.hostbinding import host_merged
 from rustymt.service.passwords import hash_password
+from rustymt.service.recent import RecentValues
 
 log = logging.getLogger("rustymt.tenants")
 
@@ -74,6 +78,11 @@ QUOTA_LIMITS = {
     "max_connections": 100_000,
 }
 
+# GET /api/v1/tenants/{id} shows these of describe()'s quota, usage and sla blocks.
+GET_QUOTA_FIELDS = ("cpu_percent", "memory_mb", "storage_gb", "iops", "max_connections")
+GET_USAGE_FIELDS = ("cpu_percent", "memory_mb", "storage_gb", "iops", "active_connections", "storage_bytes", "source")
+GET_SLA_FIELDS = ("uptime_percent", "avg_response_time_ms", "violations", "source")
+
 NOT_MEASURED = "not measured: no engine instance serves this tenant right now, so usage counters are 0"
 MEASURED = ("engine instance {instance}: allocator, scheduler, iovfs and session counters; cpu_percent, iops and "
             "network_mbps over the sampler's last window (0 until it has two samples)")
@@ -85,6 +94,21 @@ SLA_SOURCE = ("uptime_percent: share of the tenant's lifetime spent in state act
 _instant = functools.lru_cache(maxsize=65_536)(timeutil.from_iso)
 # The clock has whole seconds: each second's ISO string is formatted once, not on every GET (strftime).
 _iso = functools.lru_cache(maxsize=16)(timeutil.to_iso)
+
+
+@functools.lru_cache(maxsize=16)
+def _iso_of_whole_second(second: int) -> str:
+    return timeutil.to_iso(datetime.datetime.fromtimestamp(second, timeutil.UTC))
+
+
+@functools.lru_cache(maxsize=1024)
+def _measured_source(instance: str) -> str:
+    return MEASURED.format(instance=instance)  # formatted once per instance name, not on every GET
+
+
+def _iso_of_unix(seconds: float) -> str:
+    """Unix time as the API's ISO string, rounded down: a measurement is never claimed newer."""
+    return _iso_of_whole_second(int(seconds))
 
 MIB, GIB = 1 << 20, 1 << 30
 MEMORY_FIELDS = ("allocated_bytes", "quota_bytes", "peak_usage_bytes", "oom_count", "allocation_count", "deallocation_count")
@@ -121,6 +145,9 @@ class TenantService:
         self.fleet = fleet  # rustymt.service.fleet.Fleet: the engine; None = catalog and files only
         self.host = None  # rustymt.service.hostbinding.HostBinding (the daemon sets it): host counters merged in
         self._tier_cache: dict[str, str | None] = {}
+        # tenant_id -> bytes of its live PDBs' datafiles, walked at most once per USAGE_MAX_AGE_SECONDS
+        self._storage: RecentValues[int] = RecentValues(USAGE_MAX_AGE_SECONDS)
+        self._uptime_kept: dict[str, tuple[list, Any, float]] = {}  # tenant_id -> (history, clock reading, uptime)
         self._create_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # tenant_id -> measured SLA block (rustymt.metering.service.MeteringService.sla_metrics) or None
         self.sla_source: Callable[[str], dict | None] | None = None
@@ -305,16 +332,18 @@ class TenantService:
     async def describe(self, principal: Principal, tenant_id: str) -> dict:
         """Everything known about a tenant (GraphQL's Tenant); REST's GET is a projection of it."""
         authz.require(principal, PERMISSION["get"], tenant_id)
+        return self._describe_body(*self._catalog_view(tenant_id), measured=await self._measure(tenant_id))
 
+    def _catalog_view(self, tenant_id: str) -> tuple:
+        """(record, PDB rows, state history, pending tier change): four one-tenant SELECTs on this
+        thread, kept until the next commit (Catalog.read_cached). Bodies are still built per call
+        (uptime and usage move with the clock)."""
         def query(conn: sqlite3.Connection) -> tuple:
             record = self._require_tenant(conn, tenant_id)
             return record, cdb_rows.pdbs_of_tenant(conn, tenant_id), rows.state_history(conn, tenant_id), \
                 rows.pending_tier_change(conn, tenant_id)
 
-        # Four one-tenant SELECTs, on this thread and kept until the next commit (Catalog.read_cached);
-        # the body is still built per call (uptime and last_updated move with the clock).
-        return self._describe_body(*self.catalog.read_cached(("describe", tenant_id), query),
-                                   measured=await self._measure(tenant_id))
+        return self.catalog.read_cached(("describe", tenant_id), query)
 
     async def describe_many(self, principal: Principal, tenant_ids: list[str]) -> dict[str, dict | ServiceError]:
         """describe() of many tenants in one catalog read (GraphQL lists): {tenant_id: body or refusal}.
@@ -369,23 +398,26 @@ class TenantService:
         }
 
     async def get(self, principal: Principal, tenant_id: str) -> dict:
-        """The spec's GET /api/v1/tenants/{id} body, plus created_at, pdb_id and network_port."""
-        full = await self.describe(principal, tenant_id)
-        quota = full["quota"]
-        usage = full["usage"]
+        """The spec's GET /api/v1/tenants/{id} body, plus created_at, pdb_id and network_port.
+
+        The fields describe() has, built directly rather than by projecting
+        describe()'s larger body: this is the hottest read of the API."""
+        authz.require(principal, PERMISSION["get"], tenant_id)
+        record, pdbs, history, _pending = self._catalog_view(tenant_id)
+        usage = self._usage(record, await self._measure(tenant_id))
+        sla = self._sla(record, history)
         return {
-            "tenant_id": full["tenant_id"],
-            "tenant_name": full["tenant_name"],
-            "service_tier": full["service_tier"],
-            "state": full["state"],
-            "priority": full["priority"],
-            "quota": {key: quota[key] for key in ("cpu_percent", "memory_mb", "storage_gb", "iops", "max_connections")},
-            "usage": {key: usage[key] for key in ("cpu_percent", "memory_mb", "storage_gb", "iops", "active_connections",
-                                                  "storage_bytes", "source")},
-            "sla": {key: full["sla"][key] for key in ("uptime_percent", "avg_response_time_ms", "violations", "source")},
-            "created_at": full["created_at"],
-            "pdb_id": full["pdb_id"],
-            "network_port": full["network_port"],
+            "tenant_id": record["tenant_id"],
+            "tenant_name": record["tenant_name"],
+            "service_tier": record["service_tier"],
+            "state": record["state"],
+            "priority": record["priority"],
+            "quota": {key: record[key] for key in GET_QUOTA_FIELDS},
+            "usage": {key: usage[key] for key in GET_USAGE_FIELDS},
+            "sla": {key: sla[key] for key in GET_SLA_FIELDS},
+            "created_at": record["created_at"],
+            "pdb_id": pdbs[0]["pdb_id"] if pdbs else None,
+            "network_port": record["network_port"],
         }
 
     async def get_by_name(self, principal: Principal, tenant_name: str) -> dict:
@@ -403,13 +435,25 @@ class TenantService:
         return await self.describe(principal, record["tenant_id"])
 
     async def _measure(self, tenant_id: str) -> dict | None:
-        """What the engine measures of a tenant: {"stats", "rates", "instance", "storage_bytes"}; None without an engine."""
+        """What the engine measures of a tenant: {"stats", "rates", "instance", "storage_bytes",
+        "measured_at"}; None without an engine.
+
+        Served from measurements at most USAGE_MAX_AGE_SECONDS old (the fleet
+        sampler's latest stats, the datafile sizes walked at most once that
+        often per tenant; rustymt.service.recent): a GET is no longer a
+        control-socket round trip plus a directory walk. `measured_at` (Unix
+        seconds) is when the older of the two measurements started, so
+        usage.last_updated never claims fresher figures than they are.
+        """
         if self.fleet is None:
             return None
-        stats = await self.fleet.stats(tenant_id)
-        storage_bytes = await self._in_thread(self._storage_bytes, tenant_id)
+        # The kept values without a coroutine on the common path (both young enough).
+        stats, stats_at = self.fleet.fresh_stats(tenant_id) or await self.fleet.recent_stats(tenant_id)
+        storage_bytes, storage_at = self._storage.fresh(tenant_id) or await self._storage.get(
+            tenant_id, lambda: self._in_thread(self._storage_bytes, tenant_id))
         return {"stats": stats, "rates": self.fleet.rates(tenant_id), "storage_bytes": storage_bytes,
-                "instance": self.fleet.home.get(tenant_id) or self.fleet.instance_for(tenant_id)}
+                "instance": self.fleet.home.get(tenant_id) or self.fleet.instance_for(tenant_id),
+                "measured_at": min(stats_at, storage_at) if stats is not None else storage_at}
 
     def _storage_bytes(self, tenant_id: str) -> int:
         """Datafile sizes (WAL included) of the tenant's live PDBs, open or not."""
@@ -427,29 +471,42 @@ class TenantService:
         # say so, rather than inventing numbers.
         stats = measured and measured["stats"]
         storage_bytes = measured["storage_bytes"] if measured else 0
+        last_updated = _iso_of_unix(measured["measured_at"]) if measured else self._now()
         if not stats:
             return {"cpu_percent": 0.0, "memory_mb": 0, "storage_gb": round(storage_bytes / GIB), "iops": 0,
                     "network_mbps": 0, "active_connections": 0, "storage_bytes": storage_bytes,
-                    "last_updated": self._now(), "source": NOT_MEASURED}
-        source = MEASURED.format(instance=measured["instance"])  # constant: an idle tenant's usage does not change
+                    "last_updated": last_updated, "source": NOT_MEASURED}
+        source = _measured_source(measured["instance"])
         rates = measured["rates"] or {"cpu_percent": 0.0, "iops": 0, "network_mbps": 0}
         return {"cpu_percent": float(rates["cpu_percent"]), "memory_mb": round(stats["memory"]["allocated_bytes"] / MIB),
                 "storage_gb": round(storage_bytes / GIB), "iops": int(rates["iops"]),
                 "network_mbps": round(rates["network_mbps"]), "active_connections": stats["sessions"],
-                "storage_bytes": storage_bytes, "last_updated": self._now(), "source": source}
+                "storage_bytes": storage_bytes, "last_updated": last_updated, "source": source}
 
     def _sla(self, record: dict, history: list[tuple[str, str]]) -> dict:
-        body = {"uptime_percent": self._uptime_percent(history), "avg_response_time_ms": 0.0,
+        body = {"uptime_percent": self._uptime_of(record["tenant_id"], history), "avg_response_time_ms": 0.0,
                 "p95_response_time_ms": 0.0, "p99_response_time_ms": 0.0, "error_rate_percent": 0.0,
                 "violations": [], "source": SLA_SOURCE}
         measured = self.sla_source(record["tenant_id"]) if self.sla_source else None
         body.update({key: value for key, value in (measured or {}).items() if value is not None})
         return body
 
-    def _uptime_percent(self, history: list[tuple[str, str]]) -> float:
+    def _uptime_of(self, tenant_id: str, history: list[tuple[str, str]]) -> float:
+        """_uptime_percent, computed once per tenant per clock second: the clock has whole
+        seconds and `history` is the same object until the catalog changes (read_cached)."""
+        # With the real clock, the current second is read from time.time() (a C call) rather
+        # than by building a datetime; an injected clock (tests) is asked every time.
+        second = int(time.time()) if self.clock is timeutil.utc_now else self.clock()
+        kept = self._uptime_kept.get(tenant_id)
+        if kept is not None and kept[0] is history and kept[1] == second:
+            return kept[2]
+        uptime = self._uptime_percent(history, self.clock())
+        self._uptime_kept[tenant_id] = (history, second, uptime)
+        return uptime
+
+    def _uptime_percent(self, history: list[tuple[str, str]], now) -> float:
         if not history:
             return 0.0
-        now = self.clock()
         start = _instant(history[0][1])
         active_seconds = 0.0
         for index, (state, at) in enumerate(history):
@@ -489,6 +546,7 @@ class TenantService:
         record, now, dropped = await self._in_thread(self._transition_tx, tenant_id, target, reason)
         if target is TenantState.TERMINATED:
             self._tier_cache.pop(tenant_id, None)
+            self._storage.forget(tenant_id)  # its PDBs were dropped: they no longer count
         if self.fleet is not None:
             # The instance is told after the commit (sessions end with 57P01 on
             # suspend; terminate detaches: PDBs closed, listener gone).

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from rustymt import config
 from rustymt.model.tiers import TIERS
 from rustymt.service.authz import PERMISSIONS, ROLE_PERMISSIONS
 
@@ -38,3 +39,11 @@ def test_rate_limit_table_matches_tiers():
     for name, (per_hour, burst) in rows.items():
         assert int(per_hour.replace(",", "")) == TIERS[name].requests_per_hour
         assert int(burst) == TIERS[name].burst
+
+
+def test_caller_bucket_table_states_the_config_defaults():
+    shapes = " ".join(cells[-1] for cells in _table("| caller |").values())
+    defaults = {key.dotted: key.default for key in config.KEYS if key.section == "api"}
+    assert len(defaults) == 4
+    for dotted, default in defaults.items():
+        assert re.search(rf"`{re.escape(dotted)}` \({default:,}\)", shapes), dotted

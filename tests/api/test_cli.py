@@ -1,6 +1,7 @@
 """The rustymt command: forms, config errors (one line, exit 2), exit codes, signals."""
 from __future__ import annotations
 
+import json
 import http.client
 import os
 import signal
@@ -100,7 +101,7 @@ def test_signals_stop_gracefully_with_exit_0(tmp_path, signum):
     idle = http.client.HTTPConnection(daemon.host, daemon.port, timeout=15)  # a keep-alive client that stays
     try:
         idle.request("GET", "/healthz")
-        assert idle.getresponse().read() == b'{"status": "ok"}'
+        assert json.loads(idle.getresponse().read()) == {"status": "ok"}
         daemon.process.send_signal(signum)
         assert daemon.process.wait(15) == 0, daemon.log()
         assert "stopped" in daemon.log()

@@ -90,3 +90,18 @@ def test_looking_does_not_consume():
         assert limiter.take("t", 3600, 1, consume=False).allowed
     assert limiter.take("t", 3600, 1).allowed
     assert not limiter.take("t", 3600, 1, consume=False).allowed
+
+
+def test_full_buckets_are_dropped_when_there_are_too_many():
+    """Keys come from outside (client addresses): past PRUNE_AT buckets, those refilled to the brim go."""
+    from rustymt.api import ratelimit
+
+    limiter, clock, _ = _limiter()
+    for index in range(ratelimit.PRUNE_AT - 1):
+        limiter.take(f"address:{index}", 3600, 10)  # one token each: refilled after 1 s
+    limiter.take("busy", 1, 10_000)  # one token back per hour: not full again for an hour
+    clock.now += 2.0
+    decision = limiter.take("address:new", 3600, 10)  # the PRUNE_AT+1-th key: the full ones are dropped
+    assert decision.allowed and decision.remaining == 9
+    assert len(limiter._buckets) == 2  # "busy" (still drained by one) and the new one
+    assert limiter.take("busy", 1, 10_000).remaining == 10_000 - 2

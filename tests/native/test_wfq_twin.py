@@ -93,6 +93,7 @@ def test_same_decisions_on_random_event_sequences(tokens, initial, steps, gaps):
             for sim in sims:
                 sim.configure(a, shares, lo, hi if hi >= lo else 0)
         assert [c_sim.state(i) for i in range(THREADS)] == [py_sim.state(i) for i in range(THREADS)]
+        assert [c_sim.preempted(i) for i in range(THREADS)] == [py_sim.preempted(i) for i in range(THREADS)]
         if step % 10 == 9:
             assert_same_stats(sims, now)
     assert_same_stats(sims, now)
@@ -157,3 +158,41 @@ def test_simulation_rejects_bad_input():
             sim.release(1, 1)  # idle thread
         with pytest.raises(ValueError):
             sim.charge(5, 1, 1)  # no such thread
+
+
+@pytest.mark.parametrize("cls", [_core.WfqSimulation, twin.WfqSimulation])
+def test_waiting_out_its_own_cap_is_throttled_not_queued(cls):
+    """A lone capped tenant waits for its next period: throttled_ns, not wait_ns
+    (the SLA tracker tells the tenant's own cap from the platform's queueing with these)."""
+    sim = cls(2, 100 * MS, 10 * MS, 2)
+    sim.configure(1, 1024, 0, 10)           # 10 ms of CPU per 100 ms period
+    sim.arrive(0, 1, 1)
+    assert sim.charge(0, 10 * MS, 11 * MS)  # budget spent: yield
+    sim.yield_(0, 11 * MS)
+    assert sim.state(0) == "waiting"
+    boundary = 1 + 100 * MS                   # the period started with the first event
+    sim.tick(boundary)                        # next period: granted again
+    assert sim.state(0) == "running"
+    stats = sim.stats(1, boundary)
+    assert stats["throttled_ns"] == boundary - 11 * MS and stats["wait_ns"] == 0
+
+
+@pytest.mark.parametrize("cls", [_core.WfqSimulation, twin.WfqSimulation])
+def test_first_statement_gets_no_credit_and_a_waiter_behind_its_share_preempts(cls):
+    sim = cls(1, 100 * MS, 10 * MS, 2)
+    sim.arrive(0, 1, 1)
+    for step in range(1, 101):                # tenant 1 runs alone for a second
+        assert not sim.charge(0, 10 * MS, 1 + step * 10 * MS)
+    now = 1 + 1000 * MS
+    sim.arrive(1, 2, now)                     # tenant 2's first statement ever
+    assert sim.state(1) == "waiting" and sim.preempted(0)  # it is behind: tenant 1 is asked to check now
+    assert sim.charge(0, 0, now)              # and yields at that check
+    sim.yield_(0, now)
+    assert sim.state(1) == "running"
+    turns = 0                                  # but tenant 2 is only one quantum behind, not a second
+    for k in range(1, 11):
+        running = 0 if sim.state(0) == "running" else 1
+        turns += running == 1
+        if sim.charge(running, 10 * MS, now + k * 10 * MS):
+            sim.yield_(running, now + k * 10 * MS)
+    assert 4 <= turns <= 7

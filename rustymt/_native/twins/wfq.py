@@ -73,6 +73,9 @@ class WfqSimulation:
         self.thread_state = [IDLE] * threads
         self.thread_tenant = [0] * threads
         self.wait_start = [0] * threads
+        self.throttled_mark = [0] * threads  # tenant's throttled wall time when the thread began waiting
+        self.preempt = [False] * threads      # running thread asked to check before its quantum ends
+        self.run_order: list[int] = []        # running threads in grant order
 
     # ---- configuration -------------------------------------------------
     def configure(self, tenant, shares=DEFAULT_SHARES, min_percent=0, max_percent=0):
@@ -114,6 +117,10 @@ class WfqSimulation:
         elif not on and t.throttled_since >= 0:
             t.throttled_ns += now - t.throttled_since
             t.throttled_since = -1
+
+    @staticmethod
+    def _throttled_total(t, now):
+        return t.throttled_ns + (now - t.throttled_since if t.throttled_since >= 0 else 0)
 
     def _refresh_weights(self):
         m = {}
@@ -188,26 +195,32 @@ class WfqSimulation:
             thread = t.queue.pop(0)
             t.running += 1
             self.free_tokens -= 1
-            t.wait_ns += now - self.wait_start[thread]
+            # waiting while over its own budget is throttling, not queueing
+            t.wait_ns += now - self.wait_start[thread] - (self._throttled_total(t, now) - self.throttled_mark[thread])
             self.thread_state[thread] = RUNNING
+            self.preempt[thread] = False
+            self.run_order.append(thread)
 
     def _enqueue(self, thread, tenant, now):
         t = self.t[tenant]
         if not t.active:
             self.weights_stale = True
-            if t.idle_since >= 0 and now - t.idle_since > self.quantum_ns:
+            if t.idle_since < 0 or now - t.idle_since > self.quantum_ns:  # never active: idle for ever
                 lag = self.quantum_ns * VT_UNIT // t.weight
                 if t.vtime < self.vclock - lag:
                     t.vtime = self.vclock - lag
         self.thread_tenant[thread] = tenant
         self.thread_state[thread] = WAITING
         self.wait_start[thread] = now
+        self.throttled_mark[thread] = self._throttled_total(t, now)
         t.queue.append(thread)
         self.hi = max(self.hi, tenant + 1)
         self._throttle_clock(t, now)
 
     def _leave(self, thread, now):
         t = self.t[self.thread_tenant[thread]]
+        self.run_order.remove(thread)
+        self.preempt[thread] = False
         t.running -= 1
         self.free_tokens += 1
         self.thread_state[thread] = IDLE
@@ -218,6 +231,7 @@ class WfqSimulation:
     def _charge(self, thread, cpu_ns, now):
         tenant = self.thread_tenant[thread]
         t = self.t[tenant]
+        self.preempt[thread] = False
         if self.weights_stale:
             self._refresh_weights()
         t.used_cpu_ns += cpu_ns
@@ -231,6 +245,25 @@ class WfqSimulation:
             i != tenant and o.waiting > 0 and not self._throttled(o) and o.vtime < t.vtime
             for i, o in ((i, self.t[i]) for i in self._tenants())
         )
+
+    def _preempt_for(self, thread):
+        """Wakeup preemption: `thread` waits and no slot was free. Flag the
+        first-granted running thread of the tenant with the largest vtime,
+        if larger than the waiter's tenant's and not flagged yet."""
+        if self.thread_state[thread] != WAITING:
+            return
+        tenant = self.thread_tenant[thread]
+        if self._throttled(self.t[tenant]):
+            return
+        victim, worst = None, self.t[tenant].vtime
+        for r in self.run_order:
+            other = self.thread_tenant[r]
+            if other == tenant or self.preempt[r]:
+                continue
+            if self.t[other].vtime > worst:
+                victim, worst = r, self.t[other].vtime
+        if victim is not None:
+            self.preempt[victim] = True
 
     def _need(self, thread, state):
         if not 0 <= thread < len(self.thread_state):
@@ -246,6 +279,7 @@ class WfqSimulation:
         self._roll(now)
         self._enqueue(thread, tenant, now)
         self._dispatch(now)
+        self._preempt_for(thread)
 
     def charge(self, thread, cpu_ns, now):
         if cpu_ns < 0:
@@ -263,6 +297,7 @@ class WfqSimulation:
         self._leave(thread, now)
         self._enqueue(thread, tenant, now)
         self._dispatch(now)
+        self._preempt_for(thread)
         self._throttle_clock(self.t[tenant], now)
 
     def release(self, thread, now):
@@ -276,6 +311,12 @@ class WfqSimulation:
         self._dispatch(now)
         for i in self._tenants():
             self._throttle_clock(self.t[i], now)
+
+    def preempted(self, thread):
+        """A running thread was asked to check now (wakeup preemption)."""
+        if not 0 <= thread < len(self.thread_state):
+            raise ValueError(f"no thread {thread}")
+        return self.preempt[thread]
 
     def state(self, thread):
         if not 0 <= thread < len(self.thread_state):

@@ -1,0 +1,43 @@
+"""JSON answers: orjson when installed, the stdlib's json as its pure-Python twin.
+
+    body = encode(value)          # UTF-8 bytes
+    response(value, status=200)   # a web.Response with that body, application/json
+
+Encoding the answer was the largest single cost of a GET after aiohttp's own
+work: the stdlib encoder needs 25-40 us for a GET tenant body (900 bytes) and
+80-130 us for a page of 20 tenants, orjson 2-3 us (docs/api.md
+"Performance"). Both write the same JSON values; the bytes differ only in
+spacing and in non-ASCII text being sent as UTF-8 instead of \\u escapes.
+What orjson refuses (an integer beyond 64 bits) goes to the stdlib encoder,
+which also raises for what neither can encode, as before.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+from aiohttp import web
+
+try:
+    import orjson
+except ImportError:  # the twin: same values, slower
+    orjson = None
+
+CONTENT_TYPE = "application/json"
+
+
+def encode_stdlib(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def encode(value: Any) -> bytes:
+    if orjson is not None:
+        try:
+            return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        except orjson.JSONEncodeError:
+            pass
+    return encode_stdlib(value)
+
+
+def response(value: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(body=encode(value), status=status, headers=headers, content_type=CONTENT_TYPE, charset="utf-8")
