@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import os
 import socket
 import struct
 import threading
 
-from rustymt.engine import lockdown, storage
+from rustymt.engine import lockdown, pdb_users, storage
 from rustymt.engine.isolation import Quota
 from rustymt.engine.pgwire import sqlstate as S
 from rustymt.engine.pgwire.backend import Backend, DatabaseSession
@@ -54,19 +55,26 @@ class OpenPdb:
         self.changed = asyncio.Event()      # a session ended (close_pdb waits on it)
         self._dictionary = None
         self._stamp = None
+        self._generation = 0                # bumped by dictionary_changed()
         self.dictionary()
 
     def dictionary(self) -> dict:
         """The PDB's system.db contents, re-read when the file changed."""
         path = os.path.join(self.folder, storage.DICTIONARY_FILE)
+        generation = self._generation  # read before the file: a write committed meanwhile re-reads next time
         st = os.stat(path)
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino, generation)
         if stamp != self._stamp:
             dictionary = storage.read_dictionary(self.folder)
             lock = dictionary.get("lockdown")
             dictionary["profile_rules"] = lockdown.parse_rules(lock["rules"]) if lock else []
             self._dictionary, self._stamp = dictionary, stamp
         return self._dictionary
+
+    def dictionary_changed(self) -> None:
+        """system.db was just written in this process (pdb_users): re-read it at
+        the next look even if its mtime and size look the same (coarse clock)."""
+        self._generation += 1
 
     @property
     def readonly(self) -> bool:
@@ -377,7 +385,8 @@ class TenantBackend(Backend):
         admin = bool(pdb.dictionary()["users"].get(user, {}).get("is_admin"))
         session = DatabaseSession(conn, readonly=pdb.readonly, tenant=tenant.slot, write_lock=pdb.write_lock,
                                   parameters={"is_superuser": "on" if admin else "off"},
-                                  on_statement=tenant.statement_stats.record)
+                                  on_statement=tenant.statement_stats.record,
+                                  manage_users=functools.partial(pdb_users.execute, pdb, user))
         pdb.add_session(session)
         link = _current_link.get()
         if link is not None:

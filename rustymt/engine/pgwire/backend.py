@@ -52,6 +52,10 @@ class DatabaseSession:
     # Called after every Query and Execute message with (latency_ms, sqlstate
     # or None on success): the engine feeds the tenant's SLA statistics.
     on_statement: Callable[[float, str | None], None] | None = None
+    # Runs CREATE/ALTER/DROP USER|ROLE (a sqlfront "role" statement) as
+    # (statement, in_transaction) -> notices; raises PgError. None: this
+    # backend has no user dictionary (0A000). The engine's is rustymt.engine.pdb_users.
+    manage_users: Callable[[object, bool], list] | None = None
 
 
 class Backend(abc.ABC):

@@ -832,6 +832,12 @@ class Session:
         elif kind == "show":
             self._show(front, out, describe)
             return
+        elif kind == "role":  # CREATE/ALTER/DROP USER|ROLE: the backend's job (rustymt.engine.pdb_users)
+            manage = getattr(self.db, "manage_users", None)
+            if manage is None:
+                raise PgError(S.FEATURE_NOT_SUPPORTED, f"{tag} is not supported by this server")
+            for notice in manage(front.value, self.explicit or self.conn.in_transaction):
+                out.append(notice.encode(b"N"))
         elif kind == "discard":
             if self.explicit:
                 raise PgError(S.ACTIVE_SQL_TRANSACTION, "DISCARD ALL cannot run inside a transaction block")

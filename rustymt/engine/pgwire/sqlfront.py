@@ -168,6 +168,7 @@ _SHAPE_CACHE_SIZE = 512
 
 
 _SHAPE_MAX_CHARS = 2048                       # longer statements are not cached (memory)
+_MAY_HOLD_PASSWORD = re.compile(r"password", re.I)  # CREATE/ALTER USER ... PASSWORD '...'
 
 
 def plain_statement(sql: str) -> FrontStatement | None:
@@ -180,7 +181,8 @@ def plain_statement(sql: str) -> FrontStatement | None:
             verb = _plain_verb(shape)
             if len(_SHAPE_VERDICTS) >= _SHAPE_CACHE_SIZE:
                 _SHAPE_VERDICTS.clear()
-            _SHAPE_VERDICTS[shape] = verb
+            if verb is not None or not _MAY_HOLD_PASSWORD.search(shape):  # keep no copy of a password
+                _SHAPE_VERDICTS[shape] = verb
     if verb is None:
         return None
     text = sql.strip().rstrip(";").rstrip()
@@ -301,6 +303,9 @@ def _session_command(first, sig, source, ctx):
             stmt.verb = "DEALLOCATE ALL"
             stmt.setting = None
         return stmt
+    if first in ("create", "alter", "drop") and len(low) > 1 and low[1] in ("user", "role"):
+        from rustymt.engine import pdb_users  # imports this module, so not at the top
+        return pdb_users.front_statement(sig)
     if first in ("unlisten", "listen", "notify"):
         return FrontStatement("noop", verb=first.upper(), source=source)
     if first == "close" and len(sig) >= 2:
