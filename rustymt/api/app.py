@@ -122,7 +122,10 @@ def create_app(services: Any, settings: Any, routes: Iterable[Route] | None = No
             raise ValueError(f"route declared twice: {route.method} {route.path}")
         seen.add(key)
         app["route_by_handler"][route.handler] = route
-        app.router.add_route(route.method, route.path, route.handler)
+        if route.method == "GET":  # HEAD too, as HTTP expects of every GET (headers, no body)
+            app.router.add_get(route.path, route.handler, allow_head=True)
+        else:
+            app.router.add_route(route.method, route.path, route.handler)
     from rustymt.api.graphql import setup_graphql  # /graphql (HTTP, websocket, explorer)
     setup_graphql(app)
     return app

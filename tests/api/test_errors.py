@@ -219,3 +219,12 @@ def test_no_body_makes_any_endpoint_fail_with_5xx(api_daemon, tenant, raw):
         assert response.error_code is not None or response.status == 200, response.text
         if response.status == 200 and path.endswith("/resume"):  # {} resumed it? only when suspended
             pytest.fail(f"resume of an active tenant answered 200: {response.text}")
+
+
+def test_head_answers_every_get_route_with_its_headers_and_no_body(api_daemon, tenant):
+    for path in (f"/api/v1/tenants/{tenant['tenant_id']}", "/api/v1/tenants", "/api/v1/cdb/status"):
+        get = api_daemon.request("GET", path)
+        head = api_daemon.request("HEAD", path)
+        assert (head.status, head.text) == (get.status, ""), path
+        assert head.headers["content-type"] == get.headers["content-type"] and "x-ratelimit-limit" in head.headers
+    assert api_daemon.request("HEAD", "/api/v1/tenants", token=None).status == 401  # the same auth applies
