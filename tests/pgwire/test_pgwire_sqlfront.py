@@ -49,6 +49,15 @@ def test_casts_literals_and_pg_functions():
     assert stmt.result_names[:5] == ["int4", "text", "bool", "date", "version"]
 
 
+def test_star_select_lists_leave_names_and_types_to_sqlite():
+    # "*" expands to columns only SQLite knows: positional names would land on the wrong ones
+    for sql in ("SELECT * FROM v", "SELECT v.*, 3 FROM v", "SELECT *, 1 + 1 FROM v"):
+        stmt = one(sql)
+        assert stmt.result_names == [] and stmt.result_hints == [], sql
+    assert one("SELECT a * 2 FROM v").result_names == ["?column?"]  # multiplication is not a star
+    assert one("SELECT count(*) FROM v").result_names == ["count"]
+
+
 def test_session_commands_and_command_verbs():
     assert [s.kind for s in F.translate("BEGIN; START TRANSACTION ISOLATION LEVEL SERIALIZABLE; COMMIT; END; "
                                         "ROLLBACK; ABORT", CTX)] == ["begin", "begin", "commit", "commit",

@@ -682,6 +682,10 @@ def _result_hints(out, casts, stmt, ctx) -> list:
         k += 1
     else:
         items.append((item_start, k))
+    if any(out[e - 1].text == "*" for s, e in items if e > s):
+        # "*" or "t.*" expands to columns only SQLite knows: no positional hints or names
+        # (they would land on the wrong columns); SQLite's own names and decltypes serve.
+        return [], []
     hints, names = [], []
     for s, e in items:
         # Drop a trailing alias: "expr AS name" or "expr name".
