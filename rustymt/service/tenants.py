@@ -85,6 +85,18 @@ GET_SLA_FIELDS = ("uptime_percent", "avg_response_time_ms", "violations", "time_
 # Throttle attribution before any statement was observed: nothing executed, queued or throttled.
 NO_TIME_BREAKDOWN = {"executing_seconds": 0.0, "queued_seconds": 0.0, "throttled_seconds": 0.0, "latency_cause": "none"}
 
+def sla_warnings(violations: list[dict]) -> list[dict]:
+    """The spec's SLA_VIOLATION (HTTP 200, a warning): the answer succeeds and
+    says, in the error table's shape, that the tenant's SLA is being violated."""
+    if not violations:
+        return []
+    latest = violations[-1]
+    return [{"code": "SLA_VIOLATION",
+             "message": f"{len(violations)} SLA violation(s) in the current window; latest: {latest['description']}",
+             "details": {"violations": len(violations), "latest_type": latest["violation_type"],
+                         "latest_severity": latest["severity"], "latest_at": latest["timestamp"]}}]
+
+
 NOT_MEASURED = "not measured: no engine instance serves this tenant right now, so usage counters are 0"
 MEASURED = ("engine instance {instance}: allocator, scheduler, iovfs and session counters; cpu_percent, iops and "
             "network_mbps over the sampler's last window (0 until it has two samples)")
@@ -420,6 +432,7 @@ class TenantService:
             "created_at": record["created_at"],
             "pdb_id": pdbs[0]["pdb_id"] if pdbs else None,
             "network_port": record["network_port"],
+            "warnings": sla_warnings(sla["violations"]),
         }
 
     async def get_by_name(self, principal: Principal, tenant_name: str) -> dict:

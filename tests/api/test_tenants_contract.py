@@ -43,7 +43,7 @@ OURS_PRIORITY = {"tenant_id": "t", "old_priority": "medium", "priority": "high",
 
 # Documented additions (docs/api.md "Extensions"): path of the object -> extra keys allowed there.
 EXTENSIONS = {
-    "": {"created_at", "pdb_id", "network_port", "instances"},
+    "": {"created_at", "pdb_id", "network_port", "instances", "warnings"},
     "usage": {"source", "storage_bytes"}, "sla": {"source", "time_breakdown"}, "current_usage": {"source", "storage_bytes"},
     "undo_tablespace": {"source"}, "temp_tablespace": {"source"},
 }

@@ -140,8 +140,10 @@ def test_own_cap_is_not_a_violation_but_queueing_behind_others_is(daemon, tmp_pa
     assert times["throttled"] > 2 * times["executing"] > 0   # the cap held it most of the time
     assert times["throttled"] > 10 * times["queued"]          # and it hardly queued behind anyone
     assert block["violations"] == [] and rest_violations(daemon, capped) == []
-    breakdown = daemon.request("GET", f"/api/v1/tenants/{capped['tenant_id']}").json["sla"]["time_breakdown"]
+    described = daemon.request("GET", f"/api/v1/tenants/{capped['tenant_id']}").json
+    breakdown = described["sla"]["time_breakdown"]
     assert breakdown["latency_cause"] == "tenant_cap" and breakdown["throttled_seconds"] > breakdown["queued_seconds"]
+    assert described["warnings"] == []   # its own cap: no SLA_VIOLATION warning either
     cpu = daemon.request("GET", f"/api/v1/isolation/cpu?tenant={capped['tenant_id']}").json
     assert cpu["throttled_ns"] > 0 and 0 < cpu["throttle_ratio"] < 1
 
@@ -172,5 +174,8 @@ def test_own_cap_is_not_a_violation_but_queueing_behind_others_is(daemon, tmp_pa
     assert violations[0]["sla_target"] == P99_TARGET_MS and violations[0]["current_value"] > P99_TARGET_MS
     assert block["violations"] == [{"violationType": "latency", "severity": violations[0]["severity"].upper()}]
     assert rest_violations(daemon, capped) == []
-    breakdown = daemon.request("GET", f"/api/v1/tenants/{starved['tenant_id']}").json["sla"]["time_breakdown"]
+    described = daemon.request("GET", f"/api/v1/tenants/{starved['tenant_id']}").json
+    breakdown = described["sla"]["time_breakdown"]
     assert breakdown["latency_cause"] == "platform" and breakdown["queued_seconds"] > breakdown["throttled_seconds"]
+    # the spec's SLA_VIOLATION: a 200 answer that carries the warning
+    assert [(w["code"], w["details"]["latest_type"]) for w in described["warnings"]] == [("SLA_VIOLATION", "latency")]

@@ -61,6 +61,8 @@ GET_RESPONSE = obj({
                                 "throttled at the tenant's own cap (its own doing; never an SLA violation)")},
                required=("uptime_percent", "avg_response_time_ms", "violations")),
     "created_at": TIMESTAMP, "pdb_id": string(nullable=True), "network_port": integer(nullable=True),
+    "warnings": {**array(obj({"code": enum(["SLA_VIOLATION"]), "message": string(), "details": obj({}, extra=True)})),
+                 "description": "the spec's SLA_VIOLATION (200, a warning) while the tenant's SLA is violated; else []"},
 })
 SUSPEND_REQUEST = obj({"reason": string(1024), "notify_admin": boolean("tell the tenant admin (event data)")},
                       required=("reason",))
