@@ -1,11 +1,14 @@
-"""The baseline: a bare aiohttp server answering fixed JSON bodies.
+"""The baseline: a bare aiohttp server answering fixed bytes.
 
-    python bench/bare_server.py BODIES.json     prints "PORT\n" once listening
+    python bench/bare_server.py ANSWERS.json     prints "PORT\n" once listening
 
-BODIES.json maps a path to the JSON body to return, captured from the real
-daemon, so both servers send the same bytes and the difference measured is
-what rustymt's stack (middlewares, JWT, catalog, services) costs. No
-middleware, no auth, no database: one dict lookup per request.
+ANSWERS.json maps a path to {"body": text, "headers": {name: value}}, captured
+from the real daemon: the body exactly as the daemon encoded it and the
+X-RateLimit-* headers it sends, so both servers write the same bytes per
+answer (Date aside) and the difference measured is what rustymt's stack
+(middlewares, JWT, catalog, services) costs. No middleware, no auth, no
+database: one dict lookup per request, on the default asyncio loop like the
+daemon.
 """
 from __future__ import annotations
 
@@ -16,22 +19,23 @@ import sys
 from aiohttp import web
 
 
-def build_app(bodies: dict[str, object]) -> web.Application:
-    encoded = {path: json.dumps(body) for path, body in bodies.items()}
+def build_app(answers: dict[str, dict]) -> web.Application:
+    encoded = {path: (answer["body"].encode("utf-8"), answer["headers"]) for path, answer in answers.items()}
 
     async def answer(request: web.Request) -> web.Response:
-        text = encoded.get(request.path_qs) or encoded.get(request.path)
-        if text is None:
+        found = encoded.get(request.path_qs) or encoded.get(request.path)
+        if found is None:
             raise web.HTTPNotFound()
-        return web.Response(text=text, content_type="application/json")
+        body, headers = found
+        return web.Response(body=body, headers=headers, content_type="application/json", charset="utf-8")
 
     app = web.Application()
     app.router.add_get("/{tail:.*}", answer)
     return app
 
 
-async def main(bodies_path: str) -> None:
-    with open(bodies_path) as handle:
+async def main(answers_path: str) -> None:
+    with open(answers_path) as handle:
         app = build_app(json.load(handle))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -50,13 +50,17 @@ def stack(tmp_path_factory):
 def bare(stack, tmp_path_factory):
     """The baseline server, answering what the daemon answers for the benched paths."""
     paths = [f"/api/v1/tenants/{stack.tenant_id}", "/api/v1/tenants"]
-    bodies = {}
+    answers = {}
     for path in paths:
         response = stack.daemon.request("GET", path, token=stack.token)
         assert response.status == 200, response.text
-        bodies[path] = response.json
+        # The same bytes: the body as sent, and the rate-limit headers every /api/v1 answer carries.
+        headers = {"X-RateLimit-" + name[len("x-ratelimit-"):].title(): value
+                   for name, value in response.headers.items() if name.startswith("x-ratelimit-")}
+        assert len(headers) == 3, response.headers
+        answers[path] = {"body": response.text, "headers": headers}
     bodies_file = tmp_path_factory.mktemp("bare") / "bodies.json"
-    bodies_file.write_text(json.dumps(bodies))
+    bodies_file.write_text(json.dumps(answers))
     process = subprocess.Popen([sys.executable, os.path.join(REPO_ROOT, "bench", "bare_server.py"), str(bodies_file)],
                                stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     try:

@@ -1,6 +1,6 @@
 """The aiohttp application: route table, middlewares, error rendering.
 
-Middlewares, outermost first:
+One middleware of rustymt's own (rustymt.api.middleware), doing in order:
 
     rate limit (rustymt.api.ratelimit) -> error rendering (here) -> auth (rustymt.api.auth) -> handler
 
@@ -43,19 +43,25 @@ def error_response(error: ServiceError, headers: dict[str, str] | None = None) -
     return encoding.response({"error": error.to_dict()}, status=error.http_status, headers=headers)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler):
+def payload_too_large(request: web.Request) -> web.Response | None:
+    """The refusal of a body declared larger than server.max_body_bytes, before it is read."""
     limit = request.app["settings"].server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return error_response(ServiceError("PAYLOAD_TOO_LARGE", f"request body is larger than {limit} bytes",
                                            details={"max_body_bytes": limit}))
-    try:
-        return await handler(request)
-    except ServiceError as exc:
+    return None
+
+
+def failure_response(request: web.Request, exc: Exception) -> web.Response:
+    """The spec's error answer for what a handler (or authentication) raised.
+
+    A web.HTTPException below 400 (a redirect) is not a failure: re-raised."""
+    if isinstance(exc, ServiceError):
         return error_response(exc, headers=getattr(exc, "headers", None))
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
+        limit = request.app["settings"].server.max_body_bytes
         code = HTTP_ERROR_CODES.get(exc.status, "INVALID_REQUEST" if exc.status < 500 else "INTERNAL_ERROR")
         message = {
             "NOT_FOUND": f"no such endpoint: {request.method} {request.path}",
@@ -66,11 +72,10 @@ async def error_middleware(request: web.Request, handler):
         # Keep headers others put on the exception (Allow, X-RateLimit-*), not its body's.
         headers = {k: v for k, v in exc.headers.items() if k.lower() not in ("content-type", "content-length")}
         return error_response(ServiceError(code, message, details=details), headers=headers)
-    except Exception:
-        request_id = secrets.token_hex(8)
-        log.exception("internal error handling %s %s (request_id=%s)", request.method, request.path, request_id)
-        return error_response(ServiceError("INTERNAL_ERROR", "internal error; the server log has the details",
-                                           details={"request_id": request_id}))
+    request_id = secrets.token_hex(8)
+    log.error("internal error handling %s %s (request_id=%s)", request.method, request.path, request_id, exc_info=exc)
+    return error_response(ServiceError("INTERNAL_ERROR", "internal error; the server log has the details",
+                                       details={"request_id": request_id}))
 
 
 def collect_routes(package: str = "rustymt.api.rest") -> list[Route]:
@@ -87,11 +92,10 @@ def collect_routes(package: str = "rustymt.api.rest") -> list[Route]:
 
 
 def _middlewares() -> list:
-    from rustymt.api.auth import auth_middleware
-    from rustymt.api.ratelimit import ratelimit_middleware
+    from rustymt.api.middleware import api_middleware
 
-    # The rate limiter is outermost: every /api/v1 answer, errors and early refusals included, gets its headers.
-    return [ratelimit_middleware, error_middleware, auth_middleware]
+    # Rate limit, error rendering and authentication in one layer (rustymt.api.middleware).
+    return [api_middleware]
 
 
 def _registration_order(route: Route) -> tuple[bool, str]:

@@ -1,4 +1,4 @@
-"""Bearer tokens: issue and verify the spec's JWTs, and the auth middleware.
+"""Bearer tokens: issue and verify the spec's JWTs, and authenticate requests.
 
 A token is a JWS signed with a key from rustymt.api.keys. The accepted
 algorithms are pinned by config (`auth.algorithms`: EdDSA by default, HS256
@@ -15,10 +15,10 @@ tenant_admin token is always tenant-scoped. Effective permissions are computed
 by rustymt.service.authz.Principal.from_claims (roles grant, the permissions
 claim can only narrow).
 
-The middleware authenticates: for a route that declares a permission it turns
-the Authorization header into request["principal"] or answers 401
-UNAUTHENTICATED (missing, malformed, expired, forged, wrong algorithm, wrong
-issuer). It also refuses an X-Tenant-ID header that contradicts a
+Authentication (rustymt.api.middleware runs it for every request): for a
+route that declares a permission it turns the Authorization header into
+request["principal"] or answers 401 UNAUTHENTICATED (missing, malformed,
+expired, forged, wrong algorithm, wrong issuer). It also refuses an X-Tenant-ID header that contradicts a
 tenant-scoped token (403 ISOLATION_VIOLATION). Authorization proper (does this
 principal hold the route's permission for this tenant?) is the service
 layer's authz.require, which REST and GraphQL share.
@@ -102,7 +102,7 @@ def issue_token(keys_or_data_dir: SigningKeys | str | os.PathLike, settings, rol
 
 def _unauthenticated(message: str) -> ServiceError:
     error = ServiceError("UNAUTHENTICATED", message)
-    error.headers = {"WWW-Authenticate": 'Bearer realm="rustymt"'}  # RFC 6750 section 3; sent by the error middleware
+    error.headers = {"WWW-Authenticate": 'Bearer realm="rustymt"'}  # RFC 6750 section 3; sent with the error answer
     return error
 
 
@@ -221,7 +221,7 @@ def authenticate(request: web.Request) -> Principal:
 REFUSAL = "auth_refusal"  # request key: why authenticated() found no Principal
 
 
-def _route_needs_token(request: web.Request) -> bool:
+def route_needs_token(request: web.Request) -> bool:
     route = request.app["route_by_handler"].get(request.match_info.handler)
     return route is not None and route.permission is not None
 
@@ -231,9 +231,9 @@ def authenticated(request: web.Request) -> Principal | None:
 
     The rate limiter asks first (it picks the caller's bucket before anything
     else runs); the outcome is kept on the request, so the token is verified
-    once and the auth middleware answers the kept refusal.
+    once and rustymt.api.middleware answers the kept refusal.
     """
-    if not _route_needs_token(request):
+    if not route_needs_token(request):
         return None
     try:
         request["principal"] = principal = authenticate(request)
@@ -241,14 +241,3 @@ def authenticated(request: web.Request) -> Principal | None:
         request[REFUSAL] = refusal
         return None
     return principal
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler):
-    if request.get("principal") is None:  # not authenticated() already (a public route, or a refusal)
-        refusal = request.get(REFUSAL)
-        if refusal is not None:
-            raise refusal
-        if _route_needs_token(request):
-            request["principal"] = authenticate(request)
-    return await handler(request)

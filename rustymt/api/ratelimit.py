@@ -31,11 +31,10 @@ refused request reaches neither authentication's checks nor the handler.
 Health probes and /graphql (whose transport charges the tenant bucket itself)
 carry no headers.
 
-The middleware is the outermost of rustymt's own (rustymt.api.app), outside
-error rendering, so every answer gets the headers, errors and early refusals
-included. It picks the bucket from rustymt.api.auth.authenticated(): the
-route's token verified once, the Principal remembered on the request for the
-auth middleware. A token for a tenant the catalog no longer knows is limited
+rustymt.api.middleware applies the limit first, outside error rendering, so
+every answer gets the headers, errors and early refusals included. It picks
+the bucket from rustymt.api.auth.authenticated(): the route's token verified
+once, the Principal remembered on the request for authentication. A token for a tenant the catalog no longer knows is limited
 like the lowest tier. Buckets live in the daemon's memory: a restart refills
 them, which can only let a caller through sooner.
 """
@@ -49,9 +48,7 @@ from typing import Callable
 
 from aiohttp import web
 
-from rustymt.api.app import error_response
 from rustymt.api.appstate import per_app
-from rustymt.api.auth import REFUSAL, authenticated
 from rustymt.model.tiers import TIERS, Tier
 from rustymt.service.authz import Principal
 from rustymt.service.errors import ServiceError
@@ -166,7 +163,7 @@ async def tenant_tier(app: web.Application, tenant_id: str) -> Tier:
 
 
 def with_headers(error: ServiceError, headers: dict[str, str]) -> ServiceError:
-    """Attach headers to a refusal; the error middleware (rustymt.api.app) sends them."""
+    """Attach headers to a refusal; its error answer (rustymt.api.app.failure_response) carries them."""
     error.headers = {**(getattr(error, "headers", None) or {}), **headers}
     return error
 
@@ -191,19 +188,3 @@ def quota_exceeded(decision: Decision) -> ServiceError:
         f"rate limit of {decision.limit} requests per hour exceeded; retry in {decision.retry_after} s",
         details={"quota": "api_requests_per_hour", "limit": decision.limit, "retry_after_seconds": decision.retry_after},
     )
-
-
-@web.middleware
-async def ratelimit_middleware(request: web.Request, handler):
-    principal = authenticated(request)
-    if principal is None and REFUSAL not in request and not request.path.startswith(API_PREFIX):
-        return await handler(request)  # a public route outside the API: /healthz, /readyz, /graphql
-    decision = await decide(request.app, principal, request.remote)
-    headers = decision.headers()
-    if not decision.allowed:
-        return error_response(quota_exceeded(decision), headers=headers)
-    # The error middleware is inside: failures arrive here as answers too.
-    response = await handler(request)
-    if not response.prepared:  # a streamed answer has sent its headers already
-        response.headers.update(headers)
-    return response

@@ -160,15 +160,31 @@ class Metrics:
         return tenant_text if only_tenant is not None else generate_latest(self.registry) + tenant_text
 
 
-def route_label(request: web.Request) -> str:
-    info = request.match_info
-    route = getattr(info, "route", None)
-    resource = getattr(route, "resource", None)
-    return resource.canonical if resource is not None else "unmatched"
+SERIES_CACHE_ENTRIES = 4096  # (method, route, status) children kept; methods come from clients
+
+
+def route_resource(request: web.Request) -> Any:
+    """The aiohttp resource that answered (None when no route matched)."""
+    return getattr(getattr(request.match_info, "route", None), "resource", None)
 
 
 def api_metrics_middleware(metrics: Metrics, api_requests: Any):
     """Outermost middleware: counts every answer (errors included) and the tenant it was for."""
+    # (method, resource, status) -> (counter child, histogram child). labels() checks and joins
+    # its arguments and takes the metric's lock on every call; a child never changes once made,
+    # so each series is looked up once. Bounded: the method and unmatched paths come from clients.
+    children: dict[tuple, tuple] = {}
+
+    def series(method: str, resource: Any, status: int) -> tuple:
+        key = (method, resource, status)
+        found = children.get(key)
+        if found is None:
+            if len(children) >= SERIES_CACHE_ENTRIES:
+                children.clear()
+            route = resource.canonical if resource is not None else "unmatched"
+            found = children[key] = (metrics.requests.labels(method, route, str(status)),
+                                     metrics.latency.labels(method, route))
+        return found
 
     @web.middleware
     async def middleware(request: web.Request, handler):
@@ -182,11 +198,10 @@ def api_metrics_middleware(metrics: Metrics, api_requests: Any):
             status = exc.status
             raise
         finally:
-            route = route_label(request)
-            metrics.requests.labels(request.method, route, str(status)).inc()
-            metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
-            principal = request.get("principal")
-            tenant_id = request.match_info.get("tenant_id") or getattr(principal, "tenant_id", None)
+            requests, latency = series(request.method, route_resource(request), status)
+            requests.inc()
+            latency.observe(time.perf_counter() - started)
+            tenant_id = request.match_info.get("tenant_id") or getattr(request.get("principal"), "tenant_id", None)
             if tenant_id:
                 api_requests.count(tenant_id)
 
