@@ -534,6 +534,29 @@ static int64_t slice_locked(const rmt_wfq *q, int tenant) {
   return slice;
 }
 
+/* Kernel courtesy. The slots decide whose *statements* run, but a tenant's
+** protocol work (the wire session thread parsing and answering) and the
+** clients co-located on the host are ordinary threads that the kernel runs
+** next to ours. With every core held by a CPU-bound tenant's statement
+** threads, a waking thread of a light tenant waits for the kernel to preempt
+** one of them: under EEVDF's run-to-parity that is up to a whole kernel slice
+** (~3 ms on 2 cores), per wakeup, several wakeups per query -- the slot
+** scheduler's wakeup preemption cannot help, the light tenant is not waiting
+** for a slot yet. So a thread whose tenant is ahead of another tenant that
+** was active within the last quantum calls sched_yield() every few progress
+** checks (tens of microseconds of VM work): a no-op when nothing else is
+** runnable, otherwise the woken thread runs now. Lowering the thread's
+** priority instead was tried and inverts on the page pool's mutex. */
+static int courteous_locked(const rmt_wfq *q, int tenant, int64_t now) {
+  const wfq_tenant *t = &q->t[tenant];
+  for (int i = 1; i < q->hi; i++) {
+    const wfq_tenant *o = &q->t[i];
+    if (i == tenant || o->vtime >= t->vtime) continue;
+    if (active(o) || (o->idle_since >= 0 && now - o->idle_since <= q->quantum_ns)) return 1;
+  }
+  return 0;
+}
+
 /* ---- simulation API ------------------------------------------------------ */
 
 void rmt_wfq_sim_arrive(rmt_wfq *q, rmt_wfq_waiter *w, int tenant, int64_t now_ns) {
@@ -596,6 +619,14 @@ void rmt_wfq_sim_tick(rmt_wfq *q, int64_t now_ns) {
   pthread_mutex_lock(&q->mu);
   tick_locked(q, now_ns);
   pthread_mutex_unlock(&q->mu);
+}
+
+int rmt_wfq_sim_courteous(rmt_wfq *q, int tenant, int64_t now_ns) {
+  if (!valid_tenant(tenant)) return 0;
+  pthread_mutex_lock(&q->mu);
+  int r = courteous_locked(q, tenant, now_ns);
+  pthread_mutex_unlock(&q->mu);
+  return r;
 }
 
 int rmt_wfq_get_stats(rmt_wfq *q, int tenant, int64_t now_ns, rmt_wfq_stats *out) {
@@ -692,29 +723,6 @@ static void wait_granted_locked(rmt_wfq *q) {
 ** suffer because what is charged is the thread CPU time measured on the slow
 ** path, and budget overrun is carried into the next period. */
 static int64_t coarse_now_ns(void) { return clock_ns(CLOCK_MONOTONIC_COARSE); }
-
-/* Kernel courtesy. The slots decide whose *statements* run, but a tenant's
-** protocol work (the wire session thread parsing and answering) and the
-** clients co-located on the host are ordinary threads that the kernel runs
-** next to ours. With every core held by a CPU-bound tenant's statement
-** threads, a waking thread of a light tenant waits for the kernel to preempt
-** one of them: under EEVDF's run-to-parity that is up to a whole kernel slice
-** (~3 ms on 2 cores), per wakeup, several wakeups per query -- the slot
-** scheduler's wakeup preemption cannot help, the light tenant is not waiting
-** for a slot yet. So a thread whose tenant is ahead of another tenant that
-** was active within the last quantum calls sched_yield() every few progress
-** checks (tens of microseconds of VM work): a no-op when nothing else is
-** runnable, otherwise the woken thread runs now. Lowering the thread's
-** priority instead was tried and inverts on the page pool's mutex. */
-static int courteous_locked(const rmt_wfq *q, int tenant, int64_t now) {
-  const wfq_tenant *t = &q->t[tenant];
-  for (int i = 1; i < q->hi; i++) {
-    const wfq_tenant *o = &q->t[i];
-    if (i == tenant || o->vtime >= t->vtime) continue;
-    if (active(o) || (o->idle_since >= 0 && now - o->idle_since <= q->quantum_ns)) return 1;
-  }
-  return 0;
-}
 
 static void start_slice_locked(rmt_wfq *q) {
   tls.deadline_ns = coarse_now_ns() + slice_locked(q, tls.w.tenant);

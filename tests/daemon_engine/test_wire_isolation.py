@@ -56,10 +56,12 @@ INSERT INTO pgbench_accounts WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i
   SELECT i, 1, 0, '' FROM s;
 """
 POINT_SELECT = f"\\set aid random(1, {ACCOUNTS})\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n"
-ROUNDS = 3                 # solo / loaded pairs in the latency phase
+ROUNDS = 5                 # solo / loaded pairs in the latency phase: a host stall of tens of ms
+                           # in one round must not be the pooled p99 on its own (~3% of a side)
 ROUND_SECONDS = 3
 RATE_TPS = 400             # latency phase: far below the tenant's share
-WINDOW_HOG_CPU_NS = 4_000_000_000  # proportion phase: measure until the hog used this much CPU
+WINDOW_HOG_CPU_NS = 8_000_000_000  # proportion phase: measure until the hog used this much CPU; the
+# pgbench tenant's part (~250 ms) must dwarf one quantum (10 ms) of its own CPU, the scheduler's granularity
 # A tenant that comes back from idle may be up to one quantum of its own CPU
 # behind (the scheduler's "keeps its place" lag, native/wfq.c step 1): at 64
 # shares that credit is worth 320 ms of the hog's CPU. The window starts once
