@@ -125,6 +125,7 @@
 #define WFQ_MIN_HEADROOM 1025LL     /* aim 2.5% above a minimum (per mille): a
                                        guarantee must not be met only on average */
 #define WFQ_MIN_SLICE_NS 100000LL   /* shortest quantum left under a budget */
+#define WFQ_COURTESY_EVERY 1        /* progress checks between courtesy sched_yields */
 #define WFQ_REBASE_AT (1LL << 61)   /* vclock past this: rebase all vtimes */
 #define WFQ_REBASE_KEEP (1LL << 40) /* vtime headroom kept below vclock */
 
@@ -533,6 +534,29 @@ static int64_t slice_locked(const rmt_wfq *q, int tenant) {
   return slice;
 }
 
+/* Kernel courtesy. The slots decide whose *statements* run, but a tenant's
+** protocol work (the wire session thread parsing and answering) and the
+** clients co-located on the host are ordinary threads that the kernel runs
+** next to ours. With every core held by a CPU-bound tenant's statement
+** threads, a waking thread of a light tenant waits for the kernel to preempt
+** one of them: under EEVDF's run-to-parity that is up to a whole kernel slice
+** (~3 ms on 2 cores), per wakeup, several wakeups per query -- the slot
+** scheduler's wakeup preemption cannot help, the light tenant is not waiting
+** for a slot yet. So a thread whose tenant is ahead of another tenant that
+** was active within the last quantum calls sched_yield() every few progress
+** checks (tens of microseconds of VM work): a no-op when nothing else is
+** runnable, otherwise the woken thread runs now. Lowering the thread's
+** priority instead was tried and inverts on the page pool's mutex. */
+static int courteous_locked(const rmt_wfq *q, int tenant, int64_t now) {
+  const wfq_tenant *t = &q->t[tenant];
+  for (int i = 1; i < q->hi; i++) {
+    const wfq_tenant *o = &q->t[i];
+    if (i == tenant || o->vtime >= t->vtime) continue;
+    if (active(o) || (o->idle_since >= 0 && now - o->idle_since <= q->quantum_ns)) return 1;
+  }
+  return 0;
+}
+
 /* ---- simulation API ------------------------------------------------------ */
 
 void rmt_wfq_sim_arrive(rmt_wfq *q, rmt_wfq_waiter *w, int tenant, int64_t now_ns) {
@@ -597,6 +621,14 @@ void rmt_wfq_sim_tick(rmt_wfq *q, int64_t now_ns) {
   pthread_mutex_unlock(&q->mu);
 }
 
+int rmt_wfq_sim_courteous(rmt_wfq *q, int tenant, int64_t now_ns) {
+  if (!valid_tenant(tenant)) return 0;
+  pthread_mutex_lock(&q->mu);
+  int r = courteous_locked(q, tenant, now_ns);
+  pthread_mutex_unlock(&q->mu);
+  return r;
+}
+
 int rmt_wfq_get_stats(rmt_wfq *q, int tenant, int64_t now_ns, rmt_wfq_stats *out) {
   if (!valid_tenant(tenant)) return -1;
   if (now_ns < 0) now_ns = rmt_wfq_now_ns();
@@ -639,6 +671,10 @@ typedef struct wfq_thread {
   int cond_ready;           /* cond initialised */
   int64_t cpu_mark;         /* thread CPU time already charged up to */
   int64_t deadline_ns;      /* monotonic end of the current slice */
+  int courteous;            /* another tenant behind this one's vtime was
+                               active within a quantum: give the core back to
+                               the kernel every WFQ_COURTESY_EVERY checks */
+  int courtesy_countdown;   /* progress checks left until the next sched_yield */
 } wfq_thread;
 
 static __thread wfq_thread tls;
@@ -690,6 +726,8 @@ static int64_t coarse_now_ns(void) { return clock_ns(CLOCK_MONOTONIC_COARSE); }
 
 static void start_slice_locked(rmt_wfq *q) {
   tls.deadline_ns = coarse_now_ns() + slice_locked(q, tls.w.tenant);
+  tls.courteous = courteous_locked(q, tls.w.tenant, rmt_wfq_now_ns());
+  tls.courtesy_countdown = WFQ_COURTESY_EVERY;
 }
 
 static void take_slot(rmt_wfq *q, int tenant) {
@@ -746,8 +784,13 @@ void rmt_wfq_release(void) {
 
 int rmt_wfq_should_yield(void) {
   if (!tls.q || tls.paused) return 0;
-  if (coarse_now_ns() < tls.deadline_ns && !__atomic_load_n(&tls.w.preempt, __ATOMIC_RELAXED))
+  if (coarse_now_ns() < tls.deadline_ns && !__atomic_load_n(&tls.w.preempt, __ATOMIC_RELAXED)) {
+    if (tls.courteous && --tls.courtesy_countdown <= 0) {
+      tls.courtesy_countdown = WFQ_COURTESY_EVERY;
+      sched_yield(); /* the slot stays held: this is about the kernel's CPU */
+    }
     return 0; /* the fast path */
+  }
   int64_t cpu = cpu_delta();
   rmt_wfq *q = tls.q;
   int64_t now = rmt_wfq_now_ns();

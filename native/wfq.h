@@ -127,6 +127,10 @@ void rmt_wfq_sim_yield(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now_ns);
 void rmt_wfq_sim_release(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now_ns);
 /* rmt_wfq_set_tokens at a given time. */
 int rmt_wfq_sim_set_tokens(rmt_wfq *q, int tokens, int64_t now_ns);
+/* Kernel courtesy (wfq.c): 1 when a running thread of `tenant` should give
+** the core back to the kernel at every progress check -- another tenant with
+** a smaller vtime was active within the last quantum. */
+int rmt_wfq_sim_courteous(rmt_wfq *q, int tenant, int64_t now_ns);
 /* Time passes: roll periods, grant slots to tenants whose throttle ended. */
 void rmt_wfq_sim_tick(rmt_wfq *q, int64_t now_ns);
 

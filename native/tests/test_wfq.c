@@ -255,6 +255,25 @@ static void test_live_max_percent(void) {
   rmt_wfq_destroy(q);
 }
 
+/* Kernel courtesy: a tenant ahead of another that was active within the
+** last quantum sched_yields at every progress check; alone, it does not. */
+static void test_courtesy(void) {
+  rmt_wfq *q = rmt_wfq_create(2, 100 * MS, 10 * MS);
+  rmt_wfq_waiter hog = {0}, light = {0};
+  rmt_wfq_sim_arrive(q, &hog, 1, 1);
+  assert(!rmt_wfq_sim_charge(q, &hog, 5 * MS, 5 * MS));
+  assert(!rmt_wfq_sim_courteous(q, 1, 5 * MS));
+  rmt_wfq_sim_arrive(q, &light, 2, 6 * MS);
+  assert(light.state == RMT_WFQ_RUNNING);
+  assert(rmt_wfq_sim_courteous(q, 1, 6 * MS) && !rmt_wfq_sim_courteous(q, 2, 6 * MS));
+  rmt_wfq_sim_charge(q, &light, 50000, 6 * MS);
+  rmt_wfq_sim_release(q, &light, 6 * MS);
+  assert(rmt_wfq_sim_courteous(q, 1, 16 * MS));
+  assert(!rmt_wfq_sim_courteous(q, 1, 16 * MS + 1));
+  rmt_wfq_sim_release(q, &hog, 17 * MS);
+  rmt_wfq_destroy(q);
+}
+
 int main(void) {
   static const int w13[] = {1024, 3072}, w1124[] = {1000, 1000, 2000, 4000};
   test_config_validation();
@@ -265,6 +284,7 @@ int main(void) {
   test_min_percent();
   test_idle_credit();
   test_random();
+  test_courtesy();
   test_live_nesting_pause();
   test_live_threads();
   test_live_max_percent();

@@ -47,6 +47,7 @@ cdef extern from "wfq.h" nogil:
     void rmt_wfq_sim_yield(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now_ns)
     void rmt_wfq_sim_release(rmt_wfq *q, rmt_wfq_waiter *w, int64_t now_ns)
     void rmt_wfq_sim_tick(rmt_wfq *q, int64_t now_ns)
+    int rmt_wfq_sim_courteous(rmt_wfq *q, int tenant, int64_t now_ns)
     int rmt_wfq_sim_set_tokens(rmt_wfq *q, int tokens, int64_t now_ns)
 
 
@@ -233,6 +234,12 @@ cdef class WfqSimulation:
     def preempted(self, int thread):
         """A running thread was asked to check now (wakeup preemption)."""
         return bool(self._thread(thread, -1).preempt)
+
+    def courteous(self, int tenant, int64_t now):
+        """Running threads of `tenant` would sched_yield at every progress check."""
+        if tenant <= 0 or tenant >= RMT_WFQ_MAX_TENANTS:
+            raise ValueError(f"tenant slot out of range: {tenant}")
+        return bool(rmt_wfq_sim_courteous(self.q, tenant, now))
 
     def stats(self, int tenant, int64_t now):
         return _wfq_stats_dict(self.q, tenant, now)

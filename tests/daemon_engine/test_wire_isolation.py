@@ -22,7 +22,11 @@ are therefore shown in the two regimes the scheduler promises them for:
    pgbench, -R) while the hog runs one psql loop per CPU slot, so every slot
    is busy with the hog. A point select must not wait for the end of a hog's
    quantum (10 ms): the scheduler's wakeup preemption hands it a slot within
-   one progress-handler interval. Rounds alternate solo / with the hog (the
+   one progress-handler interval. Its protocol work and pgbench itself are
+   plain threads next to the hog's in the kernel: the hog's statement threads
+   sched_yield at every progress check while a tenant behind them was active
+   within a quantum (kernel courtesy, native/wfq.c), so those threads do not
+   wait for the kernel's slice to end. Rounds alternate solo / with the hog (the
    hog's psql processes are stopped and continued) so that other load on the
    machine falls on both sides alike; the pooled p99s must be within 1.5x.
    Here the pgbench tenant even has HALF the hog's shares: asking for less
@@ -31,7 +35,7 @@ are therefore shown in the two regimes the scheduler promises them for:
    (silver critical 2048 : bronze best_effort 64, tier x priority,
    rustymt.model.tiers) and pgbench runs
    closed-loop with 8 clients, so it wants more statement CPU than 1/33 of
-   what the hog gets and both tenants are backlogged. Over a window of 4 s
+   what the hog gets and both tenants are backlogged. Over a window of 8 s
    of the hog's CPU the used_cpu_ns deltas must be in the shares' ratio
    within +-5%. (Neither tenant's guaranteed minimum binds at these shares:
    bronze's 2% of a core is below 1/33 of the slots, silver's 5% below 32/33.)
@@ -56,10 +60,12 @@ INSERT INTO pgbench_accounts WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i
   SELECT i, 1, 0, '' FROM s;
 """
 POINT_SELECT = f"\\set aid random(1, {ACCOUNTS})\nSELECT abalance FROM pgbench_accounts WHERE aid = :aid;\n"
-ROUNDS = 3                 # solo / loaded pairs in the latency phase
+ROUNDS = 5                 # solo / loaded pairs in the latency phase: a host stall of tens of ms
+                           # in one round must not be the pooled p99 on its own (~3% of a side)
 ROUND_SECONDS = 3
 RATE_TPS = 400             # latency phase: far below the tenant's share
-WINDOW_HOG_CPU_NS = 4_000_000_000  # proportion phase: measure until the hog used this much CPU
+WINDOW_HOG_CPU_NS = 8_000_000_000  # proportion phase: measure until the hog used this much CPU; the
+# pgbench tenant's part (~250 ms) must dwarf one quantum (10 ms) of its own CPU, the scheduler's granularity
 # A tenant that comes back from idle may be up to one quantum of its own CPU
 # behind (the scheduler's "keeps its place" lag, native/wfq.c step 1): at 64
 # shares that credit is worth 320 ms of the hog's CPU. The window starts once
@@ -150,10 +156,11 @@ def p99(values: list[int]) -> int:
 
 
 @pytest.mark.xfail(strict=False, reason=(
-    "not achieved yet (docs/engine.md, 'CPU isolation over the wire'): on the shared 2-core machine the "
-    "point-select p99 with the hog on every slot was 1.5-2.8x solo (the tenant's protocol work runs outside "
-    "the scheduler's slots and competes with the hog in the kernel), and the used_cpu_ns ratio came within "
-    "-14%..+18% of the shares, not +-5%"))
+    "latency half not reliable on the shared 2-core host (docs/engine.md, 'CPU isolation over the wire'): "
+    "with kernel courtesy the used_cpu_ns ratio was within -0.1%..+0.2% of the shares in 10 runs (8 s window), "
+    "but the pooled point-select p99 loaded/solo was 1.02, 1.57, 0.10, 1.87, 1.35 (load 3-6) and "
+    "1.25, 1.49, 1.36, 1.65, 1.16 (load 2-2.7) in two series of 5 runs: service-time p99 stays "
+    "~1.3-1.45x solo with the hog on both cores, and host stalls add on either side"))
 def test_cpu_isolation_over_the_wire(engine_daemon, tmp_path):
     # silver and bronze: both in the shared instance (gold and platinum get instances of their own)
     hog = new_tenant(engine_daemon, "hog", tier="silver")

@@ -94,6 +94,8 @@ def test_same_decisions_on_random_event_sequences(tokens, initial, steps, gaps):
                 sim.configure(a, shares, lo, hi if hi >= lo else 0)
         assert [c_sim.state(i) for i in range(THREADS)] == [py_sim.state(i) for i in range(THREADS)]
         assert [c_sim.preempted(i) for i in range(THREADS)] == [py_sim.preempted(i) for i in range(THREADS)]
+        assert [c_sim.courteous(t, now) for t in range(1, TENANTS + 1)] == \
+            [py_sim.courteous(t, now) for t in range(1, TENANTS + 1)]
         if step % 10 == 9:
             assert_same_stats(sims, now)
     assert_same_stats(sims, now)
@@ -196,3 +198,18 @@ def test_first_statement_gets_no_credit_and_a_waiter_behind_its_share_preempts(c
         if sim.charge(running, 10 * MS, now + k * 10 * MS):
             sim.yield_(running, now + k * 10 * MS)
     assert 4 <= turns <= 7
+
+
+@pytest.mark.parametrize("cls", [_core.WfqSimulation, twin.WfqSimulation])
+def test_a_tenant_ahead_of_one_active_within_a_quantum_is_courteous_to_the_kernel(cls):
+    sim = cls(2, 100 * MS, 10 * MS, 2)
+    sim.arrive(0, 1, 1)
+    assert not sim.charge(0, 5 * MS, 5 * MS)
+    assert not sim.courteous(1, 5 * MS)       # alone: keeps the core
+    sim.arrive(1, 2, 6 * MS)                  # a point select of tenant 2: a free slot
+    assert sim.state(1) == "running"
+    assert sim.courteous(1, 6 * MS) and not sim.courteous(2, 6 * MS)  # tenant 2 is behind, 1 ahead
+    sim.charge(1, 50_000, 6 * MS)
+    sim.release(1, 6 * MS)
+    assert sim.courteous(1, 6 * MS + 10 * MS)       # idle for up to a quantum: still courted
+    assert not sim.courteous(1, 6 * MS + 10 * MS + 1)  # then the hog has the core to itself again

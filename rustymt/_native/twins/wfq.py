@@ -318,6 +318,18 @@ class WfqSimulation:
             raise ValueError(f"no thread {thread}")
         return self.preempt[thread]
 
+    def courteous(self, tenant, now):
+        """Kernel courtesy: running threads of `tenant` give the core back to
+        the kernel (sched_yield, slot kept) at every progress check while
+        another tenant with a smaller vtime was active within a quantum."""
+        if not 0 < tenant < MAX_TENANTS:
+            raise ValueError(f"tenant slot out of range: {tenant}")
+        me = self.t[tenant]
+        return any(
+            o.vtime < me.vtime and (o.active or (o.idle_since >= 0 and now - o.idle_since <= self.quantum_ns))
+            for i, o in ((i, self.t[i]) for i in self._tenants()) if i != tenant
+        )
+
     def state(self, thread):
         if not 0 <= thread < len(self.thread_state):
             raise ValueError(f"no thread {thread}")
