@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from rustymt import sdnotify
+from rustymt.api import malformed
 from rustymt.api.app import create_app
 from rustymt.api.keys import load_or_create_keys
 from rustymt.catalog import cdb as cdb_rows
@@ -145,7 +146,7 @@ async def serve(settings: Any) -> int:
     app = create_app(services, settings)
     services.observability.install(app)  # API request metrics (metering)
     access_log = logging.getLogger("aiohttp.access") if settings.server.log_level == "debug" else None
-    runner = web.AppRunner(app, access_log=access_log, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
+    runner = malformed.AppRunner(app, access_log=access_log, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_SECONDS)
     await runner.setup()
     host, port = settings.server.listen
     site = web.TCPSite(runner, host, port, reuse_address=True)
