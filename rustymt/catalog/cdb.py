@@ -25,8 +25,11 @@ def insert_pdb(conn: sqlite3.Connection, pdb_id: str, pdb_name: str, tenant_id: 
     )
 
 
-def live_pdb_name_taken(conn: sqlite3.Connection, pdb_name: str) -> bool:
-    return conn.execute("SELECT 1 FROM pdbs WHERE pdb_name = ? AND state != 'dropped'", (pdb_name,)).fetchone() is not None
+def live_pdb_named(conn: sqlite3.Connection, pdb_name: str) -> dict[str, Any] | None:
+    """The live PDB holding that name (names are unique in the CDB): its pdb_id and tenant_id."""
+    row = conn.execute("SELECT pdb_id, tenant_id FROM pdbs WHERE pdb_name = ? AND state != 'dropped'",
+                       (pdb_name,)).fetchone()
+    return dict(row) if row else None
 
 
 def pdbs_of_tenant(conn: sqlite3.Connection, tenant_id: str) -> list[dict[str, Any]]:

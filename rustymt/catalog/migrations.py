@@ -268,6 +268,11 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE idempotency ADD COLUMN request_sha256 TEXT;
     """,
+    # 7: a dropped PDB no longer holds its lockdown profile (drop now clears
+    #    it): assignments left by drops before this version go.
+    """
+    DELETE FROM pdb_lockdown WHERE pdb_id IN (SELECT pdb_id FROM pdbs WHERE state = 'dropped');
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

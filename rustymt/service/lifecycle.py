@@ -32,7 +32,7 @@ from rustymt.service import authz, inputs
 from rustymt.service.errors import ServiceError
 from rustymt.service.jobs import JobRunner, public
 from rustymt.service.passwords import scram_verifier
-from rustymt.service.pdbs import PDB_NAME_PATTERN
+from rustymt.service.pdbs import PDB_NAME_PATTERN, check_name_free, check_takes_new_pdbs
 
 log = logging.getLogger("rustymt.lifecycle")
 
@@ -129,11 +129,12 @@ class LifecycleService:
                                details={"resource": "storage", "used_bytes": used, "needed_bytes": extra_bytes,
                                         "quota_bytes": limit})
 
-    def _name_free(self, pdb_name: str) -> None:
-        from rustymt.catalog import cdb as cdb_rows
+    def _may_add_pdb(self, tenant_id: str, pdb_name: str | None = None, field: str = "pdb_name") -> None:
+        """The tenant takes new PDBs (not suspended) and, when given, the name is free."""
         with self.catalog.read() as conn:
-            if cdb_rows.live_pdb_name_taken(conn, pdb_name):
-                raise ServiceError("CONFLICT", f"pdb_name: a PDB named {pdb_name} already exists", field="target_name")
+            check_takes_new_pdbs(tenant_rows.get(conn, tenant_id), tenant_id)
+            if pdb_name is not None:
+                check_name_free(conn, pdb_name, tenant_id, field)
 
     # ---- clone
 
@@ -159,7 +160,7 @@ class LifecycleService:
                                details={"pdb_id": pdb_id, "current_state": "open", "open_mode": row["open_mode"]})
         source = storage.pdb_dir(self.data_dir, pdb_id)
         total = await asyncio.to_thread(clone.source_bytes, source)
-        await asyncio.to_thread(self._name_free, target_name)
+        await asyncio.to_thread(self._may_add_pdb, row["tenant_id"], target_name, "target_name")
         await asyncio.to_thread(self._check_storage_quota, row["tenant_id"],
                                 0 if clone_type == "metadata_only" else total)
         self._loop = asyncio.get_running_loop()
@@ -256,6 +257,9 @@ class LifecycleService:
         roots = export_roots(self.settings)
         xml = confine_path("xml_path", xml_path, roots)
         exported = None if keep_datafiles else confine_path("xml_path", export_dir_for(xml), roots)
+        if row["state"] == "unplugged":
+            raise ServiceError("INVALID_STATE", f"PDB {pdb_id} is already unplugged",
+                               details={"pdb_id": pdb_id, "current_state": row["state"]})
         if row["state"] not in UNPLUGGABLE:
             raise ServiceError("INVALID_STATE", f"PDB {pdb_id} is {row['state']}; close it before unplugging",
                                details={"pdb_id": pdb_id, "current_state": row["state"]})
@@ -342,6 +346,8 @@ class LifecycleService:
             raise inputs.invalid("tenant_id", "required: the manifest names no tenant")
         authz.check_tenant_scope(principal, owner)
         name = pdb_name or parsed["name"]
+        # (the name: the plug checks above; an in-place plug takes over its unplugged row's name)
+        await asyncio.to_thread(self._may_add_pdb, owner)
         pdb_id = f"pdb_{secrets.token_hex(6)}"
         size = sum(d["size"] for d in parsed["datafiles"])
         await asyncio.to_thread(self._check_storage_quota, owner, size if copy_datafiles else 0)

@@ -34,6 +34,7 @@ import weakref
 from typing import Any, Callable
 
 from rustymt.catalog import cdb as cdb_rows
+from rustymt.catalog import lifecycle as shared_rows
 from rustymt.catalog import pdbs as rows
 from rustymt.catalog import tenants as tenant_rows
 from rustymt.catalog.db import Catalog
@@ -83,6 +84,31 @@ def upper_choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
 def not_found(pdb_id: str) -> ServiceError:
     return ServiceError("PDB_NOT_FOUND", f"PDB {pdb_id} does not exist", details={"pdb_id": pdb_id})
 
+
+
+def check_takes_new_pdbs(tenant: dict | None, tenant_id: str | None = None) -> None:
+    """A suspended tenant (payment overdue, abuse) must not grow its storage or
+    its PDB count; a terminated one is gone. INVALID_STATE names the state."""
+    if tenant is None:
+        raise ServiceError("TENANT_NOT_FOUND", f"tenant {tenant_id} does not exist", details={"tenant_id": tenant_id})
+    if tenant["state"] in ("suspended", "terminated"):
+        raise ServiceError("INVALID_STATE", f"tenant {tenant['tenant_id']} is {tenant['state']}: it cannot get new PDBs",
+                           details={"tenant_id": tenant["tenant_id"], "current_state": tenant["state"]})
+
+
+def check_name_free(conn, pdb_name: str, tenant_id: str | None, field: str) -> None:
+    """409 CONFLICT when a live PDB holds the name. Names are one namespace per
+    CDB (as Oracle's): when the holder is another tenant's PDB the answer says
+    only that the name is not available -- no owner, no id -- as a bucket name
+    in a shared namespace does."""
+    holder = cdb_rows.live_pdb_named(conn, pdb_name)
+    if holder is None:
+        return
+    if holder["tenant_id"] == tenant_id:
+        raise ServiceError("CONFLICT", f"{field}: a PDB named {pdb_name} already exists", field=field,
+                           details={"pdb_name": pdb_name, "pdb_id": holder["pdb_id"]})
+    raise ServiceError("CONFLICT", f"{field}: the name {pdb_name} is not available (PDB names are unique in the CDB)",
+                       field=field, details={"pdb_name": pdb_name})
 
 class PdbService:
     def __init__(self, catalog: Catalog, settings: Any, bus: EventBus, fleet: Any = None,
@@ -159,9 +185,7 @@ class PdbService:
 
     def insert_rows(self, conn, pdb_id: str, pdb_name: str, tenant_id: str, guid: str, now: str) -> None:
         """The PDB's catalog rows (state mounted: its files are staged), in the caller's transaction."""
-        if cdb_rows.live_pdb_name_taken(conn, pdb_name):
-            raise ServiceError("CONFLICT", f"pdb_name: a PDB named {pdb_name} already exists", field="pdb_name",
-                               details={"pdb_name": pdb_name})
+        check_name_free(conn, pdb_name, tenant_id, "pdb_name")
         self.check_capacity(conn)
         cdb_rows.insert_pdb(conn, pdb_id, pdb_name, tenant_id, "mounted", now)
         rows.insert_files(conn, pdb_id, guid)
@@ -189,11 +213,8 @@ class PdbService:
                 tenant = tenant_rows.get(conn, tenant_id)
                 if tenant is None:
                     raise ServiceError("TENANT_NOT_FOUND", f"tenant {tenant_id} does not exist", details={"tenant_id": tenant_id})
-                if tenant["state"] == "terminated":
-                    raise ServiceError("INVALID_STATE", f"tenant {tenant_id} is terminated",
-                                       details={"current_state": "terminated"})
-                if cdb_rows.live_pdb_name_taken(conn, pdb_name):
-                    raise ServiceError("CONFLICT", f"pdb_name: a PDB named {pdb_name} already exists", field="pdb_name")
+                check_takes_new_pdbs(tenant)
+                check_name_free(conn, pdb_name, tenant_id, "pdb_name")
                 self.check_capacity(conn)
             crashpoint.reached("create", "begun", pdb_name)
 
@@ -205,9 +226,7 @@ class PdbService:
 
         def commit():
             with self.catalog.write() as conn:
-                tenant = tenant_rows.get(conn, tenant_id)
-                if tenant is None or tenant["state"] == "terminated":
-                    raise ServiceError("INVALID_STATE", f"tenant {tenant_id} is terminated")
+                check_takes_new_pdbs(tenant_rows.get(conn, tenant_id), tenant_id)  # not suspended meanwhile
                 self.insert_rows(conn, pdb_id, pdb_name, tenant_id, guid, now)
             crashpoint.reached("create", "committed", pdb_name)
 
@@ -291,6 +310,7 @@ class PdbService:
                 check_transition(pdb_id, current["state"], "dropped")  # not opened meanwhile
                 rows.set_state(conn, pdb_id, "dropped", None, now)
                 rows.set_datafiles_kept(conn, pdb_id, keep_datafiles)
+                shared_rows.set_pdb_profile(conn, pdb_id, None, now)  # a dropped PDB holds no lockdown profile
             crashpoint.reached("drop", "committed", pdb_id)
 
         await asyncio.to_thread(commit)

@@ -289,7 +289,7 @@ class TenantService:
             if rows.get_live_by_admin(conn, admin_user) is not None:
                 raise ServiceError("CONFLICT", "admin_user: already the administrator of another tenant", field="admin_user")
             pdb_name = pdb_name_for(tenant_name)
-            if cdb_rows.live_pdb_name_taken(conn, pdb_name):
+            if cdb_rows.live_pdb_named(conn, pdb_name) is not None:
                 raise ServiceError("CONFLICT", f"tenant_name: its PDB name {pdb_name} is taken", field="tenant_name")
             if cdb_rows.count_pdbs(conn)["total"] >= self.settings.cdb.max_pdbs:
                 raise ServiceError("INSUFFICIENT_RESOURCES", f"the CDB already holds its maximum of {self.settings.cdb.max_pdbs} PDBs",
