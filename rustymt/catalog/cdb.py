@@ -33,7 +33,7 @@ def live_pdb_named(conn: sqlite3.Connection, pdb_name: str) -> dict[str, Any] | 
 
 
 def pdbs_of_tenant(conn: sqlite3.Connection, tenant_id: str) -> list[dict[str, Any]]:
-    rows = conn.execute("SELECT * FROM pdbs WHERE tenant_id = ? ORDER BY created_at, pdb_id", (tenant_id,))
+    rows = conn.execute("SELECT * FROM pdbs WHERE tenant_id = ? ORDER BY created_at, rowid", (tenant_id,))
     return [dict(row) for row in rows]
 
 

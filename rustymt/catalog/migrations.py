@@ -269,9 +269,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE idempotency ADD COLUMN request_sha256 TEXT;
     """,
     # 7: a dropped PDB no longer holds its lockdown profile (drop now clears
-    #    it): assignments left by drops before this version go.
+    #    it): assignments left by drops before this version go. Lists are in
+    #    creation order: created_at has whole seconds, so ties go by insertion
+    #    (rowid), not by the random id; an index on created_at alone ends in
+    #    the rowid and serves that order.
     """
     DELETE FROM pdb_lockdown WHERE pdb_id IN (SELECT pdb_id FROM pdbs WHERE state = 'dropped');
+    DROP INDEX tenants_list;
+    CREATE INDEX tenants_created ON tenants(created_at);
+    DROP INDEX pdbs_list;
+    CREATE INDEX pdbs_created ON pdbs(created_at);
     """,
 ]
 

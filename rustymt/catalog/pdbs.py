@@ -46,7 +46,7 @@ def page(conn: sqlite3.Connection, *, offset: int, limit: int, state: str | tupl
         params.append(tenant_id)
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     total = conn.execute(f"SELECT count(*) FROM pdbs {clause}", params).fetchone()[0]
-    rows = conn.execute(f"{SELECT} {clause} ORDER BY created_at, pdb_id LIMIT ? OFFSET ?",
+    rows = conn.execute(f"{SELECT} {clause} ORDER BY created_at, pdbs.rowid LIMIT ? OFFSET ?",
                         [*params, limit, offset]).fetchall()
     return total, [dict(row) for row in rows]
 
@@ -74,7 +74,7 @@ def guid_plugged(conn: sqlite3.Connection, guid: str) -> bool:
 
 def live(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every PDB not dropped, oldest first (startup reconcile, instance re-apply)."""
-    return [dict(row) for row in conn.execute(f"{SELECT} WHERE {LIVE} ORDER BY created_at, pdb_id")]
+    return [dict(row) for row in conn.execute(f"{SELECT} WHERE {LIVE} ORDER BY created_at, pdbs.rowid")]
 
 
 def dropped_without_kept_files(conn: sqlite3.Connection) -> list[str]:

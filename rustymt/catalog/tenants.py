@@ -49,7 +49,7 @@ def page(conn: sqlite3.Connection, *, offset: int, limit: int, tier: str | None 
     clause = f"WHERE {' AND '.join(where)}" if where else ""
     total = conn.execute(f"SELECT count(*) FROM tenants {clause}", params).fetchone()[0]
     rows = conn.execute(
-        f"SELECT * FROM tenants {clause} ORDER BY created_at, tenant_id LIMIT ? OFFSET ?", [*params, limit, offset]
+        f"SELECT * FROM tenants {clause} ORDER BY created_at, rowid LIMIT ? OFFSET ?", [*params, limit, offset]
     ).fetchall()
     return total, [row_to_dict(row) for row in rows]
 
