@@ -104,6 +104,7 @@ def test_event_fed_subscriptions_map_bus_events(tmp_path):
         mine = await app.services.tenants.create(ADMIN, tenant_name="mine", admin_user="mine@x.example",
                                                  admin_password="correct horse battery", service_tier="bronze")
         pdb = mine["pdb_id"]  # a real PDB: the subscription checks that the caller may see it
+        add_clone_job(app, "job_1", mine["tenant_id"])  # a real job row: cloneProgress looks the job up
         async with app:
             from rustymt.api.auth import issue_token
 
@@ -119,8 +120,8 @@ def test_event_fed_subscriptions_map_bus_events(tmp_path):
             bus = app.services.bus
             bus.publish("pdb.state.changed", "tenant_other", {"pdb_id": pdb, "old_state": "mounted", "new_state": "open"})
             bus.publish("pdb.state.changed", mine["tenant_id"], {"pdb_id": "pdb_2", "old_state": "mounted", "new_state": "open"})
-            bus.publish("clone.progress", "tenant_other", {"job_id": "job_1", "progress": 0.5, "bytes_transferred": 1024, "status": "in_progress"})
-            bus.publish("clone.completed", "tenant_other", {"job_id": "job_1", "bytes_transferred": 2048})
+            bus.publish("clone.progress", mine["tenant_id"], {"job_id": "job_1", "progress": 0.5, "bytes_transferred": 1024, "status": "in_progress"})
+            bus.publish("clone.completed", mine["tenant_id"], {"job_id": "job_1", "bytes_transferred": 2048})
             bus.publish("tenant.sla.violated", mine["tenant_id"], {"violation_type": "uptime", "current_value": 98.5, "sla_target": 99.5, "severity": "high"})
             alert = bus.publish("system.alert", None, {"severity": "critical", "source": "instance", "message": "shared instance restarted"})
             bus.publish("pdb.state.changed", mine["tenant_id"], {"pdb_id": pdb, "old_state": "open", "new_state": "closed"})
@@ -146,6 +147,57 @@ def test_event_fed_subscriptions_map_bus_events(tmp_path):
         "alertId": alert.event_id, "severity": "CRITICAL", "source": "instance", "message": "shared instance restarted", "tenantId": None}
     # the scoped caller got its own tenant's PDB change, not the other tenant's
     assert scoped_msg["payload"]["data"]["pdbStateChanged"] == {"pdbId": pdb, "newState": "CLOSED"}
+
+
+def add_clone_job(app: App, job_id: str, tenant_id: str, status: str = "in_progress", **fields) -> None:
+    from rustymt.catalog import jobs as job_rows
+
+    now = "2026-01-01T00:00:00Z"
+    with app.catalog.write() as conn:
+        job_rows.insert(conn, {"job_id": job_id, "kind": "clone", "tenant_id": tenant_id, "status": status,
+                               "created_at": now, "updated_at": now, **fields})
+
+
+def test_clone_progress_checks_the_job_and_answers_a_finished_one_at_once(tmp_path):
+    """An unknown job, or another tenant's, is NOT_FOUND (as GET /jobs/{id});
+    a job that finished before the subscription answers its final state once
+    and completes instead of waiting for an event that already went."""
+    query = "subscription($j: ID!) { cloneProgress(jobId: $j) { jobId progress bytesTransferred status } }"
+
+    async def scenario():
+        app = App(tmp_path)
+        mine = await app.services.tenants.create(ADMIN, tenant_name="mine", admin_user="mine@x.example",
+                                                 admin_password="correct horse battery", service_tier="bronze")
+        other = await app.services.tenants.create(ADMIN, tenant_name="other", admin_user="other@x.example",
+                                                  admin_password="correct horse battery", service_tier="bronze")
+        add_clone_job(app, "job_done", mine["tenant_id"], status="completed", progress=1.0, bytes_transferred=4096,
+                      finished_at="2026-01-01T00:00:01Z")
+        add_clone_job(app, "job_other", other["tenant_id"])
+        async with app:
+            from rustymt.api.auth import issue_token
+
+            scoped = issue_token(app.settings.server.data_dir, app.settings, "tenant_admin", tenant_id=mine["tenant_id"])
+            ws = await app.http.ws_connect(app.url.replace("http", "ws"), protocols=("graphql-transport-ws",))
+            await ws.send_json({"type": "connection_init", "payload": {"Authorization": f"Bearer {scoped}"}})
+            assert (await ws.receive_json(timeout=5))["type"] == "connection_ack"
+            answers = {}
+            for op_id, job in (("unknown", "job_nope"), ("foreign", "job_other"), ("done", "job_done")):
+                await ws.send_json({"id": op_id, "type": "subscribe", "payload": {"query": query, "variables": {"j": job}}})
+                answers[op_id] = [await ws.receive_json(timeout=5)]
+                if answers[op_id][0]["type"] == "next":
+                    answers[op_id].append(await ws.receive_json(timeout=5))
+            await ws.close()
+            return answers
+
+    answers = asyncio.run(scenario())
+    for op_id in ("unknown", "foreign"):
+        (error,) = answers[op_id]
+        assert error["type"] == "error" and error["payload"][0]["extensions"]["code"] == "NOT_FOUND", error
+    assert "job_other" in answers["foreign"][0]["payload"][0]["message"]  # only the id the caller gave
+    final, complete = answers["done"]
+    assert final["payload"]["data"]["cloneProgress"] == {"jobId": "job_done", "progress": 1.0,
+                                                          "bytesTransferred": 4096, "status": "completed"}
+    assert complete == {"id": "done", "type": "complete"}
 
 
 async def subscribed(app: App, token: str, operations: dict):

@@ -16,8 +16,9 @@ from typing import Any, Callable
 
 from graphql import GraphQLResolveInfo
 
-from rustymt.api.graphql.resolvers import resources_body, ctx
+from rustymt.api.graphql.resolvers import ctx, resources_body, service_method
 from rustymt.service import authz
+from rustymt.service.errors import ServiceError
 
 
 class EventStream:
@@ -103,11 +104,32 @@ async def s_pdb_state_changed(_root, info: GraphQLResolveInfo, pdbId: str) -> Ev
     } if event.data.get("pdb_id") == pdbId else None)
 
 
-async def s_clone_progress(_root, info: GraphQLResolveInfo, jobId: str) -> EventStream:
+_JOB_FINISHED = ("completed", "failed", "cancelled")
+
+
+async def s_clone_progress(_root, info: GraphQLResolveInfo, jobId: str):
+    """The job's progress events until it finishes. The job is looked up as
+    GET /api/v1/jobs/{id} does (NOT_FOUND for an unknown job or another
+    tenant's); one that already finished answers its final state once and
+    completes, so subscribing after a fast clone never waits forever."""
     context = ctx(info)
     caller = context.caller()
     authz.require(caller, "pdb:read")
+    get_job = service_method(context.services, "lifecycle", "get_job", "following a clone job")
+    # Subscribed before the job is read: a completion between the two is still delivered.
     subscription = _subscribe(info, {"clone.progress", "clone.completed"}, _scope(caller))
+    try:
+        job = await get_job(caller, jobId)
+        if job["kind"] != "clone":
+            raise ServiceError("INVALID_REQUEST", f"job {jobId} is a {job['kind']} job; cloneProgress follows clone jobs",
+                               details={"job_id": jobId, "kind": job["kind"]})
+    except BaseException:
+        subscription.close()
+        raise
+    if job["status"] in _JOB_FINISHED:
+        subscription.close()
+        return _once({field: job[field] for field in ("job_id", "progress", "bytes_transferred",
+                                                      "estimated_completion", "status")})
 
     def convert(event):
         data = event.data
@@ -123,6 +145,10 @@ async def s_clone_progress(_root, info: GraphQLResolveInfo, jobId: str) -> Event
         }
 
     return EventStream(subscription, convert, last=lambda event: event.event_type == "clone.completed")
+
+
+async def _once(value):
+    yield value
 
 
 async def s_system_alerts(_root, info: GraphQLResolveInfo) -> EventStream:
