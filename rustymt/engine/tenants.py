@@ -311,6 +311,7 @@ class TenantRuntime:
             return fatal(S.CANNOT_CONNECT_NOW, f'database "{database}" is closing')
         limit = self.quota.max_connections
         if limit and self.session_count() >= limit:
+            self.statement_stats.rejected(S.TOO_MANY_CONNECTIONS)  # -> quota.exceeded (rustymt.metering.sampler)
             return fatal(S.TOO_MANY_CONNECTIONS, f'too many connections for tenant "{self.tenant_id}" '
                                                  f"(max_connections {limit})")
         return None

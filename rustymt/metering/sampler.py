@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from rustymt.metering import prometheus, store
-from rustymt.metering.usage import Usage, UsageSource, sample_of
+from rustymt.metering.usage import QUOTA_REJECTIONS, Usage, UsageSource, sample_of
 from rustymt.model import timeutil
 from rustymt.sla.tracker import SlaTracker
 
@@ -35,6 +35,7 @@ log = logging.getLogger("rustymt.metering")
 MAINTENANCE_EVERY_SECONDS = 60.0
 SAMPLE_CONCURRENCY = 32
 MIB, GIB = float(1 << 20), float(1 << 30)
+QUOTA_LIMIT_COLUMN = {"memory": "memory_mb", "connections": "max_connections"}  # quota.exceeded's `limit`
 
 
 class ApiRequestCounter:
@@ -173,6 +174,10 @@ class MeteringSampler:
             entry = {"usage": usage, "quota": quota, "tier": tenant["service_tier"], "state": tenant["state"], "at": now}
             prometheus.prepare(tenant_id, entry)  # here, off the event loop, not at scrape time
             latest[tenant_id] = entry
+            # Refusals count from the instance's start, which is never before the daemon's: on a
+            # baseline all of them are news (a tenant refused within its first second is reported).
+            since = before[0] if before else now - self.settings.metering.interval_seconds
+            self._quota_events(tenant, usage.delta(before[1] if before else None), since, now)
             if before is None:
                 continue  # a baseline: nothing known about the time before it
             since, earlier = before
@@ -201,6 +206,19 @@ class MeteringSampler:
             store.insert(conn, records)
             self.sla.write_hours(conn, hours)
         return records
+
+    def _quota_events(self, tenant: dict, delta: Usage, since: float, now: float) -> None:
+        """quota.exceeded per resource whose quota refused something since the
+        last sample: at most one event per tenant, resource and tick, however
+        many refusals (a client retrying in a loop must not flood webhooks)."""
+        for sqlstate, (counter, resource) in QUOTA_REJECTIONS.items():
+            refused = getattr(delta, counter)
+            if refused > 0:
+                self.bus.publish("quota.exceeded", tenant["tenant_id"], {
+                    "resource": resource, "sqlstate": sqlstate, "rejections": refused,
+                    "limit": tenant[QUOTA_LIMIT_COLUMN[resource]] if resource in QUOTA_LIMIT_COLUMN else None,
+                    "period_start": timeutil.to_iso(datetime.datetime.fromtimestamp(since, timeutil.UTC)),
+                    "period_end": timeutil.to_iso(datetime.datetime.fromtimestamp(now, timeutil.UTC))})
 
     def maintain(self, now: float) -> None:
         """Rollups and retention: bounded size whatever the uptime."""

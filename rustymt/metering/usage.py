@@ -78,8 +78,12 @@ class FleetUsageSource:
         return {"available": False} if stats is None else stats
 
 
+# Refusals by the tenant's own quota (StatementStats.quota_rejections): SQLSTATE -> (Usage counter, quota resource).
+QUOTA_REJECTIONS = {"53200": ("memory_rejections", "memory"), "53300": ("connection_rejections", "connections"),
+                    "53400": ("limit_rejections", "limits")}
 COUNTERS = ("cpu_ns", "wait_ns", "cpu_throttled_ns", "io_throttled_ns", "reads", "writes", "bytes_in", "bytes_out",
-            "statements", "server_errors", "buffer_hits", "buffer_misses")
+            "statements", "server_errors", "buffer_hits", "buffer_misses",
+            *(counter for counter, _resource in QUOTA_REJECTIONS.values()))
 
 
 @dataclasses.dataclass
@@ -103,6 +107,9 @@ class Usage:
     server_errors: int = 0
     buffer_hits: int = 0
     buffer_misses: int = 0
+    memory_rejections: int = 0      # statements refused by the memory quota (53200)
+    connection_rejections: int = 0  # connections refused at max_connections (53300)
+    limit_rejections: int = 0       # statements over a configured limit (53400)
     latency_ms: LatencySketch | None = None
 
     @classmethod
@@ -116,6 +123,7 @@ class Usage:
             available = bool(stats["listening"]) and any(p.get("open_mode") for p in pdbs.values())
         statement_stats = stats.get("statement_stats") or {}
         sketch = statement_stats.get("latency_ms")
+        rejections = statement_stats.get("quota_rejections") or {}
         return cls(
             available=available,
             memory_bytes=get("memory", "allocated_bytes"),
@@ -129,6 +137,7 @@ class Usage:
             server_errors=int(statement_stats.get("server_errors") or 0),
             buffer_hits=get("buffer_pool", "hits"), buffer_misses=get("buffer_pool", "misses"),
             latency_ms=LatencySketch.from_dict(sketch) if sketch else None,
+            **{counter: int(rejections.get(sqlstate) or 0) for sqlstate, (counter, _) in QUOTA_REJECTIONS.items()},
         )
 
     def delta(self, earlier: "Usage | None") -> "Usage":

@@ -124,10 +124,10 @@ class LifecycleService:
         used = sum(clone.folder_bytes(storage.pdb_dir(self.data_dir, pdb_id)) for pdb_id in live)
         limit = int(tenant["storage_gb"]) * GIB
         if used + extra_bytes > limit:
+            details = {"resource": "storage", "used_bytes": used, "needed_bytes": extra_bytes, "quota_bytes": limit}
+            self.bus.publish("quota.exceeded", tenant_id, {**details, "limit": int(tenant["storage_gb"])})
             raise ServiceError("QUOTA_EXCEEDED", f"tenant {tenant_id} would use {used + extra_bytes} bytes of "
-                               f"storage, its quota is {limit}",
-                               details={"resource": "storage", "used_bytes": used, "needed_bytes": extra_bytes,
-                                        "quota_bytes": limit})
+                               f"storage, its quota is {limit}", details=details)
 
     def _may_add_pdb(self, tenant_id: str, pdb_name: str | None = None, field: str = "pdb_name") -> None:
         """The tenant takes new PDBs (not suspended) and, when given, the name is free."""

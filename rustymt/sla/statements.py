@@ -6,6 +6,10 @@ statement,
     stats.record(latency_ms, sqlstate=None)     # None = success
 
 and puts `stats.snapshot()` into its `stats` answer under "statement_stats".
+Refusals by the tenant's own quota (TENANT_QUOTA_CODES) are also counted
+per SQLSTATE, with `rejected(sqlstate)` for those outside a statement (a
+connection over max_connections): the daemon publishes quota.exceeded from
+their differences (rustymt.metering.sampler).
 Counters are cumulative since the instance started; the daemon's SLA tracker
 takes differences between samples (LatencySketch.subtract) and treats a
 counter that went backwards as a restart.
@@ -50,6 +54,7 @@ class StatementStats:
         self.statements = 0
         self.server_errors = 0
         self.client_errors = 0
+        self.quota_rejections = dict.fromkeys(sorted(TENANT_QUOTA_CODES), 0)
 
     def record(self, latency_ms: float, sqlstate: str | None = None) -> None:
         with self._lock:
@@ -60,8 +65,16 @@ class StatementStats:
                     self.server_errors += 1
                 else:
                     self.client_errors += 1
+                if sqlstate in self.quota_rejections:
+                    self.quota_rejections[sqlstate] += 1
+
+    def rejected(self, sqlstate: str) -> None:
+        """A refusal by the tenant's quota that is not a statement (a connection)."""
+        with self._lock:
+            self.quota_rejections[sqlstate] += 1
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             return {"statements": self.statements, "server_errors": self.server_errors,
-                    "client_errors": self.client_errors, "latency_ms": self.latency_ms.to_dict()}
+                    "client_errors": self.client_errors, "latency_ms": self.latency_ms.to_dict(),
+                    "quota_rejections": dict(self.quota_rejections)}
