@@ -325,6 +325,23 @@ static int bind_params(const rmt_wl_entry *e, const unsigned char *formats, int 
     return p == end ? 0 : -1;
 }
 
+/* bytea's text output: backslash, x, two lowercase hex digits per byte. */
+static int append_hex_cell(rmt_wl_session *s, const unsigned char *data, size_t n) {
+    static const char digits[] = "0123456789abcdef";
+    unsigned char *at;
+    if (reserve(s, 4 + 2 + 2 * n) != 0) return -1;
+    at = s->answer + s->answer_len;
+    put32(at, (uint32_t)(2 + 2 * n));
+    at[4] = '\\';
+    at[5] = 'x';
+    for (size_t i = 0; i < n; i++) {
+        at[6 + 2 * i] = (unsigned char)digits[data[i] >> 4];
+        at[7 + 2 * i] = (unsigned char)digits[data[i] & 15];
+    }
+    s->answer_len += 4 + 2 + 2 * n;
+    return 0;
+}
+
 /* The current row as a DataRow; 0, or -1 when a value is not for C (or no memory). */
 static int encode_row(rmt_wl_session *s, const rmt_wl_entry *e) {
     sqlite3_stmt *stmt = e->stmt;
@@ -343,9 +360,14 @@ static int encode_row(rmt_wl_session *s, const rmt_wl_entry *e) {
             if (append(s, null_cell, 4) != 0) return -1;
             continue;
         }
-        if (type == SQLITE_INTEGER && (kind == RMT_WL_C_TEXT_INT || kind == RMT_WL_C_PLAIN)) {
+        if (type == SQLITE_INTEGER && (kind == RMT_WL_C_TEXT_INT || kind == RMT_WL_C_PLAIN
+                                       || kind == RMT_WL_C_TEXT_BYTEA)) {
             int n = snprintf(digits, sizeof digits, "%lld", (long long)sqlite3_column_int64(stmt, i));
-            if (append_cell(s, digits, (size_t)n) != 0) return -1;
+            if (kind == RMT_WL_C_TEXT_BYTEA) {
+                if (append_hex_cell(s, (const unsigned char *)digits, (size_t)n) != 0) return -1;
+            } else if (append_cell(s, digits, (size_t)n) != 0) {
+                return -1;
+            }
         } else if (type == SQLITE_INTEGER && (kind == RMT_WL_C_BIN_INT2 || kind == RMT_WL_C_BIN_INT4
                                               || kind == RMT_WL_C_BIN_INT8)) {
             sqlite3_int64 v = sqlite3_column_int64(stmt, i);
@@ -363,16 +385,16 @@ static int encode_row(rmt_wl_session *s, const rmt_wl_entry *e) {
             int truth = sqlite3_column_int64(stmt, i) != 0;
             bin[0] = kind == RMT_WL_C_BIN_BOOL ? (unsigned char)truth : (unsigned char)(truth ? 't' : 'f');
             if (append_cell(s, bin, 1) != 0) return -1;
-        } else if (type == SQLITE_TEXT && kind == RMT_WL_C_PLAIN) {
+        } else if (type == SQLITE_TEXT && (kind == RMT_WL_C_PLAIN || kind == RMT_WL_C_TEXT_BYTEA)) {
             /* text before bytes, as SQLite documents; NULL (no memory) is "" as in the binding */
             const unsigned char *text = sqlite3_column_text(stmt, i);
             size_t n = text != NULL ? (size_t)sqlite3_column_bytes(stmt, i) : 0;
             if (!utf8_valid(text, n)) return -1;  /* Python would decode with replacement */
-            if (append_cell(s, text, n) != 0) return -1;
-        } else if (type == SQLITE_BLOB && kind == RMT_WL_C_PLAIN) {
-            const void *blob = sqlite3_column_blob(stmt, i);
+            if ((kind == RMT_WL_C_PLAIN ? append_cell(s, text, n) : append_hex_cell(s, text, n)) != 0) return -1;
+        } else if (type == SQLITE_BLOB && (kind == RMT_WL_C_PLAIN || kind == RMT_WL_C_TEXT_BYTEA)) {
+            const unsigned char *blob = sqlite3_column_blob(stmt, i);
             size_t n = blob != NULL ? (size_t)sqlite3_column_bytes(stmt, i) : 0;
-            if (append_cell(s, blob, n) != 0) return -1;
+            if ((kind == RMT_WL_C_PLAIN ? append_cell(s, blob, n) : append_hex_cell(s, blob, n)) != 0) return -1;
         } else {
             return -1;
         }
@@ -504,6 +526,7 @@ static int serve_batch(rmt_wl_session *s, const unsigned char *in, size_t n, uns
     }
     rmt_exec_leave(s->ctx);
     __atomic_store_n(&s->signals->stepping, 0, __ATOMIC_SEQ_CST);
+    if (sqlite3_column_count(e->stmt) != e->ncols) encoded = -1;  /* recompiled for a new schema */
     if (encoded != 0) {
         sqlite3_reset(e->stmt);
         s->answer_len = answer_start;

@@ -61,7 +61,8 @@ enum rmt_wl_column_kind {
     RMT_WL_C_BIN_INT8,
     RMT_WL_C_PLAIN,     /* TEXT (strict UTF-8) as is, BLOB as is, INTEGER -> decimal */
     RMT_WL_C_TEXT_BOOL, /* INTEGER -> "t" / "f" */
-    RMT_WL_C_BIN_BOOL   /* INTEGER -> 1 / 0 byte */
+    RMT_WL_C_BIN_BOOL,  /* INTEGER -> 1 / 0 byte */
+    RMT_WL_C_TEXT_BYTEA /* BLOB, TEXT (strict UTF-8), INTEGER (decimal) -> "\\x" + lowercase hex of the bytes */
 };
 
 /* One statement and result-format combination the loop may serve. */

@@ -211,7 +211,24 @@ int main(void) {
     rmt_wl_run(&s, server, NULL, 0, inbuf, sizeof inbuf, 5, 1, 5, r);
     assert(r->status == RMT_WL_TIMEOUT && r->served == 0);
 
-    /* 8. unregistering the statement: its batches are Python's */
+    /* 8. bytea's text output, for blob, text and integer values */
+    {
+        sqlite3_stmt *hex;
+        const unsigned char hexcols[3] = {RMT_WL_C_TEXT_BYTEA, RMT_WL_C_TEXT_BYTEA, RMT_WL_C_TEXT_BYTEA};
+        assert(sqlite3_prepare_v2(db, "SELECT x'00ff', 'ab', 12", -1, &hex, 0) == SQLITE_OK);
+        assert(rmt_wl_register(&s, hex, "hex", 3, NULL, 0, nores, 2, rowdesc, 7, 0, text_int, bin_int, 3, hexcols,
+                               rmt_wl_auth_epoch(&signals)) == 0);
+        req.len = 0;
+        put_bind(&req, "hex", -1, 0, NULL, 0, 0);
+        tail(&req, 0);
+        run(&s, &req, 1, r, &ans);
+        assert(r->status == RMT_WL_EOF && r->served == 1);
+        assert(has(&ans, "\0\0\0\6\\x00ff\0\0\0\6\\x6162\0\0\0\6\\x3132", 30));
+        rmt_wl_unregister(&s, hex);
+        sqlite3_finalize(hex);
+    }
+
+    /* 9. unregistering the statement: its batches are Python's */
     rmt_wl_unregister(&s, stmt);
     assert(s.nentries == 1);
     run(&s, &req, 1, r, &ans);

@@ -11,7 +11,7 @@ LOOP_DATA, LOOP_EOF, LOOP_TIMEOUT, LOOP_REPORT, LOOP_OS_ERROR, LOOP_STEP_ERROR =
 # Parameter and column codec kinds (enum rmt_wl_param_kind / rmt_wl_column_kind).
 LOOP_PARAM_KINDS = {"none": 0, "int": 1, "str": 2, "bool": 3, "int2": 4, "int4": 5, "int8": 6}
 LOOP_COLUMN_KINDS = {"none": 0, "text_int": 1, "bin_int2": 2, "bin_int4": 3, "bin_int8": 4, "plain": 5,
-                     "text_bool": 6, "bin_bool": 7}
+                     "text_bool": 6, "bin_bool": 7, "text_bytea": 8}
 
 
 cdef class WireLoop:

@@ -21,7 +21,7 @@ REPORT_MS = 100   # the loop hands latencies of served statements to Python at l
 
 _TEXT_PARAM = {C._text_to_int: "int", C._text_to_bool: "bool", C._text_to_str: "str"}
 _BINARY_PARAM_BY_OID = {C.INT2: "int2", C.INT4: "int4", C.INT8: "int8", C.BOOL: "bool"}
-_COLUMN = {C._text_plain: "plain", C._binary_bytea: "plain",
+_COLUMN = {C._text_plain: "plain", C._binary_bytea: "plain", C._bytea_text: "text_bytea",
            C.TEXT_ENCODERS[C.BOOL]: "text_bool", C.BINARY_ENCODERS[C.BOOL]: "bin_bool",
            C.BINARY_ENCODERS[C.INT2]: "bin_int2", C.BINARY_ENCODERS[C.INT4]: "bin_int4",
            C.BINARY_ENCODERS[C.INT8]: "bin_int8"}
