@@ -39,9 +39,9 @@ from .session import Session
 from .wireloop import REPORT_MS
 
 try:
-    from ..._native._core import LOOP_OS_ERROR, LOOP_REPORT, LOOP_STEP_ERROR, LOOP_TIMEOUT
+    from ..._native._core import LOOP_OS_ERROR, LOOP_REPORT, LOOP_STEP_ERROR
 except ImportError:  # a build without the loop: sessions have none (Session.open_wire_loop)
-    LOOP_OS_ERROR = LOOP_REPORT = LOOP_STEP_ERROR = LOOP_TIMEOUT = None
+    LOOP_OS_ERROR = LOOP_REPORT = LOOP_STEP_ERROR = None
 
 log = logging.getLogger("rustymt.pgwire")
 READ_BYTES = 256 * 1024
@@ -235,23 +235,19 @@ class PgServer:
                         sock.sendall(out)
                     return
                 idle = session.status() == b"I"
-                timeout = idle_timeout if idle_timeout and not idle else -1.0
-                if loop is None:
+                if not (loop is not None and idle and proto.between_messages and session.loop_may_serve()):
                     try:
-                        data = exchange(fd, out, inbuf, timeout)
+                        data = exchange(fd, out, inbuf, idle_timeout if idle_timeout and not idle else -1.0)
                     except socket.timeout:
                         return self._idle_timeout(proto, sock)
                 else:
-                    serve = idle and proto.between_messages and session.loop_may_serve()
                     status, data, latencies, reused, step_error, os_error = loop.run(
-                        fd, out, inbuf, timeout, serve, REPORT_MS)
+                        fd, out, inbuf, -1.0, True, REPORT_MS)
                     if latencies:
                         session.loop_served(latencies, reused)
                     if status == LOOP_REPORT:
                         events = []
                         continue
-                    if status == LOOP_TIMEOUT:
-                        return self._idle_timeout(proto, sock)
                     if status == LOOP_OS_ERROR:
                         raise OSError(os_error, os.strerror(os_error))
                     if status == LOOP_STEP_ERROR:

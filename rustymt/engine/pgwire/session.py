@@ -322,10 +322,10 @@ class Session:
         _run_prepared_fast requires (idle, no portals, no error to skip past),
         the authorizer unchanged since the entries were registered, and
         something registered."""
-        if self.wire_loop is None or not self.fast_paths:
+        if not self._loop_registered:
             return False
         if self._watch_authorizer:
-            self._check_authorizer()
+            self._check_authorizer()  # a change forgets the entries
         return bool(self._loop_registered) and not (
             self.portals or self.skipping or self.failed or self.explicit or self.begin_pending
             or self.conn.in_transaction)
