@@ -10,7 +10,10 @@ One task per client connection:
      socket is handed over to that thread, which then reads, feeds the
      protocol, runs the events on the Session and writes the answer with
      blocking calls (which release the GIL, as statement steps do). No
-     event-loop round trip per message: that halved the per-query cost. A TLS
+     event-loop round trip per message: that halved the per-query cost.
+     Repeated prepared read-only batches are answered by the session's
+     native loop (native/wireloop.c, see docs/pgwire.md) without the GIL;
+     what it does not serve comes back here untouched. A TLS
      connection stays on the event loop (asyncio owns its SSL state) and hops
      to the same thread once per read instead. Either way, while a
      transaction is open a read waits at most idle_in_transaction_timeout

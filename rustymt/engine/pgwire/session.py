@@ -361,13 +361,17 @@ class Session:
         formats = bind.param_formats
         used = [(binary if (formats[i] if len(formats) > 1 else formats[0]) else text)[i] if formats else text[i]
                 for i in range(len(text))]
-        if columns is None or 0 in used:
+        if columns is None or 0 in used or len(used) > W.MAX_PARAMS:
             prepared.loop_refused.add(refused)
             return
         parse = W.parse_body(*prepared.parsed) if not prepared.name and prepared.parsed is not None else None
-        if self.wire_loop.register(prepared.sqlite, prepared.name, parse, W.result_formats(bind.result_formats),
-                                   described[2], text, binary, columns, self._authorizer_epoch):
-            self._loop_registered.add(key)
+        entry = (prepared.sqlite, prepared.name, parse, W.result_formats(bind.result_formats), described[2],
+                 text, binary, columns, self._authorizer_epoch)
+        if not self.wire_loop.register(*entry):
+            self._forget_loop()  # the table is full: start over with what is used now
+            if not self.wire_loop.register(*entry):
+                return
+        self._loop_registered.add(key)
 
     def _forget_loop(self):
         if self._loop_registered:

@@ -18,6 +18,7 @@ from . import codecs as C
 P = getattr(_core, "LOOP_PARAM_KINDS", {})
 K = getattr(_core, "LOOP_COLUMN_KINDS", {})
 REPORT_MS = 100   # the loop hands latencies of served statements to Python at least this often
+MAX_PARAMS = 64   # RMT_WL_MAX_PARAMS (native/wireloop.h): statements with more stay Python's
 
 _TEXT_PARAM = {C._text_to_int: "int", C._text_to_bool: "bool", C._text_to_str: "str"}
 _BINARY_PARAM_BY_OID = {C.INT2: "int2", C.INT4: "int4", C.INT8: "int8", C.BOOL: "bool"}
