@@ -62,6 +62,13 @@ cdef class WireLoop:
             self.statements.append(stmt)
         return True
 
+    def unregister(self, Statement stmt):
+        """Forget the entries of `stmt` (before it is finalized)."""
+        if stmt.stmt != NULL:
+            rmt_wl_unregister(self.session, stmt.stmt)
+        if stmt in self.statements:
+            self.statements.remove(stmt)
+
     def clear(self):
         """Forget every entry (before any of their statements is finalized)."""
         rmt_wl_session_clear(self.session)

@@ -411,7 +411,14 @@ loop_param = st.one_of(
     st.sampled_from([b"\x00", b"\x01", b"\x02"]),
 )
 loop_batch = st.tuples(st.sampled_from(sorted(LOOP_STATEMENTS)), loop_param, st.sampled_from([(), (0,), (1,)]),
-                       st.sampled_from([(), (0,), (1,), (0, 1, 0)]), st.booleans())
+                       st.sampled_from([(), (0,), (1,), (0, 1, 0)]), st.booleans(), st.booleans())
+
+
+def _loop_batch(name, value, formats, results, with_describe, unnamed):
+    """Bind (to `name`, or after an unnamed Parse of its text) [Describe] Execute Sync."""
+    head = parse("", *LOOP_STATEMENTS[name]) if unnamed else b""
+    return (head + bind("", "" if unnamed else name, [value], formats, results)
+            + (describe(b"P") if with_describe else b"") + execute() + SYNC)
 
 
 @settings(max_examples=300, deadline=None)
@@ -422,8 +429,7 @@ def test_the_native_loop_answers_like_the_general_path(loop_pair, sends):
     column codec (and values the loop does not encode: handed to Python)."""
     looped, general = loop_pair
     for batches in sends:
-        data = b"".join(bind("", name, [value], formats, results) + (describe(b"P") if with_describe else b"")
-                        + execute() + SYNC for name, value, formats, results, with_describe in batches)
+        data = b"".join(_loop_batch(*batch) for batch in batches)
         assert looped.send(data) == general.send(data), batches
     assert looped.stats == general.stats
 

@@ -373,10 +373,16 @@ class Session:
                 return
         self._loop_registered.add(key)
 
-    def _forget_loop(self):
-        if self._loop_registered:
+    def _forget_loop(self, prepared=None):
+        """The loop's entries go: all of them, or those of `prepared`."""
+        if not self._loop_registered:
+            return
+        if prepared is None:
             self.wire_loop.clear()
             self._loop_registered.clear()
+        elif prepared.sqlite is not None:
+            self.wire_loop.unregister(prepared.sqlite)
+            self._loop_registered = {key for key in self._loop_registered if key[0] != prepared.name}
 
     def _error(self, error: PgError, out):
         self.last_sqlstate = error.code
@@ -834,8 +840,8 @@ class Session:
             del self.portals[portal.name]
 
     def _drop_statement(self, name):
-        self._forget_loop()  # before a statement it may hold is finalized
         prepared = self.statements.pop(name)
+        self._forget_loop(prepared)  # before its statement is finalized
         if prepared.sqlite is not None and not prepared.busy:
             prepared.sqlite.finalize()
 
