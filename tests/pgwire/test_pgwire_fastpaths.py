@@ -525,3 +525,27 @@ def test_a_new_authorizer_stops_the_loop_before_its_next_statement(tmp_path_fact
     finally:
         looped.close()
         general.close()
+
+
+def test_an_answer_too_big_for_the_loop_is_left_to_python(tmp_path):
+    """Over 256 KiB the loop gives the batch back (nothing sent) and leaves the
+    statement to Python from then on, which flushes as it goes: same bytes."""
+    db = str(tmp_path / "big.db")
+    open_engine_connection(db, readonly=False, create=True).close()
+    setup = Client(db)
+    setup.send(query("CREATE TABLE big (id integer PRIMARY KEY, pad text)"))
+    setup.send(query("INSERT INTO big WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 8000) "
+                     "SELECT i, printf('%060d', i) FROM s"))
+    setup.close()
+    looped, general = LoopClient(db), Client(db, fast_paths=False)
+    try:
+        for client in (looped, general):
+            client.send(parse("upto", "SELECT id, pad FROM big WHERE id <= $1") + SYNC)
+        for limit in (b"10", b"10", b"10", b"8000", b"8000", b"10"):
+            batch = bind("", "upto", [limit]) + execute() + SYNC
+            assert looped.send(batch) == general.send(batch), limit
+        assert looped.served == 1  # the third: after a 600 KB answer the statement stays Python's
+        assert looped.stats == general.stats
+    finally:
+        looped.close()
+        general.close()
