@@ -228,7 +228,25 @@ int main(void) {
         sqlite3_finalize(hex);
     }
 
-    /* 9. unregistering the statement: its batches are Python's */
+    /* 9. integers as decimal text, the extremes included */
+    {
+        sqlite3_stmt *ints;
+        const unsigned char intcols[4] = {RMT_WL_C_TEXT_INT, RMT_WL_C_TEXT_INT, RMT_WL_C_TEXT_INT, RMT_WL_C_PLAIN};
+        assert(sqlite3_prepare_v2(db, "SELECT -9223372036854775807 - 1, 0, -42, 9223372036854775807", -1, &ints, 0)
+               == SQLITE_OK);
+        assert(rmt_wl_register(&s, ints, "ints", 4, NULL, 0, nores, 2, rowdesc, 7, 0, text_int, bin_int, 4, intcols,
+                               rmt_wl_auth_epoch(&signals)) == 0);
+        req.len = 0;
+        put_bind(&req, "ints", -1, 0, NULL, 0, 0);
+        tail(&req, 0);
+        run(&s, &req, 1, r, &ans);
+        assert(r->status == RMT_WL_EOF && r->served == 1);
+        assert(has(&ans, "\0\0\0\024-9223372036854775808\0\0\0\0010\0\0\0\3-42\0\0\0\0239223372036854775807", 59));
+        rmt_wl_unregister(&s, ints);
+        sqlite3_finalize(ints);
+    }
+
+    /* 10. unregistering the statement: its batches are Python's */
     rmt_wl_unregister(&s, stmt);
     assert(s.nentries == 1);
     run(&s, &req, 1, r, &ans);
