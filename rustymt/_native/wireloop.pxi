@@ -63,9 +63,12 @@ cdef class WireLoop:
         return True
 
     def unregister(self, Statement stmt):
-        """Forget the entries of `stmt` (before it is finalized)."""
-        if stmt.stmt != NULL:
-            rmt_wl_unregister(self.session, stmt.stmt)
+        """Forget the entries of `stmt` (before it is finalized; if it already
+        was, its entries cannot be told apart: all go)."""
+        if stmt.stmt == NULL:
+            self.clear()
+            return
+        rmt_wl_unregister(self.session, stmt.stmt)
         if stmt in self.statements:
             self.statements.remove(stmt)
 
