@@ -193,3 +193,17 @@ def test_stopping_the_server_ends_sessions_waiting_in_the_native_loop(tmp_path):
     finally:
         if not stopped:
             server.stop()
+
+
+def test_idle_in_transaction_timeout_with_statements_in_the_native_loop(strict):
+    """The loop serves only idle sessions: inside a block the read is bounded
+    by idle_in_transaction_timeout as before (FATAL 25P03)."""
+    sock, session = _served_by_the_native_loop(strict)
+    try:
+        sock.sendall(query("BEGIN"))
+        read_until(sock, lambda d: d.endswith(b"Z\x00\x00\x00\x05T"))
+        assert session._loop_registered  # entries stay; the loop just does not run in a block
+        fields = fatal_then_closed(sock)
+        assert fields["C"] == "25P03"
+    finally:
+        sock.close()
