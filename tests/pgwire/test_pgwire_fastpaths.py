@@ -313,6 +313,7 @@ LOOP_STATEMENTS = {
     "by_i8": ("SELECT id, i8 FROM typed WHERE i8 = $1", [20]),
     "many": ("SELECT id, i4, t FROM typed WHERE id >= $1 ORDER BY id", []),
     "float": ("SELECT id, f FROM typed WHERE id = $1", []),                      # float column: never the loop's
+    "row": ("SELECT i2, i4, i8, t, b, raw FROM typed WHERE id = $1", [23]),
     "boom": ("SELECT i8 FROM typed WHERE id = abs(-9223372036854775807 - $1)", [20]),  # 1: overflow in the step
 }
 
@@ -431,6 +432,32 @@ def test_the_native_loop_answers_like_the_general_path(loop_pair, sends):
     for batches in sends:
         data = b"".join(_loop_batch(*batch) for batch in batches)
         assert looped.send(data) == general.send(data), batches
+    assert looped.stats == general.stats
+
+
+sqlite_value = st.one_of(st.none(), st.integers(-2 ** 63, 2 ** 63 - 1), st.integers(-40000, 40000),
+                         st.text(st.characters(blacklist_categories=("Cs",)), max_size=12), st.binary(max_size=12),
+                         st.floats(allow_nan=False, width=32))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(sqlite_value, min_size=6, max_size=6), st.sampled_from([(), (0,), (1,), (1, 0, 1, 0, 1, 0)]))
+def test_the_native_loop_encodes_any_stored_value_like_the_general_path(loop_pair, values, results):
+    """Whatever SQLite holds in a row (any storage class in any declared
+    column type), the loop's bytes are the general path's (or it hands the
+    batch to Python)."""
+    looped, general = loop_pair
+    stmt, _ = _core.Connection.prepare(looped.conn, "INSERT OR REPLACE INTO typed (id, i2, i4, i8, t, b, raw) "
+                                                    "VALUES (7, ?1, ?2, ?3, ?4, ?5, ?6)")
+    try:
+        stmt.bind_all(values)
+        while stmt.step():
+            pass
+    finally:
+        stmt.finalize()
+    batch = bind("", "row", [b"7"], (), results) + describe(b"P") + execute() + SYNC
+    for _ in range(3):  # general path, Python's fast path, then the loop when it can
+        assert looped.send(batch) == general.send(batch), values
     assert looped.stats == general.stats
 
 
