@@ -6,6 +6,10 @@ latencies. Run:
     .venv/bin/python -m pytest bench/test_pgwire_bench.py -s
     RUSTYMT_PGBENCH_SECONDS=30 RUSTYMT_PGBENCH_ROUNDS=5 ...
       (default: 10 s per side and script/mode, in 3 alternating slices)
+    RUSTYMT_PGBENCH_NATIVE_LOOP=0 ...   rustymt without its native round-trip loop
+
+rustymt's server CPU per transaction (utime+stime of its process / pgbench
+transactions) is printed too: load moves it less than TPS.
 
 PostgreSQL comes from Debian's postgresql-15 package (scripts/apt-packages.txt):
 the bench runs initdb into a throwaway directory as the `postgres` user (the
@@ -33,6 +37,7 @@ SECONDS = int(os.environ.get("RUSTYMT_PGBENCH_SECONDS", "10"))
 # ROUNDS alternating slices (PostgreSQL, rustymt, PostgreSQL, ...) and the
 # reported ratio is the median of the per-round ratios.
 ROUNDS = int(os.environ.get("RUSTYMT_PGBENCH_ROUNDS", "3"))
+NATIVE_LOOP = os.environ.get("RUSTYMT_PGBENCH_NATIVE_LOOP", "1") != "0"
 CLIENTS = 8
 ACCOUNTS = 100_000
 PASSWORD = "bench-pw"
@@ -89,14 +94,23 @@ class Target:
         subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port),
                         "-d", "bench", "-c", sql], env=self.env, check=True, capture_output=True, timeout=600)
 
+    def cpu_seconds(self) -> float:
+        """utime + stime of the server process (rustymt: one process)."""
+        with open(f"/proc/{self.proc.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def pgbench(self, script_path, mode, workdir, seconds=SECONDS):
         prefix = os.path.join(workdir, f"{self.name}-{mode}-{os.path.basename(script_path)}")
+        cpu_before = self.cpu_seconds()
         result = subprocess.run(["pgbench", "-n", "-h", "127.0.0.1", "-p", str(self.port), "-f", script_path,
                                  "-M", mode, "-c", str(CLIENTS), "-j", "2", "-T", str(seconds), "-l",
                                  "--log-prefix", prefix, "bench"],
                                 env=self.env, capture_output=True, text=True, timeout=seconds * 4 + 60, cwd=workdir)
         assert result.returncode == 0, result.stderr
+        cpu = self.cpu_seconds() - cpu_before
         tps = float(re.search(r"tps = ([\d.]+)", result.stdout).group(1))
+        transactions = int(re.search(r"actually processed: (\d+)", result.stdout).group(1))
         failed = int(re.search(r"number of failed transactions: (\d+)", result.stdout).group(1))
         latencies = []
         for name in os.listdir(workdir):
@@ -104,14 +118,16 @@ class Target:
                 with open(os.path.join(workdir, name)) as log:
                     latencies += [int(line.split()[2]) for line in log if line.strip()]
                 os.unlink(os.path.join(workdir, name))
-        return {"tps": tps, "failed": failed, "latencies_us": latencies}
+        return {"tps": tps, "failed": failed, "latencies_us": latencies, "cpu_s": cpu, "transactions": transactions}
 
 
 def combine(runs):
     latencies = [value for run in runs for value in run["latencies_us"]]
     p99 = statistics.quantiles(latencies, n=100)[98] / 1000 if len(latencies) >= 100 else float("nan")
+    transactions = sum(run["transactions"] for run in runs)
     return {"tps": statistics.fmean(run["tps"] for run in runs), "p99_ms": round(p99, 3),
-            "failed": sum(run["failed"] for run in runs)}
+            "failed": sum(run["failed"] for run in runs),
+            "server_us_per_tx": round(sum(run["cpu_s"] for run in runs) * 1e6 / max(transactions, 1), 1)}
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +187,8 @@ def _wait_pg(port, env):
 def rustymt(workdir):
     directory = os.path.join(workdir, "rustymt")
     proc = subprocess.Popen([sys.executable, "-m", "rustymt.engine.pgwire", "--dir", directory, "--user",
-                             f"bench:{PASSWORD}", "--create", "bench"], stdout=subprocess.PIPE, text=True)
+                             f"bench:{PASSWORD}", "--create", "bench"] + ([] if NATIVE_LOOP else ["--no-native-loop"]),
+                            stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         port = int(line.split()[1])
@@ -211,7 +228,7 @@ def test_pgbench_rustymt_vs_postgresql(benchmark, workdir, postgres, rustymt, sc
     ours, baseline = combine(ours_runs), combine(theirs_runs)
     benchmark.extra_info.update({"rustymt": ours, "postgresql": baseline, "tps_ratio": round(ratio, 3)})
     print(f"\n[pgbench {script_name} -M {mode}, {CLIENTS} clients, {ROUNDS}x{slice_seconds}s each] "
-          f"rustymt {ours['tps']:.0f} tps p99 {ours['p99_ms']:.2f} ms | "
+          f"rustymt {ours['tps']:.0f} tps p99 {ours['p99_ms']:.2f} ms {ours['server_us_per_tx']} us/tx | "
           f"PostgreSQL 15 {baseline['tps']:.0f} tps p99 {baseline['p99_ms']:.2f} ms | "
           f"TPS ratio {ratio:.3f} | failed {ours['failed']}/{baseline['failed']}")
     assert ours["failed"] == 0

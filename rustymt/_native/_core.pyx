@@ -8,6 +8,7 @@ hooks must share one shared object with the statically linked SQLite:
   engine.pxi      install() of the hooks, the start-up canary, tenant slots
   connection.pxi  SQLiteError, Connection, Statement (the binding proper)
   testapi.pxi     small C-level test API (a private pool, raw allocator calls)
+  wireloop.pxi    the wire server's native round-trip loop
 """
 
 cdef extern from "version.h":
@@ -24,3 +25,4 @@ include "connection.pxi"
 include "testapi.pxi"
 include "wfq.pxi"
 include "iovfs.pxi"
+include "wireloop.pxi"

@@ -274,6 +274,7 @@ cdef class Connection:
     cdef rmt_exec_ctx ctx
     cdef auth_table *auth
     cdef int running          # threads inside SQLite (GIL released) on this handle
+    cdef rmt_wl_signals signals   # interrupts / authorizer changes, for the wire loop (wireloop.pxi)
     cdef bint close_pending   # close() came while running: the last one out closes
     cdef readonly int tenant
     cdef readonly object path
@@ -426,9 +427,22 @@ cdef class Connection:
         return not sqlite3_get_autocommit(self._db())
 
     def interrupt(self):
-        """Abort the statement running on this connection (thread-safe)."""
+        """Abort the statement running on this connection (thread-safe); a
+        wire loop (wireloop.pxi) serving this connection returns to Python."""
+        rmt_wl_signal_interrupt(&self.signals)
         if self.db != NULL:
             sqlite3_interrupt(self.db)
+
+    @property
+    def authorizer_epoch(self):
+        """Bumped by every set_authorizer(): statements kept for reuse that
+        were authorized under an older epoch must be compiled again."""
+        return rmt_wl_auth_epoch(&self.signals)
+
+    @property
+    def loop_stepping(self):
+        """True while a wire loop steps a statement on this connection."""
+        return rmt_wl_stepping(&self.signals) != 0
 
     def busy_timeout(self, int ms):
         """Wait up to ms on a locked database before SQLITE_BUSY (the CPU slot
@@ -452,6 +466,7 @@ cdef class Connection:
             sqlite3_set_authorizer(db, NULL, NULL)
         _free_auth_table(self.auth)
         self.auth = table
+        rmt_wl_signal_auth(&self.signals)
 
     def backup_to(self, Connection target, int pages_per_step=256, progress=None):
         """Copy this database into target with the online backup API, stepwise.
@@ -508,6 +523,7 @@ cdef class Connection:
             return
         if self.running > 0:
             self.close_pending = True
+            rmt_wl_signal_interrupt(&self.signals)
             sqlite3_interrupt(self.db)
             return
         self._close_now()

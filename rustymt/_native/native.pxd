@@ -1,6 +1,6 @@
 # The native units (native/*.h) as the binding sees them.
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from rustymt._native.csqlite cimport sqlite3, sqlite3_mem_methods, sqlite3_pcache_methods2, sqlite3_pcache_page
+from rustymt._native.csqlite cimport sqlite3, sqlite3_stmt, sqlite3_mem_methods, sqlite3_pcache_methods2, sqlite3_pcache_page
 
 cdef extern from "tenant.h" nogil:
     int RMT_MAX_TENANTS
@@ -80,3 +80,40 @@ cdef extern from "exechooks.h" nogil:
     void rmt_exec_enter(rmt_exec_ctx *ctx)
     void rmt_exec_leave(rmt_exec_ctx *ctx)
     void rmt_exec_attach(sqlite3 *db, rmt_exec_ctx *ctx)
+
+cdef extern from "wireloop.h" nogil:
+    int RMT_WL_MAX_UNREPORTED
+    ctypedef struct rmt_wl_signals:
+        unsigned interrupts
+        unsigned auth_epoch
+        int stepping
+    ctypedef struct rmt_wl_session:
+        int nentries
+    ctypedef struct rmt_wl_result:
+        int status
+        int os_error
+        size_t in_start
+        size_t in_len
+        int served
+        int reused
+        double latency_ms[256]
+        int step_rc
+        int step_extended
+        char step_message[256]
+    void rmt_wl_session_init(rmt_wl_session *s, sqlite3 *db, rmt_exec_ctx *ctx, rmt_wl_signals *signals)
+    void rmt_wl_session_clear(rmt_wl_session *s)
+    void rmt_wl_session_free(rmt_wl_session *s)
+    int rmt_wl_register(rmt_wl_session *s, sqlite3_stmt *stmt, const char *name, size_t name_len,
+                        const unsigned char *parse_body, size_t parse_len,
+                        const unsigned char *result_formats, size_t result_formats_len,
+                        const unsigned char *row_description, size_t row_description_len,
+                        int nparams, const unsigned char *param_text, const unsigned char *param_binary,
+                        int ncols, const unsigned char *columns, unsigned auth_epoch)
+    void rmt_wl_unregister(rmt_wl_session *s, sqlite3_stmt *stmt)
+    void rmt_wl_run(rmt_wl_session *s, int fd, const unsigned char *out, size_t out_len,
+                    unsigned char *inbuf, size_t in_cap, int timeout_ms, int serve, int report_ms,
+                    rmt_wl_result *result)
+    void rmt_wl_signal_interrupt(rmt_wl_signals *signals)
+    void rmt_wl_signal_auth(rmt_wl_signals *signals)
+    unsigned rmt_wl_auth_epoch(const rmt_wl_signals *signals)
+    int rmt_wl_stepping(const rmt_wl_signals *signals)

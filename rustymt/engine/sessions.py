@@ -50,13 +50,10 @@ class TenantConnection(_core.Connection):
         self.counter = counter
         self.ended_with: Exception | None = None
         self.lockdown_profile = None  # name of the PDB's lockdown profile: named in 42501 messages
-        # Bumped by every set_authorizer: the wire server drops the statements it
-        # keeps for reuse, so the new rules refuse at compile time (naming the profile).
-        self.authorizer_epoch = 0
-
-    def set_authorizer(self, rules):
-        super().set_authorizer(rules)
-        self.authorizer_epoch += 1
+        # The base binding's authorizer_epoch, bumped by every set_authorizer (a
+        # counter the wire server's native loop reads too): the wire server drops
+        # the statements it keeps for reuse, so the new rules refuse at compile
+        # time (naming the profile).
 
     def prepare(self, sql):
         return self._compile(_core.Connection.prepare, sql)

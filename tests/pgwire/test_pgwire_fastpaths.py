@@ -2,6 +2,7 @@
 connections (no server): the same client bytes in must give the same bytes
 out, whichever path answers them."""
 import os
+import socket
 import struct
 import threading
 
@@ -283,3 +284,295 @@ def test_big_results_are_handed_to_flush_while_they_are_produced(tmp_path):
         finally:
             client.close()
     assert streams[0] == streams[1]
+
+
+# ---- the native round-trip loop (native/wireloop.c) against the general path -------------------
+# LoopClient answers as the server's session thread does (_serve_blocking): the
+# bytes go through the session's WireLoop on one end of a socketpair first, and
+# what the loop hands back runs on the Python session. Its twin is a Client
+# without fast paths (the general path): the same bytes out, whichever answers.
+
+from rustymt._native import _core  # noqa: E402
+from tests.conftest import wait_for  # noqa: E402
+from tests.pgwire.pgwire_client import SYNC, bind, describe, execute, parse, split_messages  # noqa: E402
+
+TYPED_SCHEMA = """CREATE TABLE typed (id integer PRIMARY KEY, i2 smallint, i4 integer, i8 bigint, t text,
+  vc varchar(20), b boolean, f real, raw blob);
+INSERT INTO typed VALUES (1, 1, 10, 100, 'one', 'v1', 1, 0.5, x'00ff');
+INSERT INTO typed VALUES (2, -32768, -2147483648, -9223372036854775808, 'tw\u00f6 \U0001F600', '', 0, NULL, NULL);
+INSERT INTO typed VALUES (3, NULL, NULL, NULL, NULL, NULL, NULL, 1e300, x'');
+INSERT INTO typed VALUES (4, 70000, 5000000000, 7, CAST(x'ff' AS TEXT), 'v4', 2, 2.5, x'41');
+INSERT INTO typed VALUES (5, 'abc', 1.5, 'x', 42, 7, 'yes', 'nan?', 'text in blob');
+INSERT INTO typed VALUES (6, 6, 60, 600, 'six', 'v6', 1, -0.0, x'06')"""
+
+LOOP_STATEMENTS = {
+    "ints": ("SELECT i2, i4, i8 FROM typed WHERE id = $1", []),
+    "texts": ("SELECT id, t, vc, b, raw FROM typed WHERE id = $1", []),
+    "by_text": ("SELECT id, i4 FROM typed WHERE t = $1", []),
+    "by_bool": ("SELECT id FROM typed WHERE b = $1 ORDER BY id", [16]),
+    "by_i8": ("SELECT id, i8 FROM typed WHERE i8 = $1", [20]),
+    "many": ("SELECT id, i4, t FROM typed WHERE id >= $1 ORDER BY id", []),
+    "float": ("SELECT id, f FROM typed WHERE id = $1", []),                      # float column: never the loop's
+    "row": ("SELECT i2, i4, i8, t, b, raw FROM typed WHERE id = $1", [23]),
+    "boom": ("SELECT i8 FROM typed WHERE id = abs(-9223372036854775807 - $1)", [20]),  # 1: overflow in the step
+}
+
+
+class LoopClient(Client):
+    def __init__(self, path, **session_options):
+        super().__init__(path, **session_options)
+        self.peer, self.sock = socket.socketpair()
+        self.loop = self.session.open_wire_loop()
+        assert self.loop is not None
+        self.inbuf = bytearray(256 * 1024)
+        self.served = 0
+        self.step_errors = 0   # batches the loop handed back after a failed step
+        self.session.flush = self.sock.sendall
+        self.received = bytearray()
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        while True:
+            chunk = self.peer.recv(1 << 16)
+            if not chunk:
+                return
+            with self.lock:
+                self.received += chunk
+
+    def _ready_count(self):
+        with self.lock:
+            return sum(kind == b"Z" for kind, _ in split_messages(bytes(self.received)))
+
+    def send(self, data: bytes) -> bytes:
+        expected = sum(kind in (b"S", b"Q") for kind, _ in split_messages(data))
+        self.peer.sendall(data)
+        out = b""
+        while True:  # _serve_blocking's round trips, with a zero wait: done when nothing is left to read
+            serve = self.session.status() == b"I" and self.proto.between_messages and self.session.loop_may_serve()
+            status, got, latencies, reused, step_error, _errno = self.loop.run(
+                self.sock.fileno(), out, self.inbuf, 0.0, serve, 0)
+            out = b""
+            self.served += len(latencies)
+            if latencies:
+                self.session.loop_served(latencies, reused)
+            if status == _core.LOOP_TIMEOUT:
+                break
+            if status == _core.LOOP_REPORT:
+                continue
+            assert status in (_core.LOOP_DATA, _core.LOOP_STEP_ERROR), status
+            if status == _core.LOOP_STEP_ERROR:
+                self.step_errors += 1
+                self.session.loop_step_failed(*step_error)
+            out = self.session.run(self.proto.feed(got)) + self.proto.data_to_send()
+        wait_for(lambda: self._ready_count() >= expected, what="every ReadyForQuery")
+        with self.lock:
+            answer = bytes(self.received)
+            self.received.clear()
+        return answer
+
+    def close(self):
+        super().close()
+        self.sock.close()
+        self.reader.join(5)
+        self.peer.close()
+
+
+def _typed_database(tmp_path_factory, name):
+    db = str(tmp_path_factory.mktemp(name) / "typed.db")
+    open_engine_connection(db, readonly=False, create=True).close()
+    setup = Client(db)
+    for statement in TYPED_SCHEMA.split(";"):
+        if statement.strip():
+            assert b"E" not in [kind for kind, _ in split_messages(setup.send(query(statement)))], statement
+    setup.close()
+    return db
+
+
+@pytest.fixture(scope="module")
+def loop_pair(tmp_path_factory):
+    db = _typed_database(tmp_path_factory, "loop")
+    looped, general = LoopClient(db), Client(db, fast_paths=False)
+    for client in (looped, general):
+        for name, (sql, oids) in LOOP_STATEMENTS.items():
+            assert client.send(parse(name, sql, oids) + SYNC).startswith(b"1")
+    yield looped, general
+    looped.close()
+    general.close()
+
+
+loop_param = st.one_of(
+    st.none(),
+    st.integers(-3, 8).map(lambda n: str(n).encode()),
+    st.sampled_from([b"one", b"six", "tw\u00f6 \U0001F600".encode(), b"\xff", b"t", b"TRUE", b"off", b" 1",
+                     b"+5", b"1_0", b"9223372036854775807", b"-9223372036854775808", b"", b"x1"]),
+    st.integers(-2, 8).map(lambda n: n.to_bytes(4, "big", signed=True)),
+    st.integers(-2, 8).map(lambda n: n.to_bytes(8, "big", signed=True)),
+    st.sampled_from([b"\x00", b"\x01", b"\x02"]),
+)
+loop_batch = st.tuples(st.sampled_from(sorted(LOOP_STATEMENTS)), loop_param, st.sampled_from([(), (0,), (1,)]),
+                       st.sampled_from([(), (0,), (1,), (0, 1, 0)]), st.booleans(), st.booleans())
+
+
+def _loop_batch(name, value, formats, results, with_describe, unnamed):
+    """Bind (to `name`, or after an unnamed Parse of its text) [Describe] Execute Sync."""
+    head = parse("", *LOOP_STATEMENTS[name]) if unnamed else b""
+    return (head + bind("", "" if unnamed else name, [value], formats, results)
+            + (describe(b"P") if with_describe else b"") + execute() + SYNC)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(loop_batch, min_size=1, max_size=3), min_size=1, max_size=6))
+def test_the_native_loop_answers_like_the_general_path(loop_pair, sends):
+    """Bytes, errors and per-statement accounting as the general path, for
+    pipelined batches of registered statements over every parameter and
+    column codec (and values the loop does not encode: handed to Python)."""
+    looped, general = loop_pair
+    for batches in sends:
+        data = b"".join(_loop_batch(*batch) for batch in batches)
+        assert looped.send(data) == general.send(data), batches
+    assert looped.stats == general.stats
+
+
+sqlite_value = st.one_of(st.none(), st.integers(-2 ** 63, 2 ** 63 - 1), st.integers(-40000, 40000),
+                         st.text(st.characters(blacklist_categories=("Cs",)), max_size=12), st.binary(max_size=12),
+                         st.floats(allow_nan=False, width=32))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(sqlite_value, min_size=6, max_size=6), st.sampled_from([(), (0,), (1,), (1, 0, 1, 0, 1, 0)]))
+def test_the_native_loop_encodes_any_stored_value_like_the_general_path(loop_pair, values, results):
+    """Whatever SQLite holds in a row (any storage class in any declared
+    column type), the loop's bytes are the general path's (or it hands the
+    batch to Python)."""
+    looped, general = loop_pair
+    stmt, _ = _core.Connection.prepare(looped.conn, "INSERT OR REPLACE INTO typed (id, i2, i4, i8, t, b, raw) "
+                                                    "VALUES (7, ?1, ?2, ?3, ?4, ?5, ?6)")
+    try:
+        stmt.bind_all(values)
+        while stmt.step():
+            pass
+    finally:
+        stmt.finalize()
+    batch = bind("", "row", [b"7"], (), results) + describe(b"P") + execute() + SYNC
+    for _ in range(3):  # general path, Python's fast path, then the loop when it can
+        assert looped.send(batch) == general.send(batch), values
+    assert looped.stats == general.stats
+
+
+def test_the_loop_serves_repeats_and_hands_back_what_it_does_not_encode(tmp_path_factory):
+    db = _typed_database(tmp_path_factory, "serves")
+    client = LoopClient(db)
+    try:
+        for name, (sql, oids) in LOOP_STATEMENTS.items():
+            client.send(parse(name, sql, oids) + SYNC)
+        batch = bind("", "texts", [b"1"]) + describe(b"P") + execute() + SYNC
+        first = client.send(batch)   # the general path (caches the description)
+        assert client.send(batch) == first and client.served == 0  # Python's fast path, which registers it
+        assert ("texts", ()) in client.session._loop_registered
+        assert client.send(batch) == first and client.served == 1
+        for _ in range(3):  # a float column: served by Python's fast path, never registered
+            client.send(bind("", "float", [b"1"]) + execute() + SYNC)
+        assert ("float", ()) not in client.session._loop_registered and client.served == 1
+        out = client.send(bind("", "texts", [b"4"]) + execute() + SYNC)   # t is not UTF-8: Python answers
+        assert client.served == 1 and b"\xef\xbf\xbd" in out                # (U+FFFD, as the binding decodes)
+        client.send(bind("", "texts", [b"6"]) + execute() + SYNC)
+        assert client.served == 2
+        # the unnamed statement: a repeated Parse of the same text is served too (and counted as a compile)
+        extended = parse("", "SELECT i4 FROM typed WHERE id = $1") + bind("", "", [b"6"]) + describe(b"P") + execute() + SYNC
+        assert client.send(extended) == client.send(extended)
+        out = client.send(extended)
+        assert client.served == 3 and out.startswith(b"1\x00\x00\x00\x042") and b"60" in out
+        assert client.session.statements[""].parsed is not None
+        client.send(query("SET application_name = 'x'"))  # a setting may change translations: entries go
+        assert not client.session._loop_registered
+        assert client.send(extended) == out and client.served == 3
+        client.send(query("DEALLOCATE ALL"))
+        assert not client.session._loop_registered
+    finally:
+        client.close()
+
+
+def test_a_step_error_in_the_loop_is_reported_by_the_python_path(loop_pair):
+    looped, general = loop_pair
+    ok = bind("", "boom", [b"0"]) + execute() + SYNC
+    for _ in range(3):
+        assert looped.send(ok) == general.send(ok)
+    before, errors_before = looped.served, looped.step_errors
+    assert ("boom", ()) in looped.session._loop_registered
+    failing = bind("", "boom", [b"1"]) + execute() + SYNC
+    out = looped.send(failing)
+    assert out == general.send(failing) and b"integer overflow" in out and looped.served == before
+    assert looped.step_errors == errors_before + 1
+    assert looped.send(ok) == general.send(ok) and looped.served == before + 1
+    assert looped.stats == general.stats
+
+
+def test_a_cancel_interrupts_a_statement_the_loop_runs(tmp_path_factory):
+    db = _typed_database(tmp_path_factory, "cancel")
+    client = LoopClient(db)
+    count = ("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < $1) "
+             "SELECT count(*) FROM c")
+    try:
+        client.send(parse("count", count, [20]) + SYNC)
+        for _ in range(2):
+            assert b"SELECT 1" in client.send(bind("", "count", [b"10"]) + execute() + SYNC)
+        assert ("count", ()) in client.session._loop_registered
+        answer = []
+        worker = threading.Thread(target=lambda: answer.append(
+            client.send(bind("", "count", [b"1000000000000"]) + execute() + SYNC)))
+        worker.start()
+        wait_for(lambda: client.conn.loop_stepping, what="the loop stepping the long statement")
+        client.session.cancel()
+        worker.join(30)
+        assert answer and b"57014" in answer[0] and answer[0].endswith(b"Z\x00\x00\x00\x05I")
+        assert client.stats[-1] == "57014"
+        assert b"SELECT 1" in client.send(bind("", "count", [b"10"]) + execute() + SYNC)  # still served
+    finally:
+        client.close()
+
+
+def test_a_new_authorizer_stops_the_loop_before_its_next_statement(tmp_path_factory):
+    db = _typed_database(tmp_path_factory, "auth")
+    from rustymt.engine import lockdown
+    looped, general = LoopClient(db), Client(db, fast_paths=False)
+    batch = bind("", "ints", [b"1"]) + execute() + SYNC
+    try:
+        for client in (looped, general):
+            client.send(parse("ints", LOOP_STATEMENTS["ints"][0]) + SYNC)
+            for _ in range(3):
+                client.send(batch)
+        assert looped.served == 1
+        for client in (looped, general):
+            client.conn.set_authorizer(lockdown.authorizer_rules([("SELECT", None, "deny")]))
+        out = looped.send(batch)
+        assert out == general.send(batch) and b"42501" in out and looped.served == 1
+        assert not looped.session._loop_registered
+    finally:
+        looped.close()
+        general.close()
+
+
+def test_an_answer_too_big_for_the_loop_is_left_to_python(tmp_path):
+    """Over 256 KiB the loop gives the batch back (nothing sent) and leaves the
+    statement to Python from then on, which flushes as it goes: same bytes."""
+    db = str(tmp_path / "big.db")
+    open_engine_connection(db, readonly=False, create=True).close()
+    setup = Client(db)
+    setup.send(query("CREATE TABLE big (id integer PRIMARY KEY, pad text)"))
+    setup.send(query("INSERT INTO big WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 8000) "
+                     "SELECT i, printf('%060d', i) FROM s"))
+    setup.close()
+    looped, general = LoopClient(db), Client(db, fast_paths=False)
+    try:
+        for client in (looped, general):
+            client.send(parse("upto", "SELECT id, pad FROM big WHERE id <= $1") + SYNC)
+        for limit in (b"10", b"10", b"10", b"8000", b"8000", b"10"):
+            batch = bind("", "upto", [limit]) + execute() + SYNC
+            assert looped.send(batch) == general.send(batch), limit
+        assert looped.served == 1  # the third: after a 600 KB answer the statement stays Python's
+        assert looped.stats == general.stats
+    finally:
+        looped.close()
+        general.close()

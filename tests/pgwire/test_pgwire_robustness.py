@@ -140,3 +140,70 @@ def test_server_limits_come_from_the_pgwire_config_section(tmp_path):
                            "RUSTYMT_PGWIRE_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS": "7"})
     server = PgServer.from_config(cfg, FileBackend(str(tmp_path)))
     assert (server.max_message_bytes, server.idle_in_transaction_timeout, server.ssl_context) == (4096, 7, None)
+
+
+def _served_by_the_native_loop(server):
+    """A logged-in socket whose session has a prepared point select registered
+    with the native loop (its thread now waits in the loop): (sock, session)."""
+    from tests.pgwire.pgwire_client import SYNC, bind, execute, parse
+    sock = connect(server)
+    login(server, sock)
+    sock.sendall(query("CREATE TABLE IF NOT EXISTS loop_t (id integer PRIMARY KEY, v integer)")
+                 + query("INSERT OR REPLACE INTO loop_t VALUES (1, 11)"))
+    read_until(sock, lambda d: d.count(b"Z\x00\x00\x00\x05I") >= 2)
+    sock.sendall(parse("p", "SELECT v FROM loop_t WHERE id = $1") + SYNC)
+    read_until(sock, lambda d: d.endswith(b"Z\x00\x00\x00\x05I"))
+    for _ in range(3):  # general path, Python's fast path (registers it), the loop
+        sock.sendall(bind("", "p", [b"1"]) + execute() + SYNC)
+        assert b"11" in read_until(sock, lambda d: d.endswith(b"Z\x00\x00\x00\x05I"))
+    session = wait_for(lambda: next((s for _, s in server.server.sessions.values() if s._loop_registered), None),
+                       what="a session with loop entries")
+    return sock, session
+
+
+def test_a_session_ended_while_its_thread_waits_in_the_native_loop_goes(tmp_path):
+    """WireLink.terminate's moves (interrupt, shut the reading side) end a
+    session the native loop is serving: the client sees the connection close
+    and the server forgets the session."""
+    server = ServerThread(tmp_path)
+    try:
+        server.backend.create_database("app")
+        sock, session = _served_by_the_native_loop(server)
+        raw = next(state.raw for state in server.server._clients if state.session is session)
+        session.conn.interrupt()
+        raw.shutdown(socket.SHUT_RD)
+        assert read_until(sock, lambda d: False) == b""  # EOF, nothing half-written
+        wait_for(lambda: server.session_count() == 0, what="the session gone")
+        sock.close()
+    finally:
+        server.stop()
+
+
+def test_stopping_the_server_ends_sessions_waiting_in_the_native_loop(tmp_path):
+    server = ServerThread(tmp_path)
+    stopped = False
+    try:
+        server.backend.create_database("app")
+        sock, _session = _served_by_the_native_loop(server)
+        server.stop()
+        stopped = True
+        assert read_until(sock, lambda d: False) == b""
+        assert not server.thread.is_alive()
+        sock.close()
+    finally:
+        if not stopped:
+            server.stop()
+
+
+def test_idle_in_transaction_timeout_with_statements_in_the_native_loop(strict):
+    """The loop serves only idle sessions: inside a block the read is bounded
+    by idle_in_transaction_timeout as before (FATAL 25P03)."""
+    sock, session = _served_by_the_native_loop(strict)
+    try:
+        sock.sendall(query("BEGIN"))
+        read_until(sock, lambda d: d.endswith(b"Z\x00\x00\x00\x05T"))
+        assert session._loop_registered  # entries stay; the loop just does not run in a block
+        fields = fatal_then_closed(sock)
+        assert fields["C"] == "25P03"
+    finally:
+        sock.close()

@@ -24,6 +24,8 @@ def main(argv=None):
     parser.add_argument("--user", action="append", default=[], help="user:password (repeatable)")
     parser.add_argument("--create", action="append", default=[], help="create this database if missing")
     parser.add_argument("--max-message-bytes", type=int, default=64 << 20)
+    parser.add_argument("--no-native-loop", action="store_true",
+                        help="answer every round trip in Python (baseline for measurements)")
     args = parser.parse_args(argv)
     os.makedirs(args.dir, exist_ok=True)
     backend = FileBackend(args.dir)
@@ -35,7 +37,7 @@ def main(argv=None):
             backend.create_database(database)
 
     async def serve():
-        server = PgServer(backend, max_message_bytes=args.max_message_bytes)
+        server = PgServer(backend, max_message_bytes=args.max_message_bytes, native_loop=not args.no_native_loop)
         port = await server.start(args.host, args.port)
         print(f"listening {port}", flush=True)
         await asyncio.Event().wait()

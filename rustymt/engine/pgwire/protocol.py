@@ -345,6 +345,12 @@ class ServerProtocol:
     def closed(self) -> bool:
         return self.state == CLOSED
 
+    @property
+    def between_messages(self) -> bool:
+        """In the query phase with no partial message buffered: the next
+        received bytes start a message (the native loop may read them)."""
+        return self.state == READY and not self._buffer
+
     def fail(self, error: PgError) -> Closed:
         """Queue `error` as FATAL and close."""
         error.severity = "FATAL"

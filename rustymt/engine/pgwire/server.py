@@ -10,7 +10,10 @@ One task per client connection:
      socket is handed over to that thread, which then reads, feeds the
      protocol, runs the events on the Session and writes the answer with
      blocking calls (which release the GIL, as statement steps do). No
-     event-loop round trip per message: that halved the per-query cost. A TLS
+     event-loop round trip per message: that halved the per-query cost.
+     Repeated prepared read-only batches are answered by the session's
+     native loop (native/wireloop.c, see docs/pgwire.md) without the GIL;
+     what it does not serve comes back here untouched. A TLS
      connection stays on the event loop (asyncio owns its SSL state) and hops
      to the same thread once per read instead. Either way, while a
      transaction is open a read waits at most idle_in_transaction_timeout
@@ -36,6 +39,12 @@ from .backend import Backend
 from .errors import PgError, fatal
 from .exchange import exchange
 from .session import Session
+from .wireloop import REPORT_MS
+
+try:
+    from ..._native._core import LOOP_OS_ERROR, LOOP_REPORT, LOOP_STEP_ERROR
+except ImportError:  # a build without the loop: sessions have none (Session.open_wire_loop)
+    LOOP_OS_ERROR = LOOP_REPORT = LOOP_STEP_ERROR = None
 
 log = logging.getLogger("rustymt.pgwire")
 READ_BYTES = 256 * 1024
@@ -45,8 +54,11 @@ _NOT_SESSION_WORK = (P.Closed, P.Terminate)   # events the server handles, not S
 class PgServer:
     def __init__(self, backend: Backend, *, max_message_bytes: int = 64 << 20,
                  idle_in_transaction_timeout: float = 600, tls_cert: str = "", tls_key: str = "",
-                 auth_timeout: float = 60.0):
+                 auth_timeout: float = 60.0, native_loop: bool = True):
         self.backend = backend
+        # Serve repeated prepared read-only batches from native/wireloop.c
+        # (False: every round trip through Python; the bench's baseline).
+        self.native_loop = native_loop
         self.max_message_bytes = max_message_bytes
         self.idle_in_transaction_timeout = idle_in_transaction_timeout or None
         self.auth_timeout = auth_timeout
@@ -201,13 +213,17 @@ class PgServer:
     def _serve_blocking(self, state, sock):
         """The query phase of a plaintext session, on its own thread.
 
-        Each round trip is one exchange(): send the answer, wait for the next
-        bytes, under a single release of the GIL (see exchange.py)."""
+        Each round trip is one exchange: send the answer, wait for the next
+        bytes, under a single release of the GIL (see exchange.py). With the
+        session's native loop (native/wireloop.c) the exchange also answers
+        repeated prepared read-only batches in C, and returns here only with
+        bytes Python must run (or latencies to report, or end of stream)."""
         proto, session = state.proto, state.session
         sock.setblocking(True)
         fd = sock.fileno()
         inbuf = bytearray(READ_BYTES)
         idle_timeout = self.idle_in_transaction_timeout
+        loop = session.open_wire_loop() if self.native_loop else None
         events = state.events
         try:
             while True:
@@ -221,19 +237,35 @@ class PgServer:
                     if out:
                         sock.sendall(out)
                     return
-                timeout = idle_timeout if idle_timeout and session.status() != b"I" else -1.0
-                try:
-                    data = exchange(fd, out, inbuf, timeout)
-                except socket.timeout:
-                    proto.fail(fatal(S.IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
-                                     "terminating connection due to idle-in-transaction timeout"))
-                    sock.sendall(proto.data_to_send())
-                    return
+                idle = session.status() == b"I"
+                if not (loop is not None and idle and proto.between_messages and session.loop_may_serve()):
+                    try:
+                        data = exchange(fd, out, inbuf, idle_timeout if idle_timeout and not idle else -1.0)
+                    except socket.timeout:
+                        return self._idle_timeout(proto, sock)
+                else:
+                    status, data, latencies, reused, step_error, os_error = loop.run(
+                        fd, out, inbuf, -1.0, True, REPORT_MS)
+                    if latencies:
+                        session.loop_served(latencies, reused)
+                    if status == LOOP_REPORT:
+                        events = []
+                        continue
+                    if status == LOOP_OS_ERROR:
+                        raise OSError(os_error, os.strerror(os_error))
+                    if status == LOOP_STEP_ERROR:
+                        session.loop_step_failed(*step_error)
                 if not data:
                     return
                 events = proto.feed(data)
         except OSError:
             return  # the client went away (or the server is closing its socket)
+
+    @staticmethod
+    def _idle_timeout(proto, sock):
+        proto.fail(fatal(S.IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+                         "terminating connection due to idle-in-transaction timeout"))
+        sock.sendall(proto.data_to_send())
 
     async def _query_loop(self, state):
         proto, session = state.proto, state.session

@@ -25,6 +25,7 @@ from . import messages as M
 from . import protocol as P
 from . import sqlfront
 from . import sqlstate as S
+from . import wireloop as W
 from .errors import PgError, from_sqlite
 from .rows import encode_rows
 
@@ -56,7 +57,7 @@ DEFAULT_SETTINGS = {
 
 class Prepared:
     """A parsed statement: its translation, SQLite statement, and types."""
-    __slots__ = ("name", "front", "sqlite", "param_oids", "columns", "busy", "described", "parsed")
+    __slots__ = ("name", "front", "sqlite", "param_oids", "columns", "busy", "described", "parsed", "loop_refused")
 
     def __init__(self, name, front, sqlite, param_oids, columns):
         self.name, self.front, self.sqlite = name, front, sqlite
@@ -67,6 +68,7 @@ class Prepared:
         # The unnamed statement's Parse (sql, declared oids) while a repeated Parse
         # of the same may reuse it; None once the schema changed (or never reusable).
         self.parsed = None
+        self.loop_refused = set()   # (result formats, parameter formats) the native loop cannot serve
 
 
 class Portal:
@@ -124,6 +126,12 @@ class Session:
         self._watch_authorizer = hasattr(self.conn, "authorizer_epoch")
         self._authorizer_epoch = self.conn.authorizer_epoch if self._watch_authorizer else 0
         self.ctx = sqlfront.Context(self.settings, database, user, pid, self._columns_of)
+        # The native round-trip loop (native/wireloop.c) once the server's
+        # thread serves this session with it: what _run_prepared_fast served
+        # is registered there, keyed (statement name, result formats).
+        self.wire_loop = None
+        self._loop_registered: set = set()
+        self._loop_step_error = None   # a step error the loop saw: the next fetch reports it
 
     # -- status ----------------------------------------------------------------------------
     def status(self) -> bytes:
@@ -138,11 +146,13 @@ class Session:
 
     def cancel(self):
         """CancelRequest (from another connection's task): interrupt the running statement."""
-        if self.running:
+        if self.running or getattr(self.conn, "loop_stepping", False):
             self.conn.interrupt()
         self.cancel_requested = True
 
     def close(self):
+        self._forget_loop()
+        self.wire_loop = None
         if self.conn.in_transaction:
             # Straight through the base binding: a session an administrator
             # ended refuses to compile the tenant's SQL, but its open
@@ -209,6 +219,7 @@ class Session:
             if timed:
                 self.on_statement((time.perf_counter() - started) * 1000.0, self.last_sqlstate)
         self._release_write_lock()
+        self._loop_step_error = None
         return out.take()
 
     def _run_prepared_fast(self, events):
@@ -261,6 +272,9 @@ class Session:
             self._run_to_end(prepared.front, stmt, described[1], out)
         except PgError as error:
             self._error(error, out)
+        else:
+            if self.wire_loop is not None:
+                self._loop_register(prepared, bind, described)
         if timed:
             self.on_statement((time.perf_counter() - started) * 1000.0, self.last_sqlstate)
         out.append(M.ready_for_query(self.status()))
@@ -273,6 +287,9 @@ class Session:
         rows = 0
         self.running = True
         try:
+            if self._loop_step_error is not None:
+                error, self._loop_step_error = self._loop_step_error, None
+                raise error
             while True:
                 batch = stmt.fetchmany(FETCH_ROWS)
                 if batch:
@@ -290,6 +307,82 @@ class Session:
             self.running = False
         out.append(M.select_complete(rows) if front.verb == "SELECT" else M.command_complete(self._tag(front, rows)))
         stmt.reset()  # ends SQLite's read transaction now
+
+    # -- the native round-trip loop (native/wireloop.c) ---------------------------------------
+    def open_wire_loop(self):
+        """The session's native loop (None when the build or the connection
+        has none, or the fast paths are off)."""
+        loop_type = getattr(_core, "WireLoop", None)
+        if self.wire_loop is None and self.fast_paths and loop_type is not None and isinstance(self.conn, _core.Connection):
+            self.wire_loop = loop_type(self.conn)
+        return self.wire_loop
+
+    def loop_may_serve(self) -> bool:
+        """Whether the loop may answer the next batches: the session state
+        _run_prepared_fast requires (idle, no portals, no error to skip past),
+        the authorizer unchanged since the entries were registered, and
+        something registered."""
+        if not self._loop_registered:
+            return False
+        if self._watch_authorizer:
+            self._check_authorizer()  # a change forgets the entries
+        return bool(self._loop_registered) and not (
+            self.portals or self.skipping or self.failed or self.explicit or self.begin_pending
+            or self.conn.in_transaction)
+
+    def loop_served(self, latencies, reused):
+        """The loop answered len(latencies) statements (`reused` of them after
+        a Parse): counted and timed as the fast path does."""
+        for _ in range(reused):
+            try:
+                self._note_reuse()
+            except Exception:  # noqa: BLE001 - ended meanwhile: the next statement gets the error
+                break
+        if self.on_statement is not None:
+            for ms in latencies:
+                self.on_statement(ms, None)
+
+    def loop_step_failed(self, code, extended, message):
+        """The loop's step of the batch it hands back failed: the Python path
+        running that batch reports this error (a cancel is not lost to a re-run)."""
+        self._loop_step_error = _core.SQLiteError(code, extended, message)
+
+    def _loop_register(self, prepared, bind, described):
+        """Tell the loop about a statement _run_prepared_fast just served, when
+        its command tag, parameters (in these formats) and columns are the loop's."""
+        key = (bind.statement, tuple(bind.result_formats))
+        if key in self._loop_registered or prepared.front.verb != "SELECT":
+            return
+        refused = (key[1], tuple(bind.param_formats))
+        if refused in prepared.loop_refused:
+            return
+        text, binary = W.param_kinds(prepared.param_oids)
+        columns = W.column_kinds(described[1])
+        formats = bind.param_formats
+        used = [(binary if (formats[i] if len(formats) > 1 else formats[0]) else text)[i] if formats else text[i]
+                for i in range(len(text))]
+        if columns is None or 0 in used or len(used) > W.MAX_PARAMS:
+            prepared.loop_refused.add(refused)
+            return
+        parse = W.parse_body(*prepared.parsed) if not prepared.name and prepared.parsed is not None else None
+        entry = (prepared.sqlite, prepared.name, parse, W.result_formats(bind.result_formats), described[2],
+                 text, binary, columns, self._authorizer_epoch)
+        if not self.wire_loop.register(*entry):
+            self._forget_loop()  # the table is full: start over with what is used now
+            if not self.wire_loop.register(*entry):
+                return
+        self._loop_registered.add(key)
+
+    def _forget_loop(self, prepared=None):
+        """The loop's entries go: all of them, or those of `prepared`."""
+        if not self._loop_registered:
+            return
+        if prepared is None:
+            self.wire_loop.clear()
+            self._loop_registered.clear()
+        elif prepared.sqlite is not None:
+            self.wire_loop.unregister(prepared.sqlite)
+            self._loop_registered = {key for key in self._loop_registered if key[0] != prepared.name}
 
     def _error(self, error: PgError, out):
         self.last_sqlstate = error.code
@@ -475,6 +568,7 @@ class Session:
     def _translation_inputs_changed(self):
         """Settings or schema changed: translations (and the unnamed statement
         compiled from one) may come out differently now."""
+        self._forget_loop()
         self._translations.clear()
         unnamed = self.statements.get("")
         if unnamed is not None:
@@ -617,6 +711,9 @@ class Session:
         # SQLite clears the flag when the next statement starts on an idle connection.
         self.running = True
         try:
+            if self._loop_step_error is not None:
+                error, self._loop_step_error = self._loop_step_error, None
+                raise error
             return stmt.fetchmany(count)
         except Exception as exc:  # noqa: BLE001 - binding SQLiteError
             raise self._sqlite_error(exc, front) from None
@@ -744,6 +841,7 @@ class Session:
 
     def _drop_statement(self, name):
         prepared = self.statements.pop(name)
+        self._forget_loop(prepared)  # before its statement is finalized
         if prepared.sqlite is not None and not prepared.busy:
             prepared.sqlite.finalize()
 
