@@ -152,7 +152,8 @@ def translate(sql: str, ctx: Context) -> list[FrontStatement]:
 # each simple query before this shortcut.
 _NOT_PLAIN = re.compile(r"""[$"]|::|--|/\*|\b[eE]'|;\s*\S|\b(?:version|current_setting|current_database|current_catalog
     |current_schema|pg_\w+|now|transaction_timestamp|statement_timestamp|clock_timestamp|current_user|session_user
-    |ilike|serial|bigserial|smallserial|serial4|serial8|truncate|returning|trigger|with)\b""", re.I | re.X)
+    |ilike|serial|bigserial|smallserial|serial4|serial8|truncate|returning|trigger|with|information_schema|string_agg)\b""",
+    re.I | re.X)
 _PLAIN_SELECT = re.compile(r"\s*select\s+(?:[a-z_][\w.]*|\*)(?:\s*,\s*(?:[a-z_][\w.]*|\*))*\s+from\s+[^()]*$",
                            re.I | re.S)
 _PLAIN_DML = re.compile(r"\s*(insert|update|delete)\s", re.I)
@@ -349,12 +350,23 @@ def _translate_sql(sig, tokens, first, source, ctx):
             i = _cast(sig, i, out, casts, stmt)
             continue
         elif kind == "word":
+            if low == "pg_catalog" and i + 3 < n and sig[i + 1].text == "." and sig[i + 3].text == "(":
+                i += 2  # pg_catalog.version(), pg_catalog.lower(x): SQLite's functions have no schema
+                continue
+            if low == "information_schema" and i + 2 < n and sig[i + 1].text == "." \
+                    and sig[i + 2].low in _INFORMATION_SCHEMA:
+                i = _information_schema_view(sig, i, out, ctx)
+                continue
             replaced = _function_literal(sig, i, ctx)
             if replaced is not None:
                 literal, i = replaced
                 out.append(literal)
                 continue
-            if low in ("serial", "bigserial", "smallserial", "serial4", "serial8") and first == "create":
+            if low == "string_agg" and i + 1 < n and sig[i + 1].text == "(":
+                renamed = Token("word", "group_concat")  # same arguments: (expression, delimiter)
+                renamed.low = "string_agg"  # the result column keeps PostgreSQL's name
+                out.append(renamed)
+            elif low in ("serial", "bigserial", "smallserial", "serial4", "serial8") and first == "create":
                 out.append(Token("word", "INTEGER"))
             elif low == "ilike":
                 out.append(Token("word", "LIKE"))
@@ -478,6 +490,34 @@ def _cast(sig, i, out, casts, stmt) -> int:
     return j
 
 
+# information_schema views tools ask for, over SQLite's own catalog (one
+# schema, "public"; the catalog is the PDB). Types are the declared ones.
+_USER_OBJECTS = "{m}type IN ('table', 'view') AND {m}name NOT LIKE 'sqlite\\_%' ESCAPE '\\'"
+_INFORMATION_SCHEMA = {
+    "tables": ("SELECT {db} AS table_catalog, 'public' AS table_schema, name AS table_name, "
+               "CASE type WHEN 'view' THEN 'VIEW' ELSE 'BASE TABLE' END AS table_type "
+               "FROM sqlite_schema WHERE " + _USER_OBJECTS.format(m="")),
+    "columns": ("SELECT {db} AS table_catalog, 'public' AS table_schema, m.name AS table_name, "
+                "p.name AS column_name, p.cid + 1 AS ordinal_position, p.dflt_value AS column_default, "
+                "CASE WHEN p.\"notnull\" OR p.pk > 0 THEN 'NO' ELSE 'YES' END AS is_nullable, lower(p.type) AS data_type "
+                "FROM sqlite_schema AS m JOIN pragma_table_info(m.name) AS p WHERE " + _USER_OBJECTS.format(m="m.")),
+    "schemata": "SELECT {db} AS catalog_name, 'public' AS schema_name, {user} AS schema_owner",
+}
+_AFTER_TABLE = CLAUSE_END | {"join", "inner", "left", "right", "full", "cross", "natural", ")", ","}
+
+
+def _information_schema_view(sig, i, out, ctx) -> int:
+    """information_schema.<view> (sig[i] is `information_schema`) -> a
+    subquery named as the view unless an alias follows. Returns the next index."""
+    name = sig[i + 2].low
+    body = _INFORMATION_SCHEMA[name].format(db=_quote(ctx.database), user=_quote(ctx.user))
+    out.append(Token("word", f"({body})"))
+    follower = sig[i + 3] if i + 3 < len(sig) else None
+    if follower is None or follower.low in _AFTER_TABLE or follower.text in _AFTER_TABLE:
+        out.append(Token("word", f"AS {name}"))
+    return i + 3
+
+
 def _function_literal(sig, i, ctx):
     replaced = _function_literal_token(sig, i, ctx)
     if replaced is not None:
@@ -488,9 +528,12 @@ def _function_literal(sig, i, ctx):
 def _function_literal_token(sig, i, ctx):
     """PG functions SQLite lacks -> (literal token, next index), or None."""
     low = sig[i].low
-    if low in ("current_user", "session_user"):
+    qualified = i > 0 and sig[i - 1].text == "." and not (i > 1 and sig[i - 2].low == "pg_catalog")
+    if low in ("current_user", "session_user") and not qualified:
         return Token("str", _quote(ctx.user)), i + 1
-    if i + 2 >= len(sig) or sig[i + 1].text != "(" or (i > 0 and sig[i - 1].text == "."):
+    if low in ("current_schema", "current_catalog") and not qualified and (i + 1 >= len(sig) or sig[i + 1].text != "("):
+        return Token("str", _quote("public" if low == "current_schema" else ctx.database)), i + 1
+    if i + 2 >= len(sig) or sig[i + 1].text != "(" or qualified:
         return None
     close = i + 2
     depth = 1
