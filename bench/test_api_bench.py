@@ -22,7 +22,8 @@ times in the same run. Reported:
 * the realistic latency: 64 clients with think time (bench/load.py, wrk Lua
   `delay()`, exponential, latency clocked from the request's write) offering
   PACED_FRACTION of the bare handler's saturated throughput measured just
-  before, to the full stack and to the bare server alike: p50/p99 of each at
+  before (the think time calibrated on the bare server, as wrk's timers fire
+  late), to the full stack and to the bare server alike: p50/p99 of each at
   the same offered load, and the rate each achieved (a slower server answers
   later, so its clients come back later: the achieved rate says whether it
   kept up). This is the p99 a deployment sees below saturation; the goal p99
@@ -65,12 +66,17 @@ def test_full_stack_vs_bare(benchmark, stack, bare, endpoint):
     single = run_wrk(*full, connections=1, seconds=3)  # service latency without queueing
     bare_rps = statistics.mean(run.requests_per_second for run in bare_runs)
     offered = PACED_FRACTION * bare_rps
-    think = think_time_ms(CONCURRENCY, offered)
+    # wrk's timers fire late by up to a millisecond and each cycle also holds the answer time:
+    # one calibration run on the bare server measures that overhead per cycle, and the think
+    # time is shortened by it so the bare server is offered about `offered` requests/s.
+    calibration = run_wrk(*baseline, seconds=3, think_ms=think_time_ms(CONCURRENCY, offered))
+    overhead_ms = think_time_ms(CONCURRENCY, calibration.requests_per_second) - think_time_ms(CONCURRENCY, offered)
+    think = max(0.5, think_time_ms(CONCURRENCY, offered) - overhead_ms)
     paced_bare, paced_full = [], []
     for _ in range(PACED_ROUNDS):
         paced_bare.append(run_wrk(*baseline, think_ms=think))
         paced_full.append(run_wrk(*full, think_ms=think))
-    everything = bare_runs + full_runs + [single] + paced_bare + paced_full
+    everything = bare_runs + full_runs + [single, calibration] + paced_bare + paced_full
     assert all(run.errors == 0 for run in everything), [r.errors for r in everything]
 
     full_rps = statistics.mean(run.requests_per_second for run in full_runs)
