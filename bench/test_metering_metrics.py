@@ -50,8 +50,9 @@ def fleet_of(tenants: int):
                                   instance_restarts=lambda: {"shared": 1})
     metrics = Metrics(owner)
     for route in ("/api/v1/tenants", "/api/v1/tenants/{tenant_id}", "/graphql", "/metrics"):
-        metrics.requests.labels("GET", route, "200").inc(100)
-        metrics.latency.labels("GET", route).observe(0.002)
+        series = metrics.api.series("GET", route, 200)
+        for _ in range(100):
+            metrics.api.observe(series, 0.002)
     return metrics, latest
 
 

@@ -40,4 +40,25 @@ def encode(value: Any) -> bytes:
 
 
 def response(value: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(body=encode(value), status=status, headers=headers, content_type=CONTENT_TYPE, charset="utf-8")
+    return encoded_response(encode(value), status, headers)
+
+
+def encoded_response(body: bytes, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(body=body, status=status, headers=headers, content_type=CONTENT_TYPE, charset="utf-8")
+
+
+class KeptEncodings:
+    """encode() of the latest value per key, reused while the caller passes the very same object
+    (for a service that hands out one kept dict until it changes: GET tenant). The kept value is
+    referenced, so its id cannot be reused by another object while it is kept."""
+
+    def __init__(self):
+        self._kept: dict[Any, tuple[Any, bytes]] = {}
+
+    def encode(self, key: Any, value: Any) -> bytes:
+        kept = self._kept.get(key)
+        if kept is not None and kept[0] is value:
+            return kept[1]
+        data = encode(value)
+        self._kept[key] = (value, data)
+        return data

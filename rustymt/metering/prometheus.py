@@ -4,24 +4,28 @@ Per-tenant families are rendered from the sampler's last sample
 (`MeteringSampler.latest`, each tenant's lines cached until its next sample):
 a scrape never asks the engine or scans history (bench/test_metering_metrics.py
 measures 1000 tenants). API request counters and latency histograms are
-ordinary prometheus-client metrics fed by `api_metrics_middleware`, one
-registry per daemon (no process-global state, so in-process tests can run
-several apps).
+plain numbers that `api_metrics_middleware` adds to per request
+(`ApiRequestMetrics`), turned into prometheus-client's samples only when
+scraped, in the very text its Counter and Histogram write (names, label
+order, buckets, float values, `_created`); one registry per daemon (no
+process-global state, so in-process tests can run several apps).
 
 A tenant-scoped token sees only its own tenant's series.
 """
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from typing import Any, Iterable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, metrics as prometheus_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+from prometheus_client.utils import INF, floatToGoString
 
 LATENCY_BUCKETS_MS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 QUOTA_FIELDS = ("cpu_percent", "memory_mb", "storage_gb", "iops", "network_mbps", "max_connections")
@@ -143,15 +147,97 @@ class PlatformCollector(Collector):
         yield ticks
 
 
+class _RequestSeries:
+    """One (method, route, status) series of rustymt_api_requests."""
+    __slots__ = ("count", "created")
+
+    def __init__(self):
+        self.count = 0
+        self.created = time.time()  # as prometheus-client stamps a child when labels() makes it
+
+
+class _LatencySeries:
+    """One (method, route) series of rustymt_api_request_duration_seconds: per-bucket (not
+    cumulative) counts, the +Inf bucket last, and the sum of the observed seconds."""
+    __slots__ = ("buckets", "sum", "created")
+
+    def __init__(self):
+        self.buckets = [0] * (len(API_LATENCY_BUCKETS) + 1)
+        self.sum = 0.0
+        self.created = time.time()
+
+
+API_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)  # seconds; +Inf implied
+_API_LATENCY_LE = [floatToGoString(bound) for bound in (*API_LATENCY_BUCKETS, INF)]
+
+
+class ApiRequestMetrics(Collector):
+    """rustymt_api_requests{method,route,status} and rustymt_api_request_duration_seconds{method,route}.
+
+    They were a prometheus-client Counter and Histogram: inc() and observe()
+    take a lock per value and walk the bucket list in Python, 4-7 us per
+    request in the metering middleware. Here a request adds to two plain
+    objects (`observe`), and `collect` writes the samples a scrape asks for in
+    the order and form the Counter and Histogram wrote them: series in the
+    order they first occurred, labels method, route[, status | le], values as
+    floats, cumulative buckets, _count, _sum and _created (unless
+    prometheus-client's created series are disabled). Not thread-safe for
+    writers: the event loop thread is the only one that calls observe()."""
+
+    def __init__(self):
+        self._requests: dict[tuple[str, str, str], _RequestSeries] = {}
+        self._latency: dict[tuple[str, str], _LatencySeries] = {}
+
+    def series(self, method: str, route: str, status: int) -> tuple[_RequestSeries, _LatencySeries]:
+        """The series one answer counts in, created on first use."""
+        key = (method, route, str(status))
+        requests = self._requests.get(key)
+        if requests is None:
+            requests = self._requests[key] = _RequestSeries()
+        latency = self._latency.get(key[:2])
+        if latency is None:
+            latency = self._latency[key[:2]] = _LatencySeries()
+        return requests, latency
+
+    @staticmethod
+    def observe(series: tuple[_RequestSeries, _LatencySeries], seconds: float) -> None:
+        requests, latency = series
+        requests.count += 1
+        latency.sum += seconds
+        latency.buckets[bisect.bisect_left(API_LATENCY_BUCKETS, seconds)] += 1  # le: bound inclusive
+
+    def collect(self) -> Iterable[Metric]:
+        created = prometheus_metrics._use_created  # PROMETHEUS_DISABLE_CREATED_SERIES, as the Counter honours it
+        counter = Metric("rustymt_api_requests", "REST/GraphQL requests", "counter")
+        for (method, route, status), series in list(self._requests.items()):  # list(): one C-level copy
+            labels = {"method": method, "route": route, "status": status}
+            counter.add_sample("rustymt_api_requests_total", labels, float(series.count))
+            if created:
+                counter.add_sample("rustymt_api_requests_created", labels, series.created)
+        yield counter
+        name = "rustymt_api_request_duration_seconds"
+        histogram = Metric(name, "REST/GraphQL request latency", "histogram")
+        for (method, route), series in list(self._latency.items()):
+            labels = {"method": method, "route": route}
+            total = 0.0
+            for le, count in zip(_API_LATENCY_LE, list(series.buckets)):
+                total += count
+                histogram.add_sample(name + "_bucket", {**labels, "le": le}, total)
+            histogram.add_sample(name + "_count", labels, total)
+            histogram.add_sample(name + "_sum", labels, series.sum)
+            if created:
+                histogram.add_sample(name + "_created", labels, series.created)
+        yield histogram
+
+
 class Metrics:
     """The daemon's registry: API metrics + collectors."""
 
     def __init__(self, metering: Any):
         self.metering = metering
         self.registry = CollectorRegistry(auto_describe=False)
-        self.requests = Counter("rustymt_api_requests", "REST/GraphQL requests", ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("rustymt_api_request_duration_seconds", "REST/GraphQL request latency", ["method", "route"],
-                                 registry=self.registry, buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.api = ApiRequestMetrics()
+        self.registry.register(self.api)
         self.registry.register(PlatformCollector(metering))
 
     def render(self, only_tenant: str | None) -> bytes:
@@ -170,20 +256,21 @@ def route_resource(request: web.Request) -> Any:
 
 def api_metrics_middleware(metrics: Metrics, api_requests: Any):
     """Outermost middleware: counts every answer (errors included) and the tenant it was for."""
-    # (method, resource, status) -> (counter child, histogram child). labels() checks and joins
-    # its arguments and takes the metric's lock on every call; a child never changes once made,
-    # so each series is looked up once. Bounded: the method and unmatched paths come from clients.
-    children: dict[tuple, tuple] = {}
+    # (method, resource, status) -> the series it counts in: the route name and the status string
+    # are made once per series, not per request. Bounded: the method and unmatched paths come
+    # from clients (dropping this map forgets no counts: the series live in metrics.api).
+    kept: dict[tuple, tuple] = {}
+    api = metrics.api
+    observe = api.observe
 
     def series(method: str, resource: Any, status: int) -> tuple:
         key = (method, resource, status)
-        found = children.get(key)
+        found = kept.get(key)
         if found is None:
-            if len(children) >= SERIES_CACHE_ENTRIES:
-                children.clear()
+            if len(kept) >= SERIES_CACHE_ENTRIES:
+                kept.clear()
             route = resource.canonical if resource is not None else "unmatched"
-            found = children[key] = (metrics.requests.labels(method, route, str(status)),
-                                     metrics.latency.labels(method, route))
+            found = kept[key] = api.series(method, route, status)
         return found
 
     @web.middleware
@@ -198,9 +285,7 @@ def api_metrics_middleware(metrics: Metrics, api_requests: Any):
             status = exc.status
             raise
         finally:
-            requests, latency = series(request.method, route_resource(request), status)
-            requests.inc()
-            latency.observe(time.perf_counter() - started)
+            observe(series(request.method, route_resource(request), status), time.perf_counter() - started)
             tenant_id = request.match_info.get("tenant_id") or getattr(request.get("principal"), "tenant_id", None)
             if tenant_id:
                 api_requests.count(tenant_id)

@@ -59,6 +59,9 @@ class MeteringService:
         self.settings = settings
         self.sla = sla  # SlaTracker, when the daemon runs the sampler
         self.clock = clock
+        # tenant_id -> (the tracker's metrics dict, our block made of it): the tracker hands out the
+        # same dict until the tenant's next sample, so the block is made once per sample, not per GET.
+        self._sla_blocks: dict[str, tuple[dict, dict]] = {}
 
     @staticmethod
     def _require_tenant(conn, tenant_id: str) -> dict:
@@ -165,12 +168,18 @@ class MeteringService:
              "declared_at": row["declared_at"]} for row in await asyncio.to_thread(query)]}
 
     def sla_metrics(self, tenant_id: str) -> dict | None:
-        """The measured SLA block for TenantService (None: not observed by this daemon)."""
+        """The measured SLA block for TenantService (None: not observed by this daemon).
+
+        The same dict (not to be mutated) until the tracker's metrics change."""
         if self.sla is None:
             return None
         metrics = self.sla.metrics(tenant_id)
         if metrics is None:
             return None
-        metrics = {key: value for key, value in metrics.items() if key != "latency_sketch"}
-        metrics["source"] = SLA_SOURCE
-        return metrics
+        kept = self._sla_blocks.get(tenant_id)
+        if kept is not None and kept[0] is metrics:
+            return kept[1]
+        block = {key: value for key, value in metrics.items() if key != "latency_sketch"}
+        block["source"] = SLA_SOURCE
+        self._sla_blocks[tenant_id] = (metrics, block)
+        return block

@@ -94,14 +94,19 @@ def test_read_now_is_a_read_only_connection_of_its_own(tmp_path):
         catalog.close()
 
 
+def counted_names_query(runs: list):
+    """A read_cached query of the CDB names that records each time it runs."""
+    def names(conn):
+        runs.append(1)
+        return [row[0] for row in conn.execute("SELECT cdb_name FROM cdb")]
+    return names
+
+
 def test_read_cached_answers_from_memory_until_any_connection_commits(tmp_path):
     path = str(tmp_path / "catalog.db")
     catalog = Catalog.open(path)
     runs = []
-
-    def names(conn):
-        runs.append(1)
-        return [row[0] for row in conn.execute("SELECT cdb_name FROM cdb")]
+    names = counted_names_query(runs)
 
     def refuse(conn):
         runs.append(1)
@@ -121,5 +126,34 @@ def test_read_cached_answers_from_memory_until_any_connection_commits(tmp_path):
             with pytest.raises(ServiceError):
                 catalog.read_cached("missing", refuse)
         assert len(runs) == 5
+    finally:
+        catalog.close()
+
+
+def test_read_cached_on_an_event_loop_checks_data_version_once_per_iteration(tmp_path):
+    """On a loop thread the PRAGMA is read once per loop iteration: another process's commit
+    shows from the next iteration on (a request that could know of it arrives in a later one),
+    this process's own commits at once, even within the iteration."""
+    path = str(tmp_path / "catalog.db")
+    catalog = Catalog.open(path)
+    runs = []
+    names = counted_names_query(runs)
+
+    async def scenario():
+        assert catalog.read_cached("names", names) == [] and len(runs) == 1
+        with catalog.write() as conn:  # this process: seen within the same iteration
+            conn.execute("INSERT INTO cdb (id, cdb_name, created_at) VALUES (1, 'CDB1', 'x')")
+        assert catalog.read_cached("names", names) == ["CDB1"] and len(runs) == 2
+        other = sqlite3.connect(path, isolation_level=None)  # as another process would commit
+        other.execute("UPDATE cdb SET cdb_name = 'CDB2'")
+        other.close()
+        assert catalog.read_cached("names", names) == ["CDB1"] and len(runs) == 2  # same iteration: kept
+        await asyncio.sleep(0)  # the loop's next iteration
+        assert catalog.read_cached("names", names) == ["CDB2"] and len(runs) == 3
+        await asyncio.sleep(0)
+        assert catalog.read_cached("names", names) == ["CDB2"] and len(runs) == 3  # nothing committed since
+
+    try:
+        asyncio.run(scenario())
     finally:
         catalog.close()

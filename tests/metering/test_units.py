@@ -178,3 +178,66 @@ def test_crafted_month_bills_to_the_cent_and_is_deterministic():
     assert [item["amount"] for item in report["line_items"]] == crafted.EXPECTED_AMOUNTS
     assert [{key: c[key] for key in crafted.EXPECTED_CREDIT} for c in report["credits"]] == [crafted.EXPECTED_CREDIT]
     assert billing.bill(*args) == report
+
+
+def test_kept_sla_metrics_follow_every_sample_and_judgement(tmp_path):
+    """metrics() hands out one dict per tenant until the next observe/evaluate; each of those
+    must show at once (the kept dict never hides a sample, a new attribution or a violation)."""
+    catalog = Catalog.open(str(tmp_path / "catalog.db"))
+    tracker = SlaTracker(catalog, EventBus(), min_statements=10)
+    _tick(tracker, "t", True, statements=100, cpu_ns=10**9)
+    first = tracker.metrics("t")
+    assert tracker.metrics("t") is first  # kept
+    assert first["time_breakdown"]["executing_seconds"] == 1.0
+    _tick(tracker, "t", False, statements=100, cpu_ns=10**9)
+    second = tracker.metrics("t")
+    assert second is not first
+    assert second["time_breakdown"]["executing_seconds"] == 2.0 and second["uptime_percent"] == 50.0
+    slow = LatencySketch()
+    for _ in range(100):
+        slow.add(400.0)
+    _tick(tracker, "t", True, statements=100, wait_ns=5 * 10**9, latency_ms=slow)
+    assert tracker.metrics("t")["violations"] == [] and tracker.metrics("t")["time_breakdown"]["latency_cause"] == "none"
+    recorded = tracker.evaluate("t")
+    assert "latency" in [v["violation_type"] for v in recorded]
+    judged = tracker.metrics("t")
+    assert judged["time_breakdown"]["latency_cause"] == "platform"
+    assert [v["violation_type"] for v in judged["violations"]] == [v["violation_type"] for v in recorded]
+    catalog.close()
+
+
+def test_api_request_metrics_write_what_prometheus_client_wrote():
+    """ApiRequestMetrics (plain numbers, samples made at scrape time) against the oracle it
+    replaced: a prometheus-client Counter and Histogram fed the same answers, same text."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client.exposition import generate_latest
+
+    from rustymt.metering.prometheus import API_LATENCY_BUCKETS, ApiRequestMetrics
+
+    oracle = CollectorRegistry(auto_describe=False)
+    requests = Counter("rustymt_api_requests", "REST/GraphQL requests", ["method", "route", "status"], registry=oracle)
+    latency = Histogram("rustymt_api_request_duration_seconds", "REST/GraphQL request latency", ["method", "route"],
+                        registry=oracle, buckets=API_LATENCY_BUCKETS)
+    ours = ApiRequestMetrics()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ours)
+    assert generate_latest(registry) == generate_latest(oracle)  # no answers yet: HELP/TYPE only
+    rng = random.Random(7)
+    answers = [("GET", "/api/v1/tenants/{tenant_id}", 200), ("GET", "/api/v1/tenants", 200), ("POST", "/api/v1/tenants", 409),
+               ("GET", "unmatched", 404), ("GET", "/api/v1/tenants", 401), ('BR"EW\\', "unmatched", 405)]
+    # bucket bounds exactly (le is inclusive), just above them, beyond the last, and random values
+    seconds = [*API_LATENCY_BUCKETS, *(bound * 1.0001 for bound in API_LATENCY_BUCKETS), 7.5, 0.0,
+               *(rng.expovariate(200) for _ in range(300))]
+    for index, value in enumerate(seconds):
+        method, route, status = answers[index % len(answers)]
+        series = ours.series(method, route, status)
+        ours.observe(series, value)
+        requests.labels(method, route, str(status)).inc()
+        latency.labels(method, route).observe(value)
+    created = {}  # the creation stamps differ by the microseconds between the two: take the oracle's
+    for series_key, series in ours._requests.items():
+        series.created = requests.labels(*series_key)._created
+        created[series_key] = series.created
+    for series_key, series in ours._latency.items():
+        series.created = latency.labels(*series_key)._created
+    assert generate_latest(registry).decode() == generate_latest(oracle).decode()

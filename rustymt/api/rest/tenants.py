@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from rustymt.api import encoding
+from rustymt.api.appstate import per_app
 from rustymt.api.idempotency import idempotent
 from rustymt.api.request import json_body, json_response, principal, query, services
 from rustymt.api.routing import Route
@@ -121,8 +123,15 @@ async def list_tenants(request: web.Request) -> web.Response:
     return json_response(await services(request).tenants.list(principal(request), **query(request)))
 
 
+# TenantService.get hands out one kept body per tenant until something in it changes: its
+# encoding is kept beside it (one per tenant that exists: get() refuses unknown ids first).
+_get_encodings = per_app(lambda app: encoding.KeptEncodings())
+
+
 async def get_tenant(request: web.Request) -> web.Response:
-    return json_response(await services(request).tenants.get(principal(request), request.match_info["tenant_id"]))
+    tenant_id = request.match_info["tenant_id"]
+    body = await services(request).tenants.get(principal(request), tenant_id)
+    return encoding.encoded_response(_get_encodings(request.app).encode(tenant_id, body))
 
 
 async def suspend_tenant(request: web.Request) -> web.Response:
