@@ -46,7 +46,6 @@ import os
 import signal
 import subprocess
 
-import pytest
 
 from tests.conftest import wait_for
 from tests.daemon_engine.conftest import get_json, new_tenant
@@ -155,12 +154,6 @@ def p99(values: list[int]) -> int:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "latency half not reliable on the shared 2-core host (docs/engine.md, 'CPU isolation over the wire'): "
-    "with kernel courtesy the used_cpu_ns ratio was within -0.1%..+0.2% of the shares in 10 runs (8 s window), "
-    "but the pooled point-select p99 loaded/solo was 1.02, 1.57, 0.10, 1.87, 1.35 (load 3-6) and "
-    "1.25, 1.49, 1.36, 1.65, 1.16 (load 2-2.7) in two series of 5 runs: service-time p99 stays "
-    "~1.3-1.45x solo with the hog on both cores, and host stalls add on either side"))
 def test_cpu_isolation_over_the_wire(engine_daemon, tmp_path):
     # silver and bronze: both in the shared instance (gold and platinum get instances of their own)
     hog = new_tenant(engine_daemon, "hog", tier="silver")
