@@ -46,7 +46,6 @@ import os
 import signal
 import subprocess
 
-
 from tests.conftest import wait_for
 from tests.daemon_engine.conftest import get_json, new_tenant
 
