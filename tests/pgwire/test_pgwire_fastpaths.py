@@ -256,18 +256,24 @@ def test_reused_statements_go_when_the_lockdown_changes(path):
         conn.close()
 
 
+def big_table(tmp_path, rows: int) -> str:
+    """A database with table big(id, pad): `rows` rows of ~70 bytes each."""
+    db = str(tmp_path / "big.db")
+    open_engine_connection(db, readonly=False, create=True).close()
+    setup = Client(db)
+    setup.send(query("CREATE TABLE big (id integer PRIMARY KEY, pad text)"))
+    setup.send(query("INSERT INTO big WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s "
+                     f"WHERE i < {rows}) SELECT i, printf('%060d', i) FROM s"))
+    setup.close()
+    return db
+
+
 def test_big_results_are_handed_to_flush_while_they_are_produced(tmp_path):
     """Over FLUSH_BYTES of rows go out in chunks (backpressure), on the fast
     path as on the general one, and the bytes are the same."""
     from rustymt.engine.pgwire.session import FLUSH_BYTES
     from tests.pgwire.pgwire_client import SYNC, bind, execute, parse
-    db = str(tmp_path / "big.db")
-    open_engine_connection(db, readonly=False, create=True).close()
-    setup = Client(db)
-    setup.send(query("CREATE TABLE big (id integer PRIMARY KEY, pad text)"))
-    setup.send(query("INSERT INTO big WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 30000) "
-                     "SELECT i, printf('%060d', i) FROM s"))
-    setup.close()
+    db = big_table(tmp_path, 30000)
     streams = []
     for fast_paths in (True, False):
         client = Client(db, fast_paths=fast_paths)
@@ -557,13 +563,7 @@ def test_a_new_authorizer_stops_the_loop_before_its_next_statement(tmp_path_fact
 def test_an_answer_too_big_for_the_loop_is_left_to_python(tmp_path):
     """Over 256 KiB the loop gives the batch back (nothing sent) and leaves the
     statement to Python from then on, which flushes as it goes: same bytes."""
-    db = str(tmp_path / "big.db")
-    open_engine_connection(db, readonly=False, create=True).close()
-    setup = Client(db)
-    setup.send(query("CREATE TABLE big (id integer PRIMARY KEY, pad text)"))
-    setup.send(query("INSERT INTO big WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 8000) "
-                     "SELECT i, printf('%060d', i) FROM s"))
-    setup.close()
+    db = big_table(tmp_path, 8000)
     looped, general = LoopClient(db), Client(db, fast_paths=False)
     try:
         for client in (looped, general):
