@@ -162,6 +162,11 @@ void rmt_wl_session_init(rmt_wl_session *s, sqlite3 *db, rmt_exec_ctx *ctx, rmt_
     s->db = db;
     s->ctx = ctx;
     s->signals = signals;
+    s->max_message = MAX_MESSAGE;
+}
+
+void rmt_wl_session_set_max_message(rmt_wl_session *s, size_t bytes) {
+    s->max_message = bytes < MAX_MESSAGE ? bytes : MAX_MESSAGE;
 }
 
 void rmt_wl_session_clear(rmt_wl_session *s) {
@@ -262,12 +267,12 @@ int rmt_wl_stepping(const rmt_wl_signals *signals) {
 
 /* A message at in[0, n): kind, body, whole length; 0 when incomplete or not
 ** a length the loop handles. */
-static size_t message_at(const unsigned char *in, size_t n, unsigned char *kind,
+static size_t message_at(const unsigned char *in, size_t n, size_t max_message, unsigned char *kind,
                          const unsigned char **body, size_t *body_len) {
     uint32_t length;
     if (n < 5) return 0;
     length = be32(in + 1);
-    if (length < 4 || length > MAX_MESSAGE || (size_t)length + 1 > n) return 0;
+    if (length < 4 || length > max_message || (size_t)length + 1 > n) return 0;
     *kind = in[0];
     *body = in + 5;
     *body_len = length - 4;
@@ -437,27 +442,27 @@ static int serve_batch(rmt_wl_session *s, const unsigned char *in, size_t n, uns
     char tag[32];
 
     /* 1. the shape: [P] B [D "P\0"] E "\0" 0 S, whole */
-    if ((len = message_at(in, n, &kind, &body, &body_len)) == 0) return NOT_FOR_C;
+    if ((len = message_at(in, n, s->max_message, &kind, &body, &body_len)) == 0) return NOT_FOR_C;
     if (kind == 'P') {
         parse = body;
         parse_len = body_len;
         pos += len;
-        if ((len = message_at(in + pos, n - pos, &kind, &body, &body_len)) == 0) return NOT_FOR_C;
+        if ((len = message_at(in + pos, n - pos, s->max_message, &kind, &body, &body_len)) == 0) return NOT_FOR_C;
     }
     if (kind != 'B') return NOT_FOR_C;
     bind = body;
     bind_len = body_len;
     pos += len;
-    if ((len = message_at(in + pos, n - pos, &kind, &body, &body_len)) == 0) return NOT_FOR_C;
+    if ((len = message_at(in + pos, n - pos, s->max_message, &kind, &body, &body_len)) == 0) return NOT_FOR_C;
     if (kind == 'D') {
         if (body_len != 2 || body[0] != 'P' || body[1] != 0) return NOT_FOR_C;
         describe = 1;
         pos += len;
-        if ((len = message_at(in + pos, n - pos, &kind, &body, &body_len)) == 0) return NOT_FOR_C;
+        if ((len = message_at(in + pos, n - pos, s->max_message, &kind, &body, &body_len)) == 0) return NOT_FOR_C;
     }
     if (kind != 'E' || body_len != 5 || memcmp(body, "\0\0\0\0\0", 5) != 0) return NOT_FOR_C;
     pos += len;
-    if ((len = message_at(in + pos, n - pos, &kind, &body, &body_len)) == 0) return NOT_FOR_C;
+    if ((len = message_at(in + pos, n - pos, s->max_message, &kind, &body, &body_len)) == 0) return NOT_FOR_C;
     if (kind != 'S' || body_len != 0) return NOT_FOR_C;
     pos += len;
 
@@ -672,12 +677,24 @@ void rmt_wl_run(rmt_wl_session *s, int fd, const unsigned char *out, size_t out_
             if (outcome != SERVED) break;
             if (before == 0) first_served = now_ms();
             pos += used;
+            /* pipelined batches: answers go out once they pass one batch's bound,
+            ** so the buffer stays near 2 x RMT_WL_MAX_ANSWER whatever the client queued */
+            if (s->answer_len >= RMT_WL_MAX_ANSWER && (err = flush_answers(s, fd)) != 0) {
+                result->status = RMT_WL_OS_ERROR;
+                result->os_error = err;
+                return;
+            }
         }
         /* 4. */
         if ((err = flush_answers(s, fd)) != 0) {
             result->status = RMT_WL_OS_ERROR;
             result->os_error = err;
             return;
+        }
+        if (s->answer_cap > 2 * (size_t)RMT_WL_MAX_ANSWER) {  /* a big answer's buffer is not kept for the session */
+            free(s->answer);
+            s->answer = NULL;
+            s->answer_cap = 0;
         }
         if (pos < (size_t)got) {
             result->status = outcome == STEP_FAILED ? RMT_WL_STEP_ERROR : RMT_WL_DATA;

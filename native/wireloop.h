@@ -99,8 +99,9 @@ typedef struct rmt_wl_session {
     rmt_wl_signals *signals;       /* its signals (lives as long as the connection) */
     int nentries;
     rmt_wl_entry entries[RMT_WL_MAX_ENTRIES];
-    unsigned char *answer;         /* answers not yet sent (malloc'd, reused) */
+    unsigned char *answer;         /* answers not yet sent (malloc'd, reused; flushed past RMT_WL_MAX_ANSWER) */
     size_t answer_len, answer_cap;
+    size_t max_message;            /* longer messages are Python's (pgwire.max_message_bytes, at most 1 MiB) */
 } rmt_wl_session;
 
 /* Why rmt_wl_run returned. */
@@ -126,6 +127,8 @@ typedef struct rmt_wl_result {
 } rmt_wl_result;
 
 void rmt_wl_session_init(rmt_wl_session *s, sqlite3 *db, rmt_exec_ctx *ctx, rmt_wl_signals *signals);
+/* Messages longer than this go to Python, which enforces the server's limit (54000). */
+void rmt_wl_session_set_max_message(rmt_wl_session *s, size_t bytes);
 void rmt_wl_session_clear(rmt_wl_session *s);   /* forget every entry (keeps the buffers) */
 void rmt_wl_session_free(rmt_wl_session *s);    /* clear + free buffers */
 

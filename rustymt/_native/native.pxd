@@ -83,12 +83,14 @@ cdef extern from "exechooks.h" nogil:
 
 cdef extern from "wireloop.h" nogil:
     int RMT_WL_MAX_UNREPORTED
+    int RMT_WL_MAX_ANSWER
     ctypedef struct rmt_wl_signals:
         unsigned interrupts
         unsigned auth_epoch
         int stepping
     ctypedef struct rmt_wl_session:
         int nentries
+        size_t answer_cap
     ctypedef struct rmt_wl_result:
         int status
         int os_error
@@ -101,6 +103,7 @@ cdef extern from "wireloop.h" nogil:
         int step_extended
         char step_message[256]
     void rmt_wl_session_init(rmt_wl_session *s, sqlite3 *db, rmt_exec_ctx *ctx, rmt_wl_signals *signals)
+    void rmt_wl_session_set_max_message(rmt_wl_session *s, size_t bytes)
     void rmt_wl_session_clear(rmt_wl_session *s)
     void rmt_wl_session_free(rmt_wl_session *s)
     int rmt_wl_register(rmt_wl_session *s, sqlite3_stmt *stmt, const char *name, size_t name_len,

@@ -8,6 +8,7 @@ from libc.stdlib cimport malloc as _wl_malloc, free as _wl_free
 
 # rmt_wl_run outcomes (native/wireloop.h, enum rmt_wl_status).
 LOOP_DATA, LOOP_EOF, LOOP_TIMEOUT, LOOP_REPORT, LOOP_OS_ERROR, LOOP_STEP_ERROR = range(6)
+LOOP_MAX_ANSWER = RMT_WL_MAX_ANSWER  # a bigger answer is Python's
 # Parameter and column codec kinds (enum rmt_wl_param_kind / rmt_wl_column_kind).
 LOOP_PARAM_KINDS = {"none": 0, "int": 1, "str": 2, "bool": 3, "int2": 4, "int4": 5, "int8": 6}
 LOOP_COLUMN_KINDS = {"none": 0, "text_int": 1, "bin_int2": 2, "bin_int4": 3, "bin_int8": 4, "plain": 5,
@@ -22,7 +23,7 @@ cdef class WireLoop:
     cdef Connection conn
     cdef list statements      # the registered Statements (kept alive; checked before every run)
 
-    def __cinit__(self, Connection conn):
+    def __cinit__(self, Connection conn, size_t max_message_bytes=1 << 20):
         conn._db()
         self.conn = conn
         self.statements = []
@@ -31,6 +32,7 @@ cdef class WireLoop:
         if self.session == NULL or self.result == NULL:
             raise MemoryError()
         rmt_wl_session_init(self.session, conn.db, &conn.ctx, &conn.signals)
+        rmt_wl_session_set_max_message(self.session, max_message_bytes)  # longer: Python refuses them (54000)
 
     def __dealloc__(self):
         if self.session != NULL:
@@ -41,6 +43,11 @@ cdef class WireLoop:
     @property
     def entries(self):
         return self.session.nentries
+
+    @property
+    def buffer_capacity(self):
+        """Bytes the loop keeps for answers between runs (tests: bounded)."""
+        return self.session.answer_cap
 
     def register(self, Statement stmt, str name, parse_body, bytes result_formats, bytes row_description,
                  bytes param_text, bytes param_binary, bytes columns, unsigned auth_epoch):

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from rustymt.engine.pgwire import protocol as P
 from rustymt.engine.pgwire.backend import DatabaseSession, open_engine_connection
 from rustymt.engine.pgwire.session import Session
+from rustymt.engine.sessions import StatementCounter, TenantConnection
 from tests.pgwire.pgwire_client import query
 
 SCHEMA = """CREATE TABLE t (id integer PRIMARY KEY, v integer, name text, r real);
@@ -325,10 +326,12 @@ LOOP_STATEMENTS = {
 
 
 class LoopClient(Client):
-    def __init__(self, path, **session_options):
+    def __init__(self, path, max_message_bytes=64 << 20, **session_options):
         super().__init__(path, **session_options)
+        self.proto = P.ServerProtocol(max_message_bytes)
+        self.proto.state = P.READY
         self.peer, self.sock = socket.socketpair()
-        self.loop = self.session.open_wire_loop()
+        self.loop = self.session.open_wire_loop(max_message_bytes)
         assert self.loop is not None
         self.inbuf = bytearray(256 * 1024)
         self.served = 0
@@ -576,3 +579,80 @@ def test_an_answer_too_big_for_the_loop_is_left_to_python(tmp_path):
     finally:
         looped.close()
         general.close()
+
+
+def test_pipelined_big_answers_go_out_as_they_come_and_the_buffer_is_not_kept(tmp_path):
+    """Many batches in one read, each answer under the loop's per-answer bound
+    but together tens of MB: sent as they pass the bound, so the loop's buffer
+    stays near two answers and is not kept afterwards (it is the session's,
+    and not charged to the tenant's memory quota)."""
+    db = str(tmp_path / "wide.db")
+    open_engine_connection(db, readonly=False, create=True).close()
+    setup = Client(db)
+    setup.send(query("CREATE TABLE wide (id integer PRIMARY KEY, pad text)"))
+    setup.send(query("INSERT INTO wide VALUES (1, printf('%0200000d', 1))"))
+    setup.close()
+    looped = LoopClient(db)
+    try:
+        looped.send(parse("w", "SELECT pad FROM wide WHERE id = $1", [23]) + SYNC)
+        one = bind("", "w", [b"1"]) + describe(b"P") + execute() + SYNC
+        looped.send(one)
+        looped.send(one)  # a batch alone: the fast path runs it and registers the statement
+        answers = looped.send(one * 100)  # ~20 MB of answers queued by one write
+        assert looped.served >= 99
+        assert sum(kind == b"D" for kind, _ in split_messages(answers)) == 100
+        assert looped.loop.buffer_capacity <= 2 * _core.LOOP_MAX_ANSWER
+    finally:
+        looped.close()
+
+
+def test_messages_over_the_servers_limit_are_left_to_python(tmp_path):
+    """pgwire.max_message_bytes holds for batches the loop would serve: a
+    Bind over the limit is handed to Python (which ends the session with
+    FATAL 54000), never answered in C."""
+    db = str(tmp_path / "limit.db")
+    open_engine_connection(db, readonly=False, create=True).close()
+    looped = LoopClient(db, max_message_bytes=4096)
+    try:
+        looped.send(parse("n", "SELECT length($1)", [25]) + SYNC)
+        small = bind("", "n", [b"abc"]) + describe(b"P") + execute() + SYNC
+        looped.send(small)
+        looped.send(small)  # registered by the fast path
+        assert looped.session.loop_may_serve()
+        big = bind("", "n", [b"x" * 20_000]) + describe(b"P") + execute() + SYNC
+        looped.peer.sendall(big)
+        status, got, latencies, _reused, _error, _errno = looped.loop.run(
+            looped.sock.fileno(), b"", looped.inbuf, 5.0, True, 0)
+        assert status == _core.LOOP_DATA and latencies == []
+        while len(got) < len(big):  # the rest of the message, as _serve_blocking reads on
+            _status, more, *_ = looped.loop.run(looped.sock.fileno(), b"", looped.inbuf, 5.0, False, 0)
+            got += more
+        looped.proto.feed(got)
+        refusal = looped.proto.data_to_send()
+        assert refusal[:1] == b"E" and b"54000" in refusal and looped.proto.closed
+    finally:
+        looped.close()
+
+
+def test_an_ended_session_is_not_served_by_the_loop(tmp_path):
+    """A session an administrator ended (tenant suspended, PDB closed
+    IMMEDIATE) answers what is already queued through Python, which reports
+    the error that ended it: the loop does not serve it any more."""
+    db = str(tmp_path / "ended.db")
+    open_engine_connection(db, readonly=False, create=True).close()
+    looped = LoopClient(db)
+    looped.conn.close()
+    looped.conn = TenantConnection(db, 0, False, None, StatementCounter())  # the daemon's kind: it can be ended
+    looped.session = Session(DatabaseSession(looped.conn, write_lock=threading.Lock()), "app", "alice", 1)
+    looped.session.flush = looped.sock.sendall
+    looped.loop = looped.session.open_wire_loop(64 << 20)
+    try:
+        looped.send(parse("s", "SELECT $1::int4 + 1", [23]) + SYNC)
+        one = bind("", "s", [b"1"]) + describe(b"P") + execute() + SYNC
+        looped.send(one)
+        looped.send(one)  # registered by the fast path
+        assert looped.session.loop_may_serve()
+        looped.conn.ended_with = RuntimeError("ended by the test")  # as WireLink.terminate marks it
+        assert not looped.session.loop_may_serve()
+    finally:
+        looped.close()

@@ -223,7 +223,7 @@ class PgServer:
         fd = sock.fileno()
         inbuf = bytearray(READ_BYTES)
         idle_timeout = self.idle_in_transaction_timeout
-        loop = session.open_wire_loop() if self.native_loop else None
+        loop = session.open_wire_loop(self.max_message_bytes) if self.native_loop else None
         events = state.events
         try:
             while True:

@@ -309,12 +309,13 @@ class Session:
         stmt.reset()  # ends SQLite's read transaction now
 
     # -- the native round-trip loop (native/wireloop.c) ---------------------------------------
-    def open_wire_loop(self):
+    def open_wire_loop(self, max_message_bytes: int):
         """The session's native loop (None when the build or the connection
-        has none, or the fast paths are off)."""
+        has none, or the fast paths are off); messages over max_message_bytes
+        are left to Python, which refuses them."""
         loop_type = getattr(_core, "WireLoop", None)
         if self.wire_loop is None and self.fast_paths and loop_type is not None and isinstance(self.conn, _core.Connection):
-            self.wire_loop = loop_type(self.conn)
+            self.wire_loop = loop_type(self.conn, max_message_bytes)
         return self.wire_loop
 
     def loop_may_serve(self) -> bool:
@@ -322,8 +323,8 @@ class Session:
         _run_prepared_fast requires (idle, no portals, no error to skip past),
         the authorizer unchanged since the entries were registered, and
         something registered."""
-        if not self._loop_registered:
-            return False
+        if not self._loop_registered or getattr(self.conn, "ended_with", None) is not None:
+            return False  # (an ended session: Python answers its batches with the error that ended it)
         if self._watch_authorizer:
             self._check_authorizer()  # a change forgets the entries
         return bool(self._loop_registered) and not (
