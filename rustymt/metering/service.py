@@ -175,6 +175,7 @@ class MeteringService:
             return None
         metrics = self.sla.metrics(tenant_id)
         if metrics is None:
+            self._sla_blocks.pop(tenant_id, None)  # the tracker forgot it (terminated): so do we
             return None
         kept = self._sla_blocks.get(tenant_id)
         if kept is not None and kept[0] is metrics:

@@ -614,6 +614,8 @@ class TenantService:
     async def terminate(self, principal: Principal, tenant_id: str) -> dict:
         """Final: frees the tenant's port and name, drops its PDB rows."""
         now = await self._transition(principal, PERMISSION["terminate"], tenant_id, TenantState.TERMINATED, "terminated")
+        self._get_kept.pop(tenant_id, None)  # kept answers of a tenant that is gone for good
+        self._uptime_kept.pop(tenant_id, None)
         return {"tenant_id": tenant_id, "state": TenantState.TERMINATED.value, "terminated_at": now}
 
     # ---- tier, priority, quota
