@@ -381,6 +381,16 @@ class LoopClient(Client):
             self.received.clear()
         return answer
 
+    def registered(self, name, sql, oids, params) -> bytes:
+        """Prepare `name` and run it twice (the second time alone, so the fast
+        path serves it and registers it with the loop); its batch's bytes."""
+        self.send(parse(name, sql, oids) + SYNC)
+        batch = bind("", name, params) + describe(b"P") + execute() + SYNC
+        self.send(batch)
+        self.send(batch)
+        assert self.session.loop_may_serve()
+        return batch
+
     def close(self):
         super().close()
         self.sock.close()
@@ -594,10 +604,7 @@ def test_pipelined_big_answers_go_out_as_they_come_and_the_buffer_is_not_kept(tm
     setup.close()
     looped = LoopClient(db)
     try:
-        looped.send(parse("w", "SELECT pad FROM wide WHERE id = $1", [23]) + SYNC)
-        one = bind("", "w", [b"1"]) + describe(b"P") + execute() + SYNC
-        looped.send(one)
-        looped.send(one)  # a batch alone: the fast path runs it and registers the statement
+        one = looped.registered("w", "SELECT pad FROM wide WHERE id = $1", [23], [b"1"])
         answers = looped.send(one * 100)  # ~20 MB of answers queued by one write
         assert looped.served >= 99
         assert sum(kind == b"D" for kind, _ in split_messages(answers)) == 100
@@ -614,11 +621,7 @@ def test_messages_over_the_servers_limit_are_left_to_python(tmp_path):
     open_engine_connection(db, readonly=False, create=True).close()
     looped = LoopClient(db, max_message_bytes=4096)
     try:
-        looped.send(parse("n", "SELECT length($1)", [25]) + SYNC)
-        small = bind("", "n", [b"abc"]) + describe(b"P") + execute() + SYNC
-        looped.send(small)
-        looped.send(small)  # registered by the fast path
-        assert looped.session.loop_may_serve()
+        looped.registered("n", "SELECT length($1)", [25], [b"abc"])
         big = bind("", "n", [b"x" * 20_000]) + describe(b"P") + execute() + SYNC
         looped.peer.sendall(big)
         status, got, latencies, _reused, _error, _errno = looped.loop.run(
@@ -647,11 +650,7 @@ def test_an_ended_session_is_not_served_by_the_loop(tmp_path):
     looped.session.flush = looped.sock.sendall
     looped.loop = looped.session.open_wire_loop(64 << 20)
     try:
-        looped.send(parse("s", "SELECT $1::int4 + 1", [23]) + SYNC)
-        one = bind("", "s", [b"1"]) + describe(b"P") + execute() + SYNC
-        looped.send(one)
-        looped.send(one)  # registered by the fast path
-        assert looped.session.loop_may_serve()
+        looped.registered("s", "SELECT $1::int4 + 1", [23], [b"1"])
         looped.conn.ended_with = RuntimeError("ended by the test")  # as WireLink.terminate marks it
         assert not looped.session.loop_may_serve()
     finally:
