@@ -176,13 +176,12 @@ class MeteringSampler:
             latest[tenant_id] = entry
             # Refusals count from the instance's start, which is never before the daemon's: on a
             # baseline all of them are news (a tenant refused within its first second is reported).
-            since = before[0] if before else now - self.settings.metering.interval_seconds
-            self._quota_events(tenant, usage.delta(before[1] if before else None), since, now)
+            since, earlier = before if before else (now - self.settings.metering.interval_seconds, None)
+            delta = usage.delta(earlier)
+            self._quota_events(tenant, delta, since, now)
             if before is None:
                 continue  # a baseline: nothing known about the time before it
-            since, earlier = before
             seconds = max(0.0, now - since)
-            delta = usage.delta(earlier)
             # A tenant whose PDBs the operator closed is not "down": its time counts as excluded.
             # Declared maintenance likewise.
             sla_state = "maintenance" if tenant["maintenance"] else tenant["state"] if tenant["open_pdbs"] else "closed"

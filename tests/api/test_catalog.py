@@ -150,7 +150,7 @@ def test_read_cached_on_an_event_loop_checks_data_version_once_per_iteration(tmp
         assert catalog.read_cached("names", names) == ["CDB1"] and len(runs) == 2  # same iteration: kept
         await asyncio.sleep(0)  # the loop's next iteration
         assert catalog.read_cached("names", names) == ["CDB2"] and len(runs) == 3
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # another iteration (a yield, not a wait): the PRAGMA is read again
         assert catalog.read_cached("names", names) == ["CDB2"] and len(runs) == 3  # nothing committed since
 
     try:
