@@ -604,6 +604,11 @@ static int flush_answers(rmt_wl_session *s, int fd) {
     return err;
 }
 
+static void os_failure(rmt_wl_result *result, int err) {
+    result->status = RMT_WL_OS_ERROR;
+    result->os_error = err;
+}
+
 void rmt_wl_run(rmt_wl_session *s, int fd, const unsigned char *out, size_t out_len,
                 unsigned char *in, size_t in_cap, int timeout_ms, int serve, int report_ms,
                 rmt_wl_result *result) {
@@ -619,8 +624,7 @@ void rmt_wl_run(rmt_wl_session *s, int fd, const unsigned char *out, size_t out_
     s->answer_len = 0;
     /* 1. */
     if ((err = send_all(fd, out, out_len)) != 0) {
-        result->status = RMT_WL_OS_ERROR;
-        result->os_error = err;
+        os_failure(result, err);
         return;
     }
     for (;;) {
@@ -644,8 +648,7 @@ void rmt_wl_run(rmt_wl_session *s, int fd, const unsigned char *out, size_t out_
                 ready = poll(&waiting, 1, wait);
             } while (ready < 0 && errno == EINTR);
             if (ready < 0) {
-                result->status = RMT_WL_OS_ERROR;
-                result->os_error = errno;
+                os_failure(result, errno);
                 return;
             }
             if (ready == 0) {
@@ -657,8 +660,7 @@ void rmt_wl_run(rmt_wl_session *s, int fd, const unsigned char *out, size_t out_
             got = recv(fd, in, in_cap, 0);
         } while (got < 0 && errno == EINTR);
         if (got < 0) {
-            result->status = RMT_WL_OS_ERROR;
-            result->os_error = errno;
+            os_failure(result, errno);
             return;
         }
         if (got == 0) {
@@ -680,15 +682,13 @@ void rmt_wl_run(rmt_wl_session *s, int fd, const unsigned char *out, size_t out_
             /* pipelined batches: answers go out once they pass one batch's bound,
             ** so the buffer stays near 2 x RMT_WL_MAX_ANSWER whatever the client queued */
             if (s->answer_len >= RMT_WL_MAX_ANSWER && (err = flush_answers(s, fd)) != 0) {
-                result->status = RMT_WL_OS_ERROR;
-                result->os_error = err;
+                os_failure(result, err);
                 return;
             }
         }
         /* 4. */
         if ((err = flush_answers(s, fd)) != 0) {
-            result->status = RMT_WL_OS_ERROR;
-            result->os_error = err;
+            os_failure(result, err);
             return;
         }
         if (s->answer_cap > 2 * (size_t)RMT_WL_MAX_ANSWER) {  /* a big answer's buffer is not kept for the session */
