@@ -41,7 +41,6 @@ them, which can only let a caller through sooner.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 import time
 from typing import Callable
@@ -155,11 +154,9 @@ class RateLimiter:
 app_limiter = per_app(lambda app: RateLimiter())
 
 
-async def tenant_tier(app: web.Application, tenant_id: str) -> Tier:
-    name = app["tier_of"](tenant_id)
-    if inspect.isawaitable(name):
-        name = await name
-    return TIERS.get(name) or TIERS[FALLBACK_TIER]
+def tenant_tier(app: web.Application, tenant_id: str) -> Tier:
+    # tier_of is a cached dict lookup (rustymt.service.tenants): no coroutine on the hot path.
+    return TIERS.get(app["tier_of"](tenant_id)) or TIERS[FALLBACK_TIER]
 
 
 def with_headers(error: ServiceError, headers: dict[str, str]) -> ServiceError:
@@ -168,7 +165,7 @@ def with_headers(error: ServiceError, headers: dict[str, str]) -> ServiceError:
     return error
 
 
-async def decide(app: web.Application, principal: Principal | None, client: str | None) -> Decision:
+def decide(app: web.Application, principal: Principal | None, client: str | None) -> Decision:
     """Take one request from the caller's bucket: the tenant's, the operator's or the client address's."""
     limiter = app_limiter(app)
     if principal is None:
@@ -178,7 +175,7 @@ async def decide(app: web.Application, principal: Principal | None, client: str 
     if principal.tenant_id is None:
         limits = app["settings"].api
         return limiter.take(OPERATOR_PREFIX + principal.user_id, limits.operator_requests_per_hour, limits.operator_burst)
-    tier = await tenant_tier(app, principal.tenant_id)
+    tier = tenant_tier(app, principal.tenant_id)
     return limiter.take(principal.tenant_id, tier.requests_per_hour, tier.burst)
 
 

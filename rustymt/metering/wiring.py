@@ -4,7 +4,7 @@
     obs = services.observability
     obs.usage_source                     # engine stats via services.fleet (FleetUsageSource); replaceable
     obs.instance_restarts()              # {"shared": 2} from fleet.status()
-    obs.install(app)                     # before the app starts: API metrics middleware
+    obs.install(app)                     # before the app starts: API request metrics
     tasks = obs.start()                  # sampler + webhook dispatcher; cancel them to stop
 """
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from rustymt.api.middleware import REQUEST_OBSERVER
 from rustymt.events.webhooks import WebhookDispatcher, WebhookService
-from rustymt.metering.prometheus import Metrics, api_metrics_middleware
+from rustymt.metering.prometheus import Metrics, api_request_observer
 from rustymt.metering.sampler import ApiRequestCounter, MeteringSampler
 from rustymt.metering.service import MeteringService
 from rustymt.metering.usage import FleetUsageSource, ServiceUsageSource, UsageSource
@@ -37,7 +38,7 @@ class Observability:
         self.metrics = Metrics(self)
 
     def install(self, app: web.Application) -> None:
-        app.middlewares.insert(0, api_metrics_middleware(self.metrics, self.api_requests))
+        app[REQUEST_OBSERVER] = api_request_observer(self.metrics, self.api_requests)
 
     def start(self) -> list[asyncio.Task]:
         return [asyncio.create_task(self.sampler.run(self.sampler.subscribe()), name="metering"),

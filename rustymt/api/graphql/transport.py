@@ -75,7 +75,7 @@ async def _rate_limit(request: web.Request, principal) -> dict[str, str]:
     """REST's per-tenant bucket; QUOTA_EXCEEDED when empty. Headers for the answer."""
     if principal is None or principal.tenant_id is None:
         return {}
-    tier = await tenant_tier(request.app, principal.tenant_id)
+    tier = tenant_tier(request.app, principal.tenant_id)
     decision = app_limiter(request.app).take(principal.tenant_id, tier.requests_per_hour, tier.burst)
     if not decision.allowed:
         error = ServiceError("QUOTA_EXCEEDED", f"rate limit of {decision.limit} requests per hour exceeded; "
