@@ -49,16 +49,21 @@ def encoded_response(body: bytes, status: int = 200, headers: Mapping[str, str] 
 
 class KeptEncodings:
     """encode() of the latest value per key, reused while the caller passes the very same object
-    (for a service that hands out one kept dict until it changes: GET tenant). The kept value is
-    referenced, so its id cannot be reused by another object while it is kept."""
+    (for a service that hands out one kept dict until it changes: GET tenant, list tenants). The
+    kept value is referenced, so its id cannot be reused by another object while it is kept.
+    With `limit`, at most that many keys are kept (keys a client chooses: all are dropped when
+    full, and the next answers are encoded again)."""
 
-    def __init__(self):
+    def __init__(self, limit: int | None = None):
         self._kept: dict[Any, tuple[Any, bytes]] = {}
+        self._limit = limit
 
     def encode(self, key: Any, value: Any) -> bytes:
         kept = self._kept.get(key)
         if kept is not None and kept[0] is value:
             return kept[1]
         data = encode(value)
+        if kept is None and self._limit is not None and len(self._kept) >= self._limit:
+            self._kept.clear()
         self._kept[key] = (value, data)
         return data

@@ -328,21 +328,22 @@ class TenantService:
         tier = inputs.choice("tier", tier, TIER_NAMES) if tier is not None else None
         state = inputs.choice("state", state, STATE_NAMES) if state is not None else None
 
-        def query(conn: sqlite3.Connection) -> tuple[int, list[dict]]:
+        def query(conn: sqlite3.Connection) -> dict:
             # A tenant-scoped caller sees only its own tenant, never others' metadata.
             total, records = rows.page(conn, offset=(page - 1) * page_size, limit=page_size, tier=tier, state=state,
                                        tenant_id=principal.tenant_id)
-            return total, [{key: record[key] for key in ("tenant_id", "tenant_name", "service_tier", "state", "created_at")}
-                           for record in records]
+            return {
+                "tenants": [{key: record[key] for key in ("tenant_id", "tenant_name", "service_tier", "state", "created_at")}
+                            for record in records],
+                "total": total,
+                "page": page,
+                "page_size": page_size,
+            }
 
-        # Two SELECTs over a small catalog, on this thread and kept until the next commit (Catalog.read_cached).
-        total, summaries = self.catalog.read_cached(("list", page, page_size, tier, state, principal.tenant_id), query)
-        return {
-            "tenants": summaries,
-            "total": total,
-            "page": page,
-            "page_size": page_size,
-        }
+        # Two SELECTs over a small catalog, on this thread, and the page built from them, kept until
+        # the next commit (Catalog.read_cached): the same question gets the same dict (callers must
+        # not mutate it), whose encoding the REST handler keeps beside it.
+        return self.catalog.read_cached(("list", page, page_size, tier, state, principal.tenant_id), query)
 
     async def describe(self, principal: Principal, tenant_id: str) -> dict:
         """Everything known about a tenant (GraphQL's Tenant); REST's GET is a projection of it."""

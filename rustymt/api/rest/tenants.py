@@ -119,8 +119,16 @@ async def create_tenant(request: web.Request) -> web.Response:
     return await idempotent(request, run)
 
 
+# TenantService.list hands out one kept page per question until the next catalog commit: its
+# encoding is kept beside it, per caller scope and query string (a client picks those: bounded).
+LIST_ENCODINGS_KEPT = 256
+_list_encodings = per_app(lambda app: encoding.KeptEncodings(limit=LIST_ENCODINGS_KEPT))
+
+
 async def list_tenants(request: web.Request) -> web.Response:
-    return json_response(await services(request).tenants.list(principal(request), **query(request)))
+    caller = principal(request)
+    body = await services(request).tenants.list(caller, **query(request))
+    return encoding.encoded_response(_list_encodings(request.app).encode((caller.tenant_id, request.query_string), body))
 
 
 # TenantService.get hands out one kept body per tenant until something in it changes: its
