@@ -1,14 +1,17 @@
-"""Bench fixtures: the full stack (a real daemon with tenants) and the bare baseline.
+"""Bench fixtures: the full stack (a real daemon with tenants), the bare baseline, and the floor.
 
-Both servers are separate processes on loopback, driven by the same load
-generator (wrk, C, 2 threads) with the same headers, in the same run, so host
-contention affects both alike and the ratio is what the stack costs.
+All are separate processes on loopback, driven by the same load generator
+(wrk, C, 2 threads) with the same headers, in the same run, so host
+contention affects them alike and the ratio is what the stack costs. The
+floor (bench/floor_server.c) is a C server writing the same bytes: what the
+host and the network alone give.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -33,6 +36,7 @@ class Stack:
 class Server:
     url: str
     pid: int
+    answers: dict[str, dict] | None = None  # the bare server's: path -> {"body", "headers"} the daemon answered
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +69,40 @@ def bare(stack, tmp_path_factory):
                                stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
     try:
         port = int(process.stdout.readline())  # printed once listening; EOF (ValueError) if it died
-        yield Server(f"http://127.0.0.1:{port}", process.pid)
+        yield Server(f"http://127.0.0.1:{port}", process.pid, answers)
     finally:
         process.kill()
         process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def floor(bare, tmp_path_factory):
+    """floor(path) -> Server: bench/floor_server.c (C, epoll) answering that path's bytes to every request."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler (scripts/apt-packages.txt lists build-essential)")
+    folder = tmp_path_factory.mktemp("floor")
+    binary = folder / "floor_server"
+    subprocess.run([compiler, "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(binary),
+                    os.path.join(REPO_ROOT, "bench", "floor_server.c")], check=True)
+    started: dict[str, tuple[subprocess.Popen, Server]] = {}
+
+    def server_for(path: str) -> Server:
+        if path not in started:
+            answer = bare.answers[path]
+            body = answer["body"].encode("utf-8")
+            head = ["HTTP/1.1 200 OK", "Content-Type: application/json; charset=utf-8", f"Content-Length: {len(body)}",
+                    *(f"{name}: {value}" for name, value in answer["headers"].items())]
+            response_file = folder / f"response-{len(started)}"
+            response_file.write_bytes(("\r\n".join(head) + "\r\n\r\n").encode("ascii") + body)
+            process = subprocess.Popen([str(binary), str(response_file)], stdout=subprocess.PIPE, text=True)
+            port = int(process.stdout.readline())
+            started[path] = (process, Server(f"http://127.0.0.1:{port}", process.pid))
+        return started[path][1]
+
+    try:
+        yield server_for
+    finally:
+        for process, _ in started.values():
+            process.kill()
+            process.wait(10)
