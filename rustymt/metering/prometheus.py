@@ -257,7 +257,7 @@ def route_resource(request: web.Request) -> Any:
 def api_request_observer(metrics: Metrics, api_requests: Any):
     """observe(request, status, seconds) for every answer (errors and refusals included): the
     route's count and latency, and the request for the tenant it was for. rustymt.api.middleware
-    calls it (app["request_observer"]) around everything it does, as an outermost middleware
+    calls it (app[REQUEST_OBSERVER]) around everything it does, as an outermost middleware
     would, without a middleware layer of its own (one coroutine and partial fewer per request)."""
     # (method, resource, status) -> the series it counts in: the route name and the status string
     # are made once per series, not per request. Bounded: the method and unmatched paths come

@@ -54,10 +54,11 @@ log = logging.getLogger("rustymt.fleet")
 SHARED = "shared"
 DEDICATED_PREFIX = "ded-"
 SAMPLE_SECONDS = 1.0          # the usage sampler's period: rates are over this window
+MIN_RATE_WINDOW_SECONDS = 0.5 * SAMPLE_SECONDS  # a sample closer than this to the previous one is not a new window
 # GET tenant's usage: the sampler's latest, or one shared fetch when older. Half a period of slack
 # over the sampler's schedule, so a GET waits for a control round trip only when the sampler is late.
 USAGE_MAX_AGE_SECONDS = 1.5 * SAMPLE_SECONDS
-REPAIR_EVERY_SAMPLES = 5     # every 5 s: attach live tenants no instance has
+REPAIR_EVERY_SECONDS = 5.0   # attach live tenants no instance has
 CLOSE_TIMEOUT_SECONDS = 5.0   # close NORMAL: how long sessions may take to leave
 ENGINE_STATES = ("active", "suspended", "maintenance", "migrating")
 
@@ -105,6 +106,7 @@ class Fleet:
         # instance name -> {tenant_id: stats block} of its latest `stats` answer (sampler or recent_stats)
         self._recent: RecentValues[dict[str, dict]] = RecentValues(USAGE_MAX_AGE_SECONDS)
         self._sampler: asyncio.Task | None = None
+        self._sampling: dict[str, asyncio.Task] = {}  # "stats <instance>" / "repair" -> the sampler's task in flight
         self._background: set[asyncio.Task] = set()
 
     # ---- life cycle
@@ -119,10 +121,11 @@ class Fleet:
         self._sampler = asyncio.create_task(self._sample_forever())
 
     async def stop(self) -> None:
-        if self._sampler is not None:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
+        for task in [self._sampler, *self._sampling.values()]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task  # the sampler's tasks log their own failures
         for name in list(self.instances):
             await self._stop_instance(name)
         for task in list(self._background):
@@ -464,32 +467,61 @@ class Fleet:
                 log.warning("tenant %s still not attached to %s: %s", tenant_id, name, exc)
 
     async def _sample_forever(self) -> None:
-        """Every instance's stats once per SAMPLE_SECONDS, the instances spread evenly over the
-        period (fixed rate: a slow answer does not shift the schedule).
+        """Every instance's stats once per SAMPLE_SECONDS, the instances spread over the period.
 
-        Asking them back to back made a burst each second: every instance process
-        computing its stats at once and this loop parsing all the answers in a row
-        (~20 ms of CPU on both cores with 21 instances), during which API requests
-        queued (GET tenant's p99 at 1,000 req/s was 9-16 ms; docs/api.md
-        "Performance"). Spread out, each instance is one sub-millisecond piece of
-        work every SAMPLE_SECONDS / instances."""
+        Asked back to back, the instances made a burst each second: every
+        instance process computing its stats at once and this loop parsing all
+        the answers in a row (~20 ms of CPU on both cores with 21 instances),
+        during which API requests queued. Now each instance has its own due
+        time, SAMPLE_SECONDS after its previous sample started (so every rate
+        window is at least a period), the first ones placed a slot
+        (SAMPLE_SECONDS / instances) apart, and two samples are never closer
+        than half a slot: instances that fell behind (a slow answer, a stalled
+        loop) catch up spread out, not in a burst. Each sample is its own task,
+        at most one per instance, so an instance slow to answer delays only its
+        own figures; the repair pass runs beside them the same way."""
         loop = asyncio.get_running_loop()
-        period_start = loop.time()
-        ticks = 0
+        due: dict[str, float] = {}
+        last_sample = -SAMPLE_SECONDS
+        next_repair = loop.time() + REPAIR_EVERY_SECONDS
         while True:
-            ticks += 1
-            if ticks % REPAIR_EVERY_SAMPLES == 0:
-                try:
-                    await self._repair_unattached()
-                except Exception:  # noqa: BLE001 - the sampler must keep running
-                    log.exception("repair pass failed")
-            names = list(self.instances)
-            slot = SAMPLE_SECONDS / max(1, len(names))
-            for index, name in enumerate(names):
-                await asyncio.sleep(max(0.0, period_start + index * slot - loop.time()))  # the schedule itself
-                await self._sample(name)
-            period_start = max(period_start + SAMPLE_SECONDS, loop.time())  # a stalled loop skips, never bunches
-            await asyncio.sleep(period_start - loop.time())
+            now = loop.time()
+            if now >= next_repair:
+                next_repair = now + REPAIR_EVERY_SECONDS
+                self._in_background("repair", self._repair_unattached)
+            slot = SAMPLE_SECONDS / max(1, len(self.instances))
+            for name in [name for name in due if name not in self.instances]:
+                del due[name]
+                finished = self._sampling.get("stats " + name)
+                if finished is not None and finished.done():
+                    del self._sampling["stats " + name]
+            for index, name in enumerate([name for name in self.instances if name not in due]):
+                due[name] = now + index * slot
+            if not due:
+                await asyncio.sleep(min(SAMPLE_SECONDS, next_repair - now))  # no instance: the period itself
+                continue
+            name = min(due, key=due.__getitem__)
+            await asyncio.sleep(max(0.0, due[name] - now, last_sample + slot / 2 - now))  # the schedule itself
+            if name not in self.instances:
+                continue  # stopped meanwhile: dropped above on the next turn
+            last_sample = loop.time()
+            due[name] = last_sample + SAMPLE_SECONDS
+            self._in_background("stats " + name, lambda: self._sample(name))
+
+    def _in_background(self, key: str, run: Callable[[], Awaitable[None]]) -> None:
+        """run() as a task unless the previous one under `key` is still going; a failure is logged
+        (the sampler keeps running)."""
+        running = self._sampling.get(key)
+        if running is not None and not running.done():
+            return
+
+        async def guarded() -> None:
+            try:
+                await run()
+            except Exception:  # noqa: BLE001 - logged; the next period tries again
+                log.exception("%s failed", key)
+
+        self._sampling[key] = asyncio.create_task(guarded(), name=key)
 
     async def _sample(self, name: str) -> None:
         supervisor = self.instances.get(name)
@@ -504,6 +536,8 @@ class Fleet:
         now = time.monotonic()
         for tenant_id, block in result["tenants"].items():
             samples = self._samples.setdefault(tenant_id, [])
+            if samples and now - samples[-1][0] < MIN_RATE_WINDOW_SECONDS:
+                continue  # a rate over a sliver of time is noise: keep the pair (and rates) we have
             samples.append((now, block))
             del samples[:-2]
             self._rates[tenant_id] = self._rates_between(samples)

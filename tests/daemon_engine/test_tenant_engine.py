@@ -108,7 +108,7 @@ def test_isolation_endpoints_show_the_workload(engine_daemon):
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL folded into users.db: bytes counted once
 
         def measured_after_the_inserts():
-            # usage is served from measurements up to a second old (docs/api.md "Usage freshness")
+            # usage is served from measurements up to 1.5 s old (docs/api.md "How fresh `usage` is")
             usage = get_json(engine_daemon, f"/api/v1/tenants/{tid}")["usage"]
             grown = usage["storage_bytes"] - storage_before
             return usage if usage["active_connections"] == 1 and grown >= 0.9 * ROWS * ROW_BYTES else None
