@@ -106,7 +106,7 @@ class Fleet:
         # instance name -> {tenant_id: stats block} of its latest `stats` answer (sampler or recent_stats)
         self._recent: RecentValues[dict[str, dict]] = RecentValues(USAGE_MAX_AGE_SECONDS)
         self._sampler: asyncio.Task | None = None
-        self._sampling: dict[str, asyncio.Task] = {}  # "stats <instance>" / "repair" -> the sampler's task in flight
+        self._sampling: dict[str, asyncio.Task] = {}  # "stats <instance>" / "repair" -> the sampler's task while in flight
         self._background: set[asyncio.Task] = set()
 
     # ---- life cycle
@@ -492,9 +492,6 @@ class Fleet:
             slot = SAMPLE_SECONDS / max(1, len(self.instances))
             for name in [name for name in due if name not in self.instances]:
                 del due[name]
-                finished = self._sampling.get("stats " + name)
-                if finished is not None and finished.done():
-                    del self._sampling["stats " + name]
             for index, name in enumerate([name for name in self.instances if name not in due]):
                 due[name] = now + index * slot
             if not due:
@@ -511,8 +508,7 @@ class Fleet:
     def _in_background(self, key: str, run: Callable[[], Awaitable[None]]) -> None:
         """run() as a task unless the previous one under `key` is still going; a failure is logged
         (the sampler keeps running)."""
-        running = self._sampling.get(key)
-        if running is not None and not running.done():
+        if key in self._sampling:
             return
 
         async def guarded() -> None:
@@ -521,7 +517,8 @@ class Fleet:
             except Exception:  # noqa: BLE001 - logged; the next period tries again
                 log.exception("%s failed", key)
 
-        self._sampling[key] = asyncio.create_task(guarded(), name=key)
+        task = self._sampling[key] = asyncio.create_task(guarded(), name=key)
+        task.add_done_callback(lambda _: self._sampling.pop(key, None))  # in flight only: no entry outlives its task
 
     async def _sample(self, name: str) -> None:
         supervisor = self.instances.get(name)
